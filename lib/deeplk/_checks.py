@@ -1,0 +1,40 @@
+"""Shape and argument checks shared by the public functions of `deeplk`.
+
+Every public function validates its inputs on entry and raises `ValueError` that names the
+argument, the expected shape and the actual one.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def _shape_str(shape: Sequence) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
+def check_shape(name: str, x, expected: Sequence, description: str = "") -> None:
+    """Raise `ValueError` unless `x.shape` matches `expected`.
+
+    `expected` holds ints for fixed dimensions and `None` for free ones, e.g. `(None, 4, 2)`.
+    Works on NumPy arrays and tensors (unknown static dimensions are accepted).
+    """
+    shape = tuple(getattr(x, "shape", np.shape(x)))
+    shape = tuple(None if d is None else int(d) for d in shape)
+    ok = len(shape) == len(expected) and all(
+        e is None or a is None or a == e for a, e in zip(shape, expected)
+    )
+    if not ok:
+        what = f" ({description})" if description else ""
+        raise ValueError(
+            f"`{name}` must have shape {_shape_str(expected)}{what}, got {_shape_str(shape)}"
+        )
+
+
+def check_positive_int(name: str, value) -> int:
+    """Return `value` as int, or raise `ValueError` naming `name` if it is not a positive integer."""
+    if isinstance(value, bool) or not float(value).is_integer() or int(value) <= 0:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+    return int(value)
