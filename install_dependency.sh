@@ -8,6 +8,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 python -m pip install --upgrade pip
 python -m pip install -e .
-# Register the environment as a Jupyter kernel so notebooks and papermill find it.
-python -m ipykernel install --user --name python3 --display-name "Python 3 (deeplk)" >/dev/null
 python -c "import deeplk, tensorflow as tf, cv2; print('deeplk', deeplk.__version__, '| TensorFlow', tf.__version__, '| OpenCV', cv2.__version__)"

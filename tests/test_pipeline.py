@@ -1,0 +1,122 @@
+"""The papermill pipeline runner: order, parameters, run folder, skipping and failure reports."""
+
+import json
+import textwrap
+
+import nbformat
+import pytest
+
+from deeplk import pipeline
+
+
+def _notebook(path, parameters_src, body_src):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(parameters_src)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# test"), params, nbformat.v4.new_code_cell(body_src)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A throw-away project root with two notebooks and a profile."""
+    (tmp_path / "notebooks" / "profiles").mkdir(parents=True)
+    monkeypatch.setenv("DEEPLK_ROOT", str(tmp_path))
+    _notebook(
+        tmp_path / "notebooks" / "00_write.ipynb",
+        "out = 'x.txt'\nvalue = 1",
+        "from pathlib import Path\nPath(out).parent.mkdir(parents=True, exist_ok=True)\nPath(out).write_text(str(value))",
+    )
+    _notebook(
+        tmp_path / "notebooks" / "01_fail.ipynb",
+        "message = 'boom'",
+        "x = 1\nraise ValueError(message)",
+    )
+    return tmp_path
+
+
+def _profile(root, text):
+    path = root / "notebooks" / "profiles" / "p.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_runs_steps_in_order_with_parameters_and_placeholders(project):
+    _profile(project, """
+        description: two writes and a notebook that does not exist yet
+        steps:
+          - {name: first, notebook: 00_write.ipynb, parameters: {out: "{run_dir}/a.txt", value: 3}}
+          - {name: later, notebook: 09_not_there.ipynb}
+          - {name: second, notebook: 00_write.ipynb, parameters: {out: "{run_dir}/b.txt", value: 4}}
+    """)
+    record = pipeline.run_profile("p", run_dir=project / "run", progress=False)
+    run = project / "run"
+    assert (run / "a.txt").read_text() == "3"
+    assert (run / "b.txt").read_text() == "4"
+    assert [s["status"] for s in record["steps"]] == ["ok", "skipped (notebook not present)", "ok"]
+    executed = sorted(p.name for p in (run / "notebooks").iterdir())
+    assert executed == ["00_first.ipynb", "02_second.ipynb"]
+    # the executed copy carries the injected parameters; the source notebook is untouched
+    nb = nbformat.read(str(run / "notebooks" / "00_first.ipynb"), as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    src = nbformat.read(str(project / "notebooks" / "00_write.ipynb"), as_version=4)
+    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in src.cells)
+    saved = json.loads((run / "pipeline.json").read_text())
+    assert saved["profile"] == "p" and [s["name"] for s in saved["steps"]] == ["first", "later", "second"]
+
+
+def test_failure_stops_the_run_and_names_notebook_cell_and_error(project, capsys):
+    _profile(project, """
+        steps:
+          - {name: breaks, notebook: 01_fail.ipynb, parameters: {message: "bad thing"}}
+          - {name: never, notebook: 00_write.ipynb, parameters: {out: "{run_dir}/never.txt"}}
+    """)
+    code = pipeline.main(["--profile", "p", "--run-dir", str(project / "run")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "01_fail.ipynb" in err and "ValueError: bad thing" in err and "cell" in err
+    assert not (project / "run" / "never.txt").exists()
+    assert (project / "run" / "notebooks" / "00_breaks.failed.ipynb").is_file()
+    assert not list((project / "run" / "notebooks").glob("*.partial.ipynb"))
+    saved = json.loads((project / "run" / "pipeline.json").read_text())
+    assert saved["steps"][0]["status"] == "failed" and len(saved["steps"]) == 1
+
+
+def test_bad_profiles_give_clear_errors(project):
+    with pytest.raises(FileNotFoundError, match="nope"):
+        pipeline.load_profile("nope")
+    _profile(project, "steps: []\n")
+    with pytest.raises(ValueError, match="non-empty `steps:`"):
+        pipeline.load_profile("p")
+    _profile(project, "steps:\n  - {name: a}\n")
+    with pytest.raises(ValueError, match="notebook"):
+        pipeline.load_profile("p")
+    _profile(project, "steps:\n  - {name: a, notebook: 00_write.ipynb}\n  - {name: a, notebook: 00_write.ipynb}\n")
+    with pytest.raises(ValueError, match="used twice"):
+        pipeline.load_profile("p")
+
+
+def test_only_selects_steps_and_rejects_unknown_ones(project):
+    _profile(project, """
+        steps:
+          - {name: a, notebook: 00_write.ipynb, parameters: {out: "{run_dir}/a.txt"}}
+          - {name: b, notebook: 00_write.ipynb, parameters: {out: "{run_dir}/b.txt"}}
+    """)
+    with pytest.raises(ValueError, match="unknown step"):
+        pipeline.run_profile("p", run_dir=project / "run", only=["zzz"])
+    pipeline.run_profile("p", run_dir=project / "run", only=["b"], progress=False)
+    assert (project / "run" / "b.txt").exists() and not (project / "run" / "a.txt").exists()
+
+
+def test_shipped_profiles_are_valid():
+    """Every profile in the repository parses and names notebooks of the repository."""
+    import os
+
+    os.environ.pop("DEEPLK_ROOT", None)
+    names = pipeline.available_profiles()
+    assert "demo" in names
+    for name in names:
+        prof = pipeline.load_profile(name)
+        for step in prof.steps:
+            assert step.notebook.endswith(".ipynb")
