@@ -1,0 +1,183 @@
+"""Evaluation in the paper's metrics: corner error (PE), success rates, tables and curves.
+
+PE of a sample = mean over the 4 corners of the L2 distance between predicted and true corners,
+in the 192 input frame (pixels). A method that returns nothing for a sample (a flagged failure)
+has PE = inf: it misses at every threshold and is counted in ``failures``; mean and median PE are
+taken over the samples with a prediction (``n - failures`` of them).
+
+`summarize` gives one method's record in the layout of ``summary.json``::
+
+    {"n": int, "failures": int, "mean_pe": float, "median_pe": float,
+     "success": {"0.1": pct, "0.5": pct, "1": pct, "3": pct, "5": pct, "10": pct, "20": pct},
+     "ms_per_pair": float}
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from deeplk._checks import check_shape
+
+__all__ = [
+    "THRESHOLDS",
+    "corner_errors",
+    "success_rates",
+    "summarize",
+    "format_table",
+    "plot_success_curves",
+    "write_results",
+]
+
+THRESHOLDS: tuple[float, ...] = (0.1, 0.5, 1, 3, 5, 10, 20)
+
+
+def _key(t: float) -> str:
+    return f"{t:g}"
+
+
+def corner_errors(pred_corners, true_corners, failed=None) -> np.ndarray:
+    """PE per sample, (B,) float64; inf where `failed` or where a prediction is not finite.
+
+    pred_corners, true_corners: (B, 4, 2) (x, y) pixels; failed: optional (B,) bool.
+    """
+    pred = np.asarray(pred_corners, dtype=np.float64)
+    true = np.asarray(true_corners, dtype=np.float64)
+    check_shape("true_corners", true, (None, 4, 2), "(B, 4, 2) (x, y) pixels")
+    check_shape("pred_corners", pred, (true.shape[0], 4, 2), "(B, 4, 2) (x, y) pixels")
+    with np.errstate(invalid="ignore"):
+        pe = np.linalg.norm(pred - true, axis=-1).mean(axis=-1)
+    bad = ~np.isfinite(pe)
+    if failed is not None:
+        failed = np.asarray(failed, dtype=bool)
+        check_shape("failed", failed, (true.shape[0],))
+        bad |= failed
+    pe[bad] = np.inf
+    return pe
+
+
+def success_rates(errors, thresholds=THRESHOLDS) -> dict[str, float]:
+    """Percentage of samples with PE strictly below each threshold, keyed "0.1", "0.5", "1", ..."""
+    errors = np.asarray(errors, dtype=np.float64)
+    if errors.ndim != 1 or errors.size == 0:
+        raise ValueError(f"`errors` must be a non-empty 1-D array of PE values, got shape {errors.shape}")
+    return {_key(t): float(100.0 * np.mean(errors < t)) for t in thresholds}
+
+
+def summarize(errors, seconds: float | None = None) -> dict:
+    """One method's record for summary.json from its per-sample PE (inf = failure).
+
+    `seconds`: total wall time the method took over these samples (for ``ms_per_pair``).
+    """
+    errors = np.asarray(errors, dtype=np.float64)
+    rates = success_rates(errors)
+    finite = errors[np.isfinite(errors)]
+    return {
+        "n": int(errors.size),
+        "failures": int(errors.size - finite.size),
+        "mean_pe": float(finite.mean()) if finite.size else None,
+        "median_pe": float(np.median(finite)) if finite.size else None,
+        "success": rates,
+        "ms_per_pair": None if seconds is None else float(1000.0 * seconds / errors.size),
+    }
+
+
+def _fmt(v, digits=2) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.{digits}f}"
+
+
+def format_table(summaries: Mapping[str, dict], fmt: str = "markdown") -> str:
+    """The paper's layout: one row per method, success rate (%) per threshold, then mean and
+    median PE (px), failures and ms per pair. `fmt` is "markdown" or "csv"."""
+    header = ["method"] + [f"<{_key(t)} px" for t in THRESHOLDS] + ["mean PE", "median PE", "failures", "n", "ms/pair"]
+    rows = []
+    for name, s in summaries.items():
+        rows.append(
+            [name]
+            + [_fmt(s["success"][_key(t)], 1) for t in THRESHOLDS]
+            + [_fmt(s["mean_pe"]), _fmt(s["median_pe"]), str(s["failures"]), str(s["n"]), _fmt(s["ms_per_pair"])]
+        )
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return buf.getvalue()
+    raise ValueError(f"fmt must be 'markdown' or 'csv', got {fmt!r}")
+
+
+def plot_success_curves(errors_by_method: Mapping[str, np.ndarray], max_threshold: float = 20.0, ax=None):
+    """Success rate (%) against threshold (log axis, 0.1 to `max_threshold` px), one curve per
+    method, with markers at the paper's thresholds. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    else:
+        fig = ax.figure
+    ts = np.geomspace(0.05, max_threshold, 200)
+    marks = np.array([t for t in THRESHOLDS if t <= max_threshold], dtype=float)
+    for name, errors in errors_by_method.items():
+        e = np.asarray(errors, dtype=np.float64)
+        curve = 100.0 * (e[None, :] < ts[:, None]).mean(axis=1)
+        (line,) = ax.plot(ts, curve, label=name)
+        ax.plot(marks, 100.0 * (e[None, :] < marks[:, None]).mean(axis=1), "o", color=line.get_color(), markersize=3)
+    ax.set_xscale("log")
+    ax.set_xticks(marks)
+    ax.set_xticklabels([_key(t) for t in marks])
+    ax.set_xlabel("corner error threshold (px, 192 input frame)")
+    ax.set_ylabel("success rate (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_results(results_dir, summaries: Mapping[str, dict], errors_by_method: Mapping[str, np.ndarray] | None = None) -> dict[str, Path]:
+    """Write summary.json, table.md, table.csv, (with errors) per_sample_pe.csv and
+    success_curve.png into `results_dir`, each through a temporary name. Returns the paths."""
+    from deeplk.viz import save_figure
+
+    out = Path(results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"summary": out / "summary.json", "markdown": out / "table.md", "csv": out / "table.csv"}
+    _write_text_atomic(paths["summary"], json.dumps(dict(summaries), indent=2) + "\n")
+    _write_text_atomic(paths["markdown"], format_table(summaries, "markdown"))
+    _write_text_atomic(paths["csv"], format_table(summaries, "csv"))
+    if errors_by_method:
+        names = list(errors_by_method)
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["sample"] + names)
+        columns = [np.asarray(errors_by_method[n]) for n in names]
+        for i in range(len(columns[0])):
+            writer.writerow([i] + [f"{c[i]:.4f}" if np.isfinite(c[i]) else "failed" for c in columns])
+        paths["per_sample"] = out / "per_sample_pe.csv"
+        _write_text_atomic(paths["per_sample"], buf.getvalue())
+        import matplotlib.pyplot as plt
+
+        fig = plot_success_curves(errors_by_method)
+        paths["curve"] = out / "success_curve.png"
+        save_figure(fig, paths["curve"])
+        plt.close(fig)
+    return paths

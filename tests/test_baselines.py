@@ -1,0 +1,87 @@
+"""OpenCV baselines: exact synthetic warps are recovered, failures are flagged, bad input is named."""
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from deeplk import baselines
+
+TEMPLATE = np.array([[0, 0], [127, 0], [127, 127], [0, 127]], np.float32)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    """A textured 192 photo and templates warped from it by DLK-protocol homographies."""
+    img = cv2.resize(data.astronaut(), (320, 240), interpolation=cv2.INTER_AREA)[20:212, 60:252]
+    img = img.astype(np.float32) / 255.0
+    rng = np.random.default_rng(3)
+    out = []
+    for _ in range(6):
+        corners = (TEMPLATE + 32 + rng.integers(-24, 24, size=(4, 2))).astype(np.float32)
+        H = cv2.getPerspectiveTransform(TEMPLATE, corners)
+        tmpl = cv2.warpPerspective(img, H, (128, 128), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        out.append((img, tmpl, corners.astype(np.float64)))
+    return out
+
+
+def _pe(pred, true):
+    return float(np.linalg.norm(pred - true, axis=1).mean())
+
+
+class TestIdentity:
+    def test_centred_corners(self, pairs):
+        img, tmpl, _ = pairs[0]
+        np.testing.assert_allclose(baselines.identity(img, tmpl), TEMPLATE + 32)
+
+    def test_centred_homography_other_sizes(self):
+        H = baselines.centred_homography((100, 200), (50, 60))
+        np.testing.assert_allclose(baselines.homography_corners(H, (50, 60))[0], [70, 25])
+
+
+@pytest.mark.parametrize("name, bound, min_share", [("sift", 1.0, 5 / 6), ("orb", 3.0, 4 / 6), ("ecc", 0.5, 5 / 6)])
+def test_recovers_exact_synthetic_warps(pairs, name, bound, min_share):
+    fn = baselines.BASELINES[name]
+    hits = 0
+    for img, tmpl, true in pairs:
+        pred = fn(img, tmpl)
+        if pred is not None:
+            assert pred.shape == (4, 2) and np.all(np.isfinite(pred))
+            hits += _pe(pred, true) < bound
+    assert hits >= min_share * len(pairs), f"{name}: {hits}/{len(pairs)} under {bound} px"
+
+
+def test_ecc_from_the_true_start_stays_put(pairs):
+    img, tmpl, true = pairs[0]
+    H = cv2.getPerspectiveTransform(TEMPLATE, true.astype(np.float32))
+    assert _pe(baselines.ecc(img, tmpl, init_H=H), true) < 0.2
+
+
+@pytest.mark.parametrize("name", ["sift", "orb", "ecc"])
+def test_textureless_template_is_a_flagged_failure(pairs, name):
+    img, _, _ = pairs[0]
+    flat = np.full((128, 128, 3), 0.5, np.float32)
+    assert baselines.BASELINES[name](img, flat) is None
+
+
+def test_predict_batch_marks_failures(pairs):
+    img, tmpl, true = pairs[0]
+    inputs = np.stack([img, img])
+    templates = np.stack([tmpl, np.full_like(tmpl, 0.3)])
+    corners, failed = baselines.predict_batch("sift", inputs, templates)
+    assert failed.tolist() == [False, True]
+    assert _pe(corners[0], true) < 1.0 and np.all(np.isnan(corners[1]))
+
+
+@pytest.mark.parametrize("name", ["identity", "sift", "orb", "ecc"])
+def test_bad_inputs_raise_clear_errors(name):
+    fn = baselines.BASELINES[name]
+    with pytest.raises(ValueError, match="input_image|template|image"):
+        fn(np.zeros((0, 0, 3), np.float32), np.zeros((128, 128, 3), np.float32))
+    with pytest.raises(ValueError):
+        fn(np.zeros((192, 192, 3, 2), np.float32), np.zeros((128, 128, 3), np.float32))
+
+
+def test_predict_batch_checks_shapes():
+    with pytest.raises(ValueError, match="templates"):
+        baselines.predict_batch("identity", np.zeros((2, 192, 192, 3)), np.zeros((3, 128, 128, 3)))

@@ -1,0 +1,62 @@
+"""Metrics, tables and result files of the evaluation harness."""
+
+import json
+
+import numpy as np
+import pytest
+
+from deeplk import evaluate
+
+
+def test_corner_errors_against_direct_computation():
+    rng = np.random.default_rng(0)
+    true = rng.uniform(0, 192, size=(5, 4, 2))
+    pred = true + rng.normal(size=(5, 4, 2))
+    expected = [np.mean([np.hypot(*(pred[b, k] - true[b, k])) for k in range(4)]) for b in range(5)]
+    np.testing.assert_allclose(evaluate.corner_errors(pred, true), expected)
+
+
+def test_failures_are_infinite_and_miss_every_threshold():
+    true = np.zeros((3, 4, 2))
+    pred = np.zeros((3, 4, 2))
+    pred[1] = np.nan
+    pe = evaluate.corner_errors(pred, true, failed=[False, False, True])
+    assert pe[0] == 0 and np.isinf(pe[1]) and np.isinf(pe[2])
+    s = evaluate.summarize(pe, seconds=0.3)
+    assert s["n"] == 3 and s["failures"] == 2
+    assert s["success"]["0.1"] == pytest.approx(100 / 3)
+    assert s["mean_pe"] == 0 and s["ms_per_pair"] == pytest.approx(100.0)
+
+
+def test_success_thresholds_are_strict_and_keyed_as_promised():
+    rates = evaluate.success_rates(np.array([0.05, 0.5, 1.0, 2.9, 25.0]))
+    assert list(rates) == ["0.1", "0.5", "1", "3", "5", "10", "20"]
+    assert rates == {"0.1": 20.0, "0.5": 20.0, "1": 40.0, "3": 80.0, "5": 80.0, "10": 80.0, "20": 80.0}
+
+
+def test_all_failed_gives_null_statistics():
+    s = evaluate.summarize(np.full(4, np.inf))
+    assert s["mean_pe"] is None and s["median_pe"] is None and s["failures"] == 4
+    assert "| m |" in evaluate.format_table({"m": s})
+
+
+def test_bad_shapes_are_named():
+    with pytest.raises(ValueError, match="pred_corners"):
+        evaluate.corner_errors(np.zeros((2, 3, 2)), np.zeros((2, 4, 2)))
+    with pytest.raises(ValueError, match="errors"):
+        evaluate.success_rates(np.array([]))
+
+
+def test_write_results_files(tmp_path):
+    errors = {"a": np.array([0.2, 0.7, np.inf]), "b": np.array([5.0, 15.0, 30.0])}
+    summaries = {k: evaluate.summarize(v, seconds=0.01) for k, v in errors.items()}
+    paths = evaluate.write_results(tmp_path / "res", summaries, errors)
+    saved = json.loads(paths["summary"].read_text())
+    assert set(saved) == {"a", "b"}
+    assert set(saved["a"]) == {"n", "failures", "mean_pe", "median_pe", "success", "ms_per_pair"}
+    md = paths["markdown"].read_text().splitlines()
+    assert md[0].startswith("| method | <0.1 px") and md[2].startswith("| a | 0.0 | 33.3 | 66.7")
+    assert paths["csv"].read_text().splitlines()[1].startswith("a,0.0,33.3,66.7")
+    assert paths["per_sample"].read_text().splitlines()[3] == "2,failed,30.0000"
+    assert paths["curve"].stat().st_size > 1000
+    assert not list((tmp_path / "res").glob("*.partial"))
