@@ -84,9 +84,7 @@ def sample_bilinear(images, x, y, return_mask: bool = True):
         raise ValueError(f"`x` and `y` must have the same shape, got {x.shape} and {y.shape}")
     b_img, b_xy = images.shape[0], x.shape[0]
     if b_img is not None and b_xy is not None and b_img != b_xy:
-        raise ValueError(
-            f"`x` and `y` must have the batch size of `images` ({b_img}), got {b_xy}"
-        )
+        raise ValueError(f"`x` and `y` must have the batch size of `images` ({b_img}), got {b_xy}")
     return _sample_bilinear(images, x, y, return_mask)
 
 
@@ -149,8 +147,9 @@ def warp_image(images, input_H_template, output_size: Size, return_mask: bool = 
     For every output pixel ``(x, y)`` (template frame, pixel centres at integers) the result is
     `images` sampled with `sample_bilinear` at ``(u / s, v / s)``, ``(u, v, s) =
     input_H_template @ (x, y, 1)``. Same as ``cv2.warpPerspective(img, H, (w, h),
-    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)`` (OpenCV
-    rounds the sampling positions to 1/32 pixel; this function does not).
+    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)``: equal up
+    to float32 rounding for images of up to 4 channels; for more channels OpenCV rounds the
+    sampling positions to 1/32 pixel, this function does not.
 
     Args:
         images: ``(B, H, W, C)`` floating input images or feature maps, any number of channels.
