@@ -24,8 +24,8 @@ def draw_quadrilateral(ax, corners, colour=TRUE_COLOUR, label=None, linewidth=1.
     ax.plot(corners[0, 0], corners[0, 1], "o", color=colour, markersize=3)  # marks the top-left corner
 
 
-def show_samples(inputs, templates, corners, pred_corners=None, titles=None, max_samples=4, figsize_per_row=(6.0, 3.2)):
-    """A figure with one row per sample: the input with the template's outline, and the template.
+def show_samples(inputs, templates, corners, pred_corners=None, titles=None, max_samples=4, figsize_per_sample=(2.6, 4.6)):
+    """A figure with one column per sample: the input with the template's outline above the template.
 
     inputs: (B, Hi, Wi, C) in [0, 1]; templates: (B, Ht, Wt, C); corners: (B, 4, 2) where the
     template's corners land in the input frame; pred_corners: optional (B, 4, 2) predictions drawn
@@ -45,10 +45,10 @@ def show_samples(inputs, templates, corners, pred_corners=None, titles=None, max
     n = min(batch, max_samples)
     if n == 0:
         raise ValueError("show_samples needs at least one sample, got an empty batch")
-    fig, axes = plt.subplots(n, 2, figsize=(figsize_per_row[0], figsize_per_row[1] * n), squeeze=False,
-                             gridspec_kw={"width_ratios": [inputs.shape[2], templates.shape[2]]})
+    fig, axes = plt.subplots(2, n, figsize=(figsize_per_sample[0] * n, figsize_per_sample[1]), squeeze=False,
+                             gridspec_kw={"height_ratios": [inputs.shape[1], templates.shape[1]]})
     for i in range(n):
-        ax_in, ax_t = axes[i]
+        ax_in, ax_t = axes[0, i], axes[1, i]
         for ax, img in ((ax_in, inputs[i]), (ax_t, templates[i])):
             img = np.clip(img, 0.0, 1.0)
             if img.shape[-1] == 1:
