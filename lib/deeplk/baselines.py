@@ -32,6 +32,7 @@ __all__ = [
     "ecc",
     "ecc_homography",
     "feature_homography",
+    "plausible_corners",
     "BASELINES",
     "predict_batch",
 ]
@@ -92,7 +93,7 @@ def _check_pair(input_image, template) -> None:
             raise ValueError(f"`{name}` must be a non-empty (H, W) or (H, W, C) image, got shape {arr.shape}")
 
 
-def _valid_corners(corners: np.ndarray | None, input_shape) -> np.ndarray | None:
+def plausible_corners(corners: np.ndarray | None, input_shape) -> np.ndarray | None:
     """Reject non-finite, absurdly distant or non-convex predictions (flagged failures)."""
     if corners is None or not np.all(np.isfinite(corners)):
         return None
@@ -155,13 +156,13 @@ def feature_homography(
 def sift(input_image, template, ratio: float = 0.75, ransac_threshold: float = 5.0) -> np.ndarray | None:
     """SIFT + ratio test (0.75) + RANSAC (5 px) on min-max normalised grey images."""
     H = feature_homography(input_image, template, "sift", ratio, ransac_threshold)
-    return None if H is None else _valid_corners(homography_corners(H, np.shape(template)), np.shape(input_image))
+    return None if H is None else plausible_corners(homography_corners(H, np.shape(template)), np.shape(input_image))
 
 
 def orb(input_image, template, ratio: float = 0.8, ransac_threshold: float = 5.0) -> np.ndarray | None:
     """ORB (1500 features, Harris score) + ratio test (0.8) + RANSAC (5 px)."""
     H = feature_homography(input_image, template, "orb", ratio, ransac_threshold)
-    return None if H is None else _valid_corners(homography_corners(H, np.shape(template)), np.shape(input_image))
+    return None if H is None else plausible_corners(homography_corners(H, np.shape(template)), np.shape(input_image))
 
 
 def _scale_h(H: np.ndarray, s: float) -> np.ndarray:
@@ -213,7 +214,7 @@ def ecc_homography(
 def ecc(input_image, template, init_H: np.ndarray | None = None, levels: int = 3) -> np.ndarray | None:
     """ECC homography (3-level pyramid, centred start by default) as predicted corners."""
     H = ecc_homography(input_image, template, init_H=init_H, levels=levels)
-    return None if H is None else _valid_corners(homography_corners(H, np.shape(template)), np.shape(input_image))
+    return None if H is None else plausible_corners(homography_corners(H, np.shape(template)), np.shape(input_image))
 
 
 BASELINES: dict[str, Callable] = {"identity": identity, "sift": sift, "orb": orb, "ecc": ecc}

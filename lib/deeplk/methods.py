@@ -1,0 +1,196 @@
+"""The method registry: one name per alignment method, as `05_evaluate.ipynb` and scripts use them.
+
+A method is built by `get_method(name, checkpoint_dir=None, **options)` and is a callable
+``predict(inputs, templates) -> (corners, failed)`` on a batch:
+
+- ``inputs`` ``(B, 192, 192, 3)`` and ``templates`` ``(B, 128, 128, 3)`` float32 in [0, 1];
+- ``corners`` ``(B, 4, 2)`` float64, where the template's corners land in the input frame
+  (NaN where the method failed), ``failed`` ``(B,)`` bool.
+
+No method ever receives the ground truth. `evaluate_methods` runs several methods over a
+DLK-format folder and returns the records of ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from deeplk import baselines, evaluate
+
+__all__ = ["METHOD_NAMES", "MethodInfo", "available_methods", "get_method", "evaluate_methods", "photometric_residual"]
+
+# Every name the project promises (DESIGN.md); `available_methods()` lists those implemented.
+METHOD_NAMES = ("identity", "sift", "orb", "ecc", "lk", "hybrid", "dhn", "mhn", "hnet_sup", "hnet_unsup", "clkn", "dlkfm")
+
+Predictor = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class MethodInfo:
+    name: str
+    description: str
+    build: Callable[..., Predictor]
+    batched: bool = False  # runs a whole batch at once (TensorFlow), so warm it up before timing
+
+
+def _per_pair(name: str) -> Callable[..., Predictor]:
+    def build(checkpoint_dir=None, **options) -> Predictor:
+        fn = baselines.BASELINES[name]
+        return lambda inputs, templates: baselines.predict_batch(
+            lambda i, t: fn(i, t, **options), inputs, templates
+        )
+
+    return build
+
+
+def _lk_corners(H, template_shape) -> np.ndarray:
+    from deeplk.geometry import homography_to_corners
+
+    return homography_to_corners(H, tuple(template_shape[1:3])).numpy().astype(np.float64)
+
+
+def _build_lk(checkpoint_dir=None, levels: int = 3, **lk_options) -> Predictor:
+    """Pyramid LK on grey intensities from the centred guess (`deeplk.lk.align_images`)."""
+    from deeplk.lk import align_images
+
+    def predict(inputs, templates):
+        result = align_images(np.asarray(inputs, np.float32), np.asarray(templates, np.float32), levels=levels, **lk_options)
+        failed = result.failed.numpy()
+        corners = _lk_corners(result.H, np.shape(templates))
+        corners[failed] = np.nan
+        return corners, failed
+
+    return predict
+
+
+def photometric_residual(inputs, templates, input_H_template, min_valid_fraction: float = 0.5) -> np.ndarray:
+    """Mean squared grey-level difference between the template and the input warped by H, over
+    the valid pixels; inf where fewer than `min_valid_fraction` of the pixels are valid. (B,)
+
+    Used to choose between candidate alignments without the ground truth.
+    """
+    import tensorflow as tf
+
+    from deeplk.lk import to_grayscale
+    from deeplk.warp import warp_image
+
+    grey_in = to_grayscale(tf.convert_to_tensor(inputs, tf.float32))
+    grey_t = to_grayscale(tf.convert_to_tensor(templates, tf.float32))
+    warped, mask = warp_image(grey_in, tf.convert_to_tensor(input_H_template, tf.float32), tuple(grey_t.shape[1:3]))
+    mask = mask.numpy()[..., 0]
+    sq = ((warped.numpy() - grey_t.numpy())[..., 0] ** 2) * mask
+    valid = mask.mean(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        res = sq.sum(axis=(1, 2)) / mask.sum(axis=(1, 2))
+    res[(valid < min_valid_fraction) | ~np.isfinite(res)] = np.inf
+    return res
+
+
+def _build_hybrid(checkpoint_dir=None, levels: int = 3, **lk_options) -> Predictor:
+    """Training-free: SIFT + RANSAC initial guess (the centred guess where SIFT fails), refined by
+    pyramid LK on intensities; LK from the centred guess runs too, and per sample the refinement
+    with the lower photometric residual wins (no ground truth involved)."""
+    from deeplk.lk import align_images
+
+    def predict(inputs, templates):
+        inputs = np.asarray(inputs, np.float32)
+        templates = np.asarray(templates, np.float32)
+        b = len(inputs)
+        centred = baselines.centred_homography(inputs.shape[1:3], templates.shape[1:3])
+        inits = []
+        for i in range(b):
+            H = baselines.feature_homography(inputs[i], templates[i], "sift")
+            ok = H is not None and baselines.plausible_corners(baselines.homography_corners(H, templates.shape[1:3]), inputs.shape[1:3]) is not None
+            inits.append(H if ok else centred)
+        init = np.concatenate([np.stack(inits), np.repeat(centred[None], b, axis=0)]).astype(np.float32)
+        both_in = np.concatenate([inputs, inputs])
+        both_t = np.concatenate([templates, templates])
+        result = align_images(both_in, both_t, init_H=init, levels=levels, **lk_options)
+        H = result.H.numpy()
+        residual = photometric_residual(both_in, both_t, H)
+        failed = result.failed.numpy()
+        residual[failed] = np.inf
+        pick = np.where(residual[b:] < residual[:b], 1, 0)  # 0 = from SIFT, 1 = from centred
+        idx = np.arange(b) + pick * b
+        corners = _lk_corners(H[idx], templates.shape)
+        lost = ~np.isfinite(residual[idx])
+        corners[lost] = np.nan
+        return corners, lost
+
+    return predict
+
+
+_REGISTRY: dict[str, MethodInfo] = {
+    "identity": MethodInfo("identity", "centred guess: the template unwarped in the middle of the input", _per_pair("identity")),
+    "sift": MethodInfo("sift", "SIFT + ratio test 0.75 + RANSAC 5 px (OpenCV)", _per_pair("sift")),
+    "orb": MethodInfo("orb", "ORB + ratio test 0.8 + RANSAC 5 px (OpenCV)", _per_pair("orb")),
+    "ecc": MethodInfo("ecc", "OpenCV findTransformECC, homography, 3-level pyramid, centred start", _per_pair("ecc")),
+    "lk": MethodInfo("lk", "batched inverse-compositional LK on grey intensities, 3 levels, centred start", _build_lk, batched=True),
+    "hybrid": MethodInfo("hybrid", "SIFT+RANSAC or centred start, LK refinement, lower photometric residual wins", _build_hybrid, batched=True),
+}
+
+
+def register(info: MethodInfo) -> None:
+    """Add a method (later modules register the LK and learned methods)."""
+    if info.name not in METHOD_NAMES:
+        raise ValueError(f"unknown method name {info.name!r}; the project's names are {METHOD_NAMES}")
+    _REGISTRY[info.name] = info
+
+
+def available_methods() -> list[str]:
+    return [n for n in METHOD_NAMES if n in _REGISTRY]
+
+
+def get_method(name: str, checkpoint_dir=None, **options) -> Predictor:
+    """Build the predictor of method `name` (see the module docstring)."""
+    if name not in _REGISTRY:
+        if name in METHOD_NAMES:
+            raise ValueError(f"method {name!r} is not implemented yet; available: {available_methods()}")
+        raise ValueError(f"unknown method {name!r}; available: {available_methods()}")
+    return _REGISTRY[name].build(checkpoint_dir=checkpoint_dir, **options)
+
+
+def evaluate_methods(
+    inputs: np.ndarray,
+    templates: np.ndarray,
+    true_corners: np.ndarray,
+    methods: list[str],
+    checkpoint_dir=None,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """Run `methods` on the samples; return (summaries for summary.json, per-sample PE by method).
+
+    ``ms_per_pair`` is the method's wall time over all samples divided by their number, data
+    loading excluded; batched (TensorFlow) methods get one untimed warm-up call first so that
+    graph tracing and compilation are not counted.
+    """
+    from tqdm.auto import tqdm
+
+    if len(methods) == 0:
+        raise ValueError("`methods` is empty: name at least one of " + ", ".join(available_methods()))
+    n = len(inputs)
+    if n == 0:
+        raise ValueError("no samples to evaluate")
+    summaries, errors = {}, {}
+    for name in methods:
+        predict = get_method(name, checkpoint_dir=checkpoint_dir)
+        info = _REGISTRY[name]
+        if info.batched:
+            predict(inputs[: min(batch_size, n)], templates[: min(batch_size, n)])
+        corners = np.full((n, 4, 2), np.nan)
+        failed = np.zeros(n, dtype=bool)
+        elapsed = 0.0
+        for start in tqdm(range(0, n, batch_size), desc=name, disable=not progress, leave=False):
+            stop = min(start + batch_size, n)
+            t0 = time.perf_counter()
+            c, f = predict(inputs[start:stop], templates[start:stop])
+            elapsed += time.perf_counter() - t0
+            corners[start:stop], failed[start:stop] = c, f
+        errors[name] = evaluate.corner_errors(corners, true_corners, failed)
+        summaries[name] = evaluate.summarize(errors[name], seconds=elapsed)
+    return summaries, errors
