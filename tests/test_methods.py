@@ -1,0 +1,76 @@
+"""The method registry and the batch evaluation runner."""
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from deeplk import methods
+
+TEMPLATE = np.array([[0, 0], [127, 0], [127, 127], [0, 127]], np.float32)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    """Six textured DLK-protocol pairs (a photo warped by known homographies)."""
+    img = cv2.resize(data.astronaut(), (320, 240), interpolation=cv2.INTER_AREA)[20:212, 60:252]
+    img = cv2.GaussianBlur(img, (0, 0), 1.0).astype(np.float32) / 255.0
+    rng = np.random.default_rng(7)
+    inputs, templates, corners = [], [], []
+    for _ in range(6):
+        c = (TEMPLATE + 32 + rng.integers(-20, 20, size=(4, 2))).astype(np.float32)
+        H = cv2.getPerspectiveTransform(TEMPLATE, c)
+        templates.append(cv2.warpPerspective(img, H, (128, 128), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP))
+        inputs.append(img)
+        corners.append(c)
+    return np.stack(inputs), np.stack(templates), np.stack(corners)
+
+
+def test_names_and_errors():
+    assert set(methods.available_methods()) >= {"identity", "sift", "orb", "ecc", "lk", "hybrid"}
+    assert set(methods.available_methods()) <= set(methods.METHOD_NAMES)
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        methods.get_method("nope")
+    with pytest.raises(ValueError, match="methods"):
+        methods.evaluate_methods(np.zeros((1, 192, 192, 3)), np.zeros((1, 128, 128, 3)), np.zeros((1, 4, 2)), [])
+
+
+@pytest.mark.parametrize("name, bound", [("sift", 1.0), ("ecc", 0.5), ("lk", 0.5), ("hybrid", 0.5)])
+def test_methods_recover_synthetic_warps(pairs, name, bound):
+    inputs, templates, corners = pairs
+    pred, failed = methods.get_method(name)(inputs, templates)
+    assert pred.shape == (6, 4, 2) and failed.shape == (6,)
+    pe = np.linalg.norm(pred - corners, axis=-1).mean(-1)
+    assert np.mean(pe < bound) >= 5 / 6, pe
+
+
+def test_hybrid_falls_back_when_sift_fails(pairs):
+    """A flat template: SIFT finds nothing, LK flags it: a failure, never NaN corners passed on."""
+    inputs, templates, _ = pairs
+    templates = templates.copy()
+    templates[1] = 0.5
+    pred, failed = methods.get_method("hybrid")(inputs[:2], templates[:2])
+    assert failed.tolist() == [False, True]
+    assert np.all(np.isfinite(pred[0])) and np.all(np.isnan(pred[1]))
+
+
+def test_photometric_residual_prefers_the_right_homography(pairs):
+    inputs, templates, corners = pairs
+    right = np.stack([cv2.getPerspectiveTransform(TEMPLATE, c) for c in corners])
+    wrong = np.stack([cv2.getPerspectiveTransform(TEMPLATE, c + 4) for c in corners])
+    r_right = methods.photometric_residual(inputs, templates, right)
+    r_wrong = methods.photometric_residual(inputs, templates, wrong)
+    assert np.all(r_right < 0.2 * r_wrong)
+    far = right.copy()
+    far[:, 0, 2] += 500  # template placed outside the input: no valid pixels
+    assert np.all(np.isinf(methods.photometric_residual(inputs, templates, far)))
+
+
+def test_evaluate_methods_records(pairs):
+    inputs, templates, corners = pairs
+    summaries, errors = methods.evaluate_methods(inputs, templates, corners, ["identity", "ecc"], batch_size=4, progress=False)
+    assert list(summaries) == ["identity", "ecc"]
+    s = summaries["ecc"]
+    assert s["n"] == 6 and s["ms_per_pair"] > 0
+    assert set(s["success"]) == {"0.1", "0.5", "1", "3", "5", "10", "20"}
+    assert errors["identity"].shape == (6,) and summaries["identity"]["success"]["1"] == 0.0
