@@ -139,7 +139,9 @@ class TestLucasKanade:
         inputs, templates, init, _, _ = single_level_problem
         plain = run(inputs[:2], templates[:2], init[:2], jit_compile=False)
         xla = run(inputs[:2], templates[:2], init[:2], jit_compile=True)
-        np.testing.assert_array_equal(plain.iterations.numpy(), xla.iterations.numpy())
+        # Rounding differs between the two programs: an update just at the tolerance may stop
+        # one iteration earlier or later.
+        assert np.abs(plain.iterations.numpy() - xla.iterations.numpy()).max() <= 1
         np.testing.assert_allclose(geometry.homography_to_corners(xla.H, 128).numpy(),
                                    geometry.homography_to_corners(plain.H, 128).numpy(),
                                    atol=1e-3)
