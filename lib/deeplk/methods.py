@@ -166,8 +166,9 @@ def evaluate_methods(
     """Run `methods` on the samples; return (summaries for summary.json, per-sample PE by method).
 
     ``ms_per_pair`` is the method's wall time over all samples divided by their number, data
-    loading excluded; batched (TensorFlow) methods get one untimed warm-up call first so that
-    graph tracing and compilation are not counted.
+    loading excluded; batched (TensorFlow) methods get untimed warm-up calls first (one per batch
+    shape: full batches and the remainder) so that graph tracing and XLA compilation are not
+    counted.
     """
     from tqdm.auto import tqdm
 
@@ -180,8 +181,9 @@ def evaluate_methods(
     for name in methods:
         predict = get_method(name, checkpoint_dir=checkpoint_dir)
         info = _REGISTRY[name]
-        if info.batched:
-            predict(inputs[: min(batch_size, n)], templates[: min(batch_size, n)])
+        if info.batched:  # compile for the two batch shapes the loop below uses
+            for size in {min(batch_size, n), n % batch_size} - {0}:
+                predict(inputs[:size], templates[:size])
         corners = np.full((n, 4, 2), np.nan)
         failed = np.zeros(n, dtype=bool)
         elapsed = 0.0
