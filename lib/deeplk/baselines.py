@@ -33,6 +33,7 @@ __all__ = [
     "ecc_homography",
     "feature_homography",
     "plausible_corners",
+    "plausible_homography",
     "BASELINES",
     "predict_batch",
 ]
@@ -153,10 +154,17 @@ def feature_homography(
     return H / H[2, 2]
 
 
+def plausible_homography(H, input_image, template) -> np.ndarray | None:
+    """`H` if the template's corners land plausibly in the input (`plausible_corners`), else None."""
+    if H is None or plausible_corners(homography_corners(H, np.shape(template)), np.shape(input_image)) is None:
+        return None
+    return H
+
+
 def sift(input_image, template, ratio: float = 0.75, ransac_threshold: float = 5.0) -> np.ndarray | None:
     """SIFT + ratio test (0.75) + RANSAC (5 px) on min-max normalised grey images."""
-    H = feature_homography(input_image, template, "sift", ratio, ransac_threshold)
-    return None if H is None else plausible_corners(homography_corners(H, np.shape(template)), np.shape(input_image))
+    H = plausible_homography(feature_homography(input_image, template, "sift", ratio, ransac_threshold), input_image, template)
+    return None if H is None else homography_corners(H, np.shape(template))
 
 
 def orb(input_image, template, ratio: float = 0.8, ransac_threshold: float = 5.0) -> np.ndarray | None:

@@ -18,13 +18,13 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
 from deeplk._checks import check_shape
+from deeplk.utils import write_text_atomic
 
 __all__ = [
     "THRESHOLDS",
@@ -147,12 +147,6 @@ def plot_success_curves(errors_by_method: Mapping[str, np.ndarray], max_threshol
     return fig
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_results(results_dir, summaries: Mapping[str, dict], errors_by_method: Mapping[str, np.ndarray] | None = None) -> dict[str, Path]:
     """Write summary.json, table.md, table.csv, (with errors) per_sample_pe.csv and
     success_curve.png into `results_dir`, each through a temporary name. Returns the paths."""
@@ -161,9 +155,9 @@ def write_results(results_dir, summaries: Mapping[str, dict], errors_by_method: 
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"summary": out / "summary.json", "markdown": out / "table.md", "csv": out / "table.csv"}
-    _write_text_atomic(paths["summary"], json.dumps(dict(summaries), indent=2) + "\n")
-    _write_text_atomic(paths["markdown"], format_table(summaries, "markdown"))
-    _write_text_atomic(paths["csv"], format_table(summaries, "csv"))
+    write_text_atomic(paths["summary"], json.dumps(dict(summaries), indent=2) + "\n")
+    write_text_atomic(paths["markdown"], format_table(summaries, "markdown"))
+    write_text_atomic(paths["csv"], format_table(summaries, "csv"))
     if errors_by_method:
         names = list(errors_by_method)
         buf = io.StringIO()
@@ -173,7 +167,7 @@ def write_results(results_dir, summaries: Mapping[str, dict], errors_by_method: 
         for i in range(len(columns[0])):
             writer.writerow([i] + [f"{c[i]:.4f}" if np.isfinite(c[i]) else "failed" for c in columns])
         paths["per_sample"] = out / "per_sample_pe.csv"
-        _write_text_atomic(paths["per_sample"], buf.getvalue())
+        write_text_atomic(paths["per_sample"], buf.getvalue())
         import matplotlib.pyplot as plt
 
         fig = plot_success_curves(errors_by_method)

@@ -103,9 +103,10 @@ def _build_hybrid(checkpoint_dir=None, levels: int = 3, **lk_options) -> Predict
         centred = baselines.centred_homography(inputs.shape[1:3], templates.shape[1:3])
         inits = []
         for i in range(b):
-            H = baselines.feature_homography(inputs[i], templates[i], "sift")
-            ok = H is not None and baselines.plausible_corners(baselines.homography_corners(H, templates.shape[1:3]), inputs.shape[1:3]) is not None
-            inits.append(H if ok else centred)
+            H = baselines.plausible_homography(
+                baselines.feature_homography(inputs[i], templates[i], "sift"), inputs[i], templates[i]
+            )
+            inits.append(centred if H is None else H)
         init = np.concatenate([np.stack(inits), np.repeat(centred[None], b, axis=0)]).astype(np.float32)
         both_in = np.concatenate([inputs, inputs])
         both_t = np.concatenate([templates, templates])

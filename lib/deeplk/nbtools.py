@@ -21,6 +21,8 @@ from pathlib import Path
 
 import nbformat
 
+from deeplk.utils import write_text_atomic
+
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
 _CELL_METADATA_DROP = ("execution", "papermill", "collapsed", "scrolled", "ExecuteTime")
 
@@ -98,9 +100,7 @@ def process(paths: list[Path], check: bool) -> list[Path]:
         if canonical != text:
             differ.append(path)
             if not check:
-                tmp = path.with_name(path.name + ".partial")
-                tmp.write_text(canonical, encoding="utf-8")
-                tmp.replace(path)
+                write_text_atomic(path, canonical)
     return differ
 
 

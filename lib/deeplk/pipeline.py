@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from deeplk.paths import project_root, resolve
+from deeplk.utils import write_text_atomic
 
 __all__ = [
     "NotebookFailed",
@@ -134,9 +135,7 @@ def _failure_message(step: Step, exc: Exception) -> str:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def run_profile(

@@ -121,7 +121,7 @@ import numpy as np
 import tensorflow as tf
 
 from deeplk.paths import resolve
-from deeplk.utils import seed_everything
+from deeplk.utils import seed_everything, write_text_atomic
 
 __all__ = [
     "TrainTask",
@@ -419,19 +419,6 @@ def latest_step(checkpoint_dir) -> int | None:
 def _step_of(prefix: str) -> int:
     m = re.search(r"-(\d+)$", prefix)
     return int(m.group(1)) if m else -1
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _save_weights_atomic(model: keras.Model, path: Path) -> None:
@@ -943,7 +930,7 @@ def train(task: TrainTask, dataset: tf.data.Dataset, config: TrainConfig) -> Tra
             return manager.latest_checkpoint
         if step == 0:
             return None
-        _atomic_write_text(
+        write_text_atomic(
             ckpt_dir / META_NAME,
             json.dumps({"format": _META_FORMAT, "task": type(task).__name__,
                         "signature": signature, "step": step}, indent=1),

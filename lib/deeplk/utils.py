@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -24,3 +26,22 @@ def seed_everything(seed: int) -> np.random.Generator:
     except ImportError:
         pass
     return np.random.default_rng(seed)
+
+
+def write_text_atomic(path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder, then `os.replace`.
+
+    A reader (or a rerun after a crash) sees the old file or the complete new one, never half of
+    it; the temporary file is removed if writing fails.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

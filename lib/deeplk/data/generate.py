@@ -35,6 +35,7 @@ import numpy as np
 
 from .._checks import check_positive_int
 from ..paths import resolve
+from ..utils import write_text_atomic
 from .dlk_format import (
     IMAGE_EXT,
     LABEL_SUFFIX,
@@ -198,10 +199,7 @@ def _check_manifest(out: Path, manifest: dict) -> dict | None:
 
 
 def _write_manifest(out: Path, manifest: dict) -> None:
-    path = out / MANIFEST_NAME
-    tmp = _tmp(path)
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(out / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def _count(name: str, value) -> int:
