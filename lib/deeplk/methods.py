@@ -135,6 +135,50 @@ _REGISTRY: dict[str, MethodInfo] = {
 }
 
 
+# Learned methods live with their models and are imported on first use: "module:function", where
+# the function is a builder ``build(checkpoint_dir=None, **options) -> Predictor`` and the module
+# defines ``METHOD_DESCRIPTIONS[name]``. Checkpoints are read from ``<checkpoint_dir>/<name>/``.
+_LAZY: dict[str, str] = {
+    "dhn": "deeplk.models.regression:build_dhn_method",
+    "mhn": "deeplk.models.regression:build_mhn_method",
+    "hnet_sup": "deeplk.models.homography_net:build_hnet_sup_method",
+    "hnet_unsup": "deeplk.models.homography_net:build_hnet_unsup_method",
+    "clkn": "deeplk.models.clkn:build_clkn_method",
+    "dlkfm": "deeplk.models.dlkfm:build_dlkfm_method",
+}
+
+
+def _module_exists(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _lazy_info(name: str) -> MethodInfo | None:
+    """Import the module of a learned method and register it; None if it does not exist yet."""
+    import importlib
+
+    module, _, func = _LAZY[name].partition(":")
+    if not _module_exists(module):
+        return None
+    mod = importlib.import_module(module)
+    description = getattr(mod, "METHOD_DESCRIPTIONS", {}).get(name, name)
+    info = MethodInfo(name, description, getattr(mod, func), batched=True)
+    _REGISTRY[name] = info
+    return info
+
+
+def _info(name: str) -> MethodInfo | None:
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name in _LAZY:
+        return _lazy_info(name)
+    return None
+
+
 def register(info: MethodInfo) -> None:
     """Add a method (later modules register the LK and learned methods)."""
     if info.name not in METHOD_NAMES:
@@ -143,16 +187,17 @@ def register(info: MethodInfo) -> None:
 
 
 def available_methods() -> list[str]:
-    return [n for n in METHOD_NAMES if n in _REGISTRY]
+    return [n for n in METHOD_NAMES if n in _REGISTRY or (n in _LAZY and _module_exists(_LAZY[n].partition(":")[0]))]
 
 
 def get_method(name: str, checkpoint_dir=None, **options) -> Predictor:
     """Build the predictor of method `name` (see the module docstring)."""
-    if name not in _REGISTRY:
+    info = _info(name)
+    if info is None:
         if name in METHOD_NAMES:
             raise ValueError(f"method {name!r} is not implemented yet; available: {available_methods()}")
         raise ValueError(f"unknown method {name!r}; available: {available_methods()}")
-    return _REGISTRY[name].build(checkpoint_dir=checkpoint_dir, **options)
+    return info.build(checkpoint_dir=checkpoint_dir, **options)
 
 
 def evaluate_methods(
@@ -181,7 +226,7 @@ def evaluate_methods(
     summaries, errors = {}, {}
     for name in methods:
         predict = get_method(name, checkpoint_dir=checkpoint_dir)
-        info = _REGISTRY[name]
+        info = _info(name)
         if info.batched:  # compile for the two batch shapes the loop below uses
             for size in {min(batch_size, n), n % batch_size} - {0}:
                 predict(inputs[:size], templates[:size])
