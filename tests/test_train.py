@@ -556,3 +556,103 @@ class TestErrors:
         assert resumed.data_resume == "skip"
         full = train(LinearTask(), dataset(), config(steps=20))
         assert_weights_equal(weights(resumed.model), weights(full.model))
+
+
+# The worker program of the multi-worker test: the strategy first (TensorFlow configures its
+# collective ops at startup), then the same training as `train_helpers` runs.
+_WORKER = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from deeplk.train import multi_worker_strategy
+mode, ckpt, steps, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+if mode == "late":  # TensorFlow already initialised: a clear error
+    from train_helpers import make_dataset
+    make_dataset()
+    try:
+        multi_worker_strategy()
+    except RuntimeError as e:
+        print(json.dumps({{"error": str(e)}}))
+    sys.exit(0)
+strategy = multi_worker_strategy()
+import numpy as np
+from deeplk.train import TrainConfig, train
+from train_helpers import LinearTask, make_dataset, weights
+result = train(LinearTask(), make_dataset(n=27, batch=6), TrainConfig(
+    steps=steps, learning_rate=5e-2, strategy="multi_worker", progress=False,
+    checkpoint_dir=ckpt, checkpoint_every=5, log_every=5))
+np.savez(out, *weights(result.model))
+print(json.dumps({{"replicas": strategy.num_replicas_in_sync, "start": result.start_step,
+                  "steps": result.steps, "data_resume": result.data_resume,
+                  "weights_path": result.weights_path}}))
+"""
+
+
+def _free_ports(n):
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("localhost", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class TestMultiWorkerStrategy:
+    def test_two_workers_resume_and_match_the_default_strategy(self, tmp_path):
+        """Two worker processes on localhost (TF_CONFIG), one replica each, resume a run that
+        the default strategy checkpointed at step 10 and train to step 20: same weights as 20
+        default steps (same global batches, the last one of an epoch split 2 + 1)."""
+        data = dict(n=27, batch=6)
+        ckpt = tmp_path / "ckpt"
+        train(LinearTask(), make_dataset(**data),
+              config(steps=10, learning_rate=5e-2, checkpoint_dir=ckpt, checkpoint_every=10))
+        ref = train(LinearTask(), make_dataset(**data), config(steps=20, learning_rate=5e-2))
+        ports = _free_ports(2)
+        cluster = {"worker": [f"localhost:{p}" for p in ports]}
+        script = _WORKER.format(tests=str(Path(__file__).parent))
+        procs = []
+        for mode, index in (("train", 0), ("train", 1), ("late", 0)):
+            tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(tf_config))
+            out = tmp_path / f"w{index}.npz"
+            procs.append(subprocess.Popen(
+                [sys.executable, "-c", script, mode, str(ckpt), "20", str(out)], env=env,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        results = []
+        try:
+            for p in procs:
+                stdout, stderr = p.communicate(timeout=240)
+                assert p.returncode == 0, stderr[-3000:]
+                results.append(json.loads(stdout.strip().splitlines()[-1]))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        chief, other, late = results
+        assert "call deeplk.train.multi_worker_strategy() at the very start" in late["error"]
+        for r in (chief, other):
+            assert (r["replicas"], r["start"], r["steps"]) == (2, 10, 20)
+            assert r["data_resume"] == "skip"
+        # Only the chief writes checkpoints and the exported weights; no worker scratch left.
+        assert chief["weights_path"] == str(ckpt / T.FINAL_WEIGHTS_NAME)
+        assert other["weights_path"] is None
+        assert T.latest_step(ckpt) == 20
+        assert not list(ckpt.glob(".worker-*"))
+        w_ref = weights(ref.model)
+        scale = max(1.0, max(float(np.abs(w).max()) for w in w_ref))
+        for index in (0, 1):
+            with np.load(tmp_path / f"w{index}.npz") as z:
+                w = [z[f"arr_{k}"] for k in range(len(z.files))]
+            assert_weights_equal(w, w_ref, atol=1e-5 * scale)
+        # The exported weights are the trained ones.
+        fresh = LinearTask().build_model()
+        fresh.load_weights(chief["weights_path"])
+        assert_weights_equal(weights(fresh), w_ref, atol=1e-5 * scale)
+
+    def test_multi_worker_is_a_valid_strategy_name(self):
+        assert TrainConfig(steps=1, strategy="multi_worker").strategy == "multi_worker"
+        assert TrainConfig(steps=1, strategy="Multi_Worker").strategy == "multi_worker"

@@ -41,6 +41,19 @@ Design notes (what is guaranteed and how):
   does not split evenly. With one replica this is the plain mean. Model and optimiser are built
   under ``strategy.scope()``; with several replicas the dataset is split by
   ``strategy.experimental_distribute_dataset`` (each global batch is divided between replicas).
+* **Multi-worker.** ``strategy="multi_worker"`` uses one
+  ``tf.distribute.MultiWorkerMirroredStrategy`` per process (`multi_worker_strategy`), which
+  reads the cluster from the ``TF_CONFIG`` environment variable (no ``TF_CONFIG``: a single local
+  worker). TensorFlow must configure its collective ops before anything else runs, so in a
+  multi-worker job call `multi_worker_strategy` first thing in the program, before building
+  the dataset. Every worker runs the same program on the same dataset (the global batches); the
+  dataset is sharded between workers by data (``AutoShardPolicy.DATA``), so each global batch is
+  divided between all replicas of all workers. Only the chief (``"chief"`` task, else worker 0)
+  writes into `checkpoint_dir` and `log_dir`; the other workers write their share of a
+  checkpoint to a scratch folder (``<checkpoint_dir>/.worker-<i>``, deleted after each save),
+  as TensorFlow requires every worker to take part in a save. All workers restore from
+  `checkpoint_dir`, so it must be on a file system they share. The data position is restored
+  by skipping batches.
 * **Checkpoints.** ``tf.train.Checkpoint(model, optimizer, step, skipped, rng[, data])`` managed
   by ``tf.train.CheckpointManager`` (``ckpt-<step>``), every `checkpoint_every` steps, at the
   end, and when the run is interrupted by ``KeyboardInterrupt``. A crash while writing cannot
@@ -132,6 +145,7 @@ __all__ = [
     "load_latest",
     "learning_rate_at",
     "latest_step",
+    "multi_worker_strategy",
     "LR_SCHEDULES",
     "OPTIMIZERS",
     "DATA_RESUME_MODES",
@@ -143,7 +157,7 @@ log = logging.getLogger(__name__)
 
 LR_SCHEDULES = ("constant", "cosine", "exponential")
 OPTIMIZERS = ("adam", "sgd")
-STRATEGIES = ("default", "mirrored")
+STRATEGIES = ("default", "mirrored", "multi_worker")
 DATA_RESUME_MODES = ("auto", "state", "skip", "restart")
 #: File names inside `TrainConfig.checkpoint_dir`.
 FINAL_WEIGHTS_NAME = "final.weights.h5"
@@ -215,8 +229,10 @@ class TrainConfig:
         log_every: log (history, progress bar, TensorBoard) every this many steps and at the end.
         seed: passed to `deeplk.utils.seed_everything` at the start of `train`.
         strategy: ``"default"`` (``tf.distribute.get_strategy()``), ``"mirrored"``
-            (``tf.distribute.MirroredStrategy()``: all local GPUs, else the CPU devices), or a
-            ``tf.distribute.Strategy`` used as is.
+            (``tf.distribute.MirroredStrategy()``: all local GPUs, else the CPU devices),
+            ``"multi_worker"`` (``tf.distribute.MultiWorkerMirroredStrategy``, the cluster read
+            from ``TF_CONFIG``, see `multi_worker_strategy`), or a ``tf.distribute.Strategy``
+            used as is.
         data_resume: how the data position is restored on resume: ``"auto"``, ``"state"``,
             ``"skip"`` or ``"restart"`` (see the module docstring).
         progress: show a tqdm progress bar.
@@ -595,12 +611,63 @@ def _tag(name: str) -> str:
 # The loop
 
 
+_MULTI_WORKER: list = []  # the process's MultiWorkerMirroredStrategy (TF allows only one)
+
+
+def multi_worker_strategy() -> tf.distribute.Strategy:
+    """The process's ``tf.distribute.MultiWorkerMirroredStrategy`` (created on first call).
+
+    The cluster comes from the ``TF_CONFIG`` environment variable, e.g. on worker 1 of two::
+
+        TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+                    "task": {"type": "worker", "index": 1}}'
+
+    Without ``TF_CONFIG`` it is a single local worker. TensorFlow configures its collective ops
+    once, before any other TensorFlow work: in a multi-worker job call this first thing in the
+    program (before building datasets or models); later calls return the same object.
+
+    Raises:
+        RuntimeError: TensorFlow was already initialised in a multi-worker ``TF_CONFIG`` job.
+    """
+    if not _MULTI_WORKER:
+        try:
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        except RuntimeError as e:
+            raise RuntimeError(
+                f"cannot create the multi-worker strategy ({e}): with TF_CONFIG set, call "
+                "deeplk.train.multi_worker_strategy() at the very start of the program, before "
+                "any dataset, model or tensor is created; then pass strategy='multi_worker' "
+                "(or the returned object) to TrainConfig"
+            ) from e
+        _MULTI_WORKER.append(strategy)
+    return _MULTI_WORKER[0]
+
+
 def _resolve_strategy(spec) -> tf.distribute.Strategy:
     if isinstance(spec, tf.distribute.Strategy):
         return spec
     if spec == "mirrored":
         return tf.distribute.MirroredStrategy()
+    if spec == "multi_worker":
+        return multi_worker_strategy()
     return tf.distribute.get_strategy()
+
+
+def _is_multi_worker(strategy) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def _worker_role(strategy) -> tuple[bool, int]:
+    """``(is_chief, task_id)``: the chief is the ``"chief"`` task, else worker 0."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not _is_multi_worker(strategy) or resolver is None:
+        return True, 0
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type is None:
+        return True, 0
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief)
+    return chief, int(task_id or 0)
 
 
 def _check_task(task) -> None:
@@ -840,6 +907,9 @@ def train(task: TrainTask, dataset: tf.data.Dataset, config: TrainConfig) -> Tra
     seed_everything(config.seed)
     strategy = _resolve_strategy(config.strategy)
     n_replicas = strategy.num_replicas_in_sync
+    # A distributed iterator (several replicas, or several workers) cannot be checkpointed.
+    distributed = n_replicas > 1 or _is_multi_worker(strategy)
+    is_chief, task_id = _worker_role(strategy)
     model, variables = _build(task, strategy)
     with strategy.scope():
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
@@ -866,22 +936,28 @@ def train(task: TrainTask, dataset: tf.data.Dataset, config: TrainConfig) -> Tra
     # iterator is ever made from `source` (a second one would continue the random sequence of
     # a reshuffling `shuffle` instead of starting it afresh, as an uninterrupted run does).
     source = dataset.repeat()
-    if config.data_resume == "state" and n_replicas > 1:
+    if config.data_resume == "state" and distributed:
         raise ValueError(
             "`TrainConfig.data_resume` 'state' needs a single replica: a tf.distribute "
-            f"distributed iterator cannot be checkpointed ({n_replicas} replicas here); use "
-            "'skip' or 'auto'"
+            f"distributed iterator cannot be checkpointed ({n_replicas} replicas here"
+            f"{', multi-worker' if _is_multi_worker(strategy) else ''}); use 'skip' or 'auto'"
         )
     want_state = ckpt_dir is not None and config.data_resume in ("auto", "state")
     if not restored:
         data_mode = "start"
-    elif want_state and n_replicas == 1 and _has_data_state(restored):
+    elif want_state and not distributed and _has_data_state(restored):
         data_mode = "state"
     else:
         data_mode = "restart" if config.data_resume == "restart" else "skip"
 
     def make_iterator(ds):
-        if n_replicas > 1:
+        if _is_multi_worker(strategy):
+            # Every worker reads the same global batches and keeps its replicas' share.
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = (
+                tf.data.experimental.AutoShardPolicy.DATA)
+            ds = ds.with_options(options)
+        if distributed:
             return iter(strategy.experimental_distribute_dataset(ds))
         with strategy.scope():
             return iter(ds)
@@ -903,7 +979,7 @@ def train(task: TrainTask, dataset: tf.data.Dataset, config: TrainConfig) -> Tra
         iterator = make_iterator(source)
     # Iterator state is saved only for an iterator over `source` itself (not `source.skip(k)`):
     # once a run has skipped, its resumptions keep skipping.
-    if want_state and n_replicas == 1 and data_mode in ("start", "state"):
+    if want_state and not distributed and data_mode in ("start", "state"):
         ok, why = _iterator_is_saveable(iterator, ckpt_dir)
         if ok:
             state["data"] = iterator
@@ -917,9 +993,12 @@ def train(task: TrainTask, dataset: tf.data.Dataset, config: TrainConfig) -> Tra
                      "skip the batches already seen", why)
 
     manager = None
+    # Non-chief workers take part in every save (TensorFlow needs all of them) but write to a
+    # scratch folder, deleted after each save.
+    write_dir = ckpt_dir if is_chief or ckpt_dir is None else ckpt_dir / f".worker-{task_id}"
     if ckpt_dir is not None:
         manager = tf.train.CheckpointManager(
-            tf.train.Checkpoint(**state), str(ckpt_dir), max_to_keep=config.keep_checkpoints,
+            tf.train.Checkpoint(**state), str(write_dir), max_to_keep=config.keep_checkpoints,
             checkpoint_name=_CKPT_NAME,
         )
 
@@ -930,6 +1009,10 @@ def train(task: TrainTask, dataset: tf.data.Dataset, config: TrainConfig) -> Tra
             return manager.latest_checkpoint
         if step == 0:
             return None
+        if not is_chief:
+            path = manager.save(checkpoint_number=step)
+            shutil.rmtree(write_dir, ignore_errors=True)
+            return path
         write_text_atomic(
             ckpt_dir / META_NAME,
             json.dumps({"format": _META_FORMAT, "task": type(task).__name__,
@@ -938,7 +1021,7 @@ def train(task: TrainTask, dataset: tf.data.Dataset, config: TrainConfig) -> Tra
         return manager.save(checkpoint_number=step)
 
     writer = None
-    if config.log_dir is not None:
+    if config.log_dir is not None and is_chief:
         log_dir = resolve(config.log_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
         writer = tf.summary.create_file_writer(str(log_dir))
@@ -968,7 +1051,7 @@ def train(task: TrainTask, dataset: tf.data.Dataset, config: TrainConfig) -> Tra
             writer.flush()
 
     bar = None
-    if config.progress and start_step < steps:
+    if config.progress and start_step < steps and is_chief:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
@@ -1005,7 +1088,7 @@ def train(task: TrainTask, dataset: tf.data.Dataset, config: TrainConfig) -> Tra
             writer.close()
 
     weights_path = None
-    if ckpt_dir is not None:
+    if ckpt_dir is not None and is_chief:
         weights_path = ckpt_dir / FINAL_WEIGHTS_NAME
         if step > start_step or not weights_path.is_file():
             _save_weights_atomic(model, weights_path)
