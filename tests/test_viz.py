@@ -49,3 +49,323 @@ def test_save_figure_is_atomic(tmp_path):
     viz.save_figure(viz.show_samples(inputs, templates, corners), path)
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert [p.name for p in path.parent.iterdir()] == ["fig.png"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact arrays: outlines, overlays, feature grids
+# ----------------------------------------------------------------------------------------------
+
+SQUARE = np.array([[10, 12], [40, 12], [40, 50], [10, 50]], float)
+
+
+def test_to_rgb_uint8():
+    grey = np.array([[0.0, 0.5], [1.2, -1.0]])
+    out = viz.to_rgb_uint8(grey)
+    assert out.shape == (2, 2, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[..., 0], [[0, 128], [255, 0]])
+    np.testing.assert_array_equal(out[..., 0], out[..., 2])
+    rgb = np.zeros((2, 2, 3), np.uint8) + 7
+    np.testing.assert_array_equal(viz.to_rgb_uint8(rgb), rgb)
+    with pytest.raises(ValueError, match="image"):
+        viz.to_rgb_uint8(np.zeros((2, 2, 2)))
+
+
+def test_draw_outline_hits_the_corners_and_nothing_far_away():
+    img = np.zeros((64, 64, 3), np.uint8)
+    out = viz.draw_outline(img, SQUARE, colour=(1, 2, 3))
+    assert img.sum() == 0  # a copy
+    for x, y in SQUARE.astype(int):
+        assert tuple(out[y, x]) == (1, 2, 3)
+    assert tuple(out[12, 25]) == (1, 2, 3)  # on the top edge
+    assert tuple(out[30, 25]) == (0, 0, 0)  # inside
+    assert tuple(out[5, 5]) == (0, 0, 0)  # outside
+    # Scale 3: corner (x, y) lands on pixel (3x + 1, 3y + 1).
+    big = viz.draw_outline(np.zeros((192, 192, 3), np.uint8), SQUARE, colour=(9, 9, 9), scale=3)
+    for x, y in SQUARE.astype(int):
+        assert tuple(big[3 * y + 1, 3 * x + 1]) == (9, 9, 9)
+    # A failed estimate (NaN) draws nothing.
+    assert viz.draw_outline(img, np.full((4, 2), np.nan)).sum() == 0
+
+
+def test_draw_outline_bad_arguments():
+    with pytest.raises(ValueError, match="corners"):
+        viz.draw_outline(np.zeros((8, 8, 3), np.uint8), SQUARE[:3])
+    with pytest.raises(ValueError, match="uint8"):
+        viz.draw_outline(np.zeros((8, 8, 3)), SQUARE)
+
+
+def test_overlay_array_blends_the_warped_template_inside_its_footprint():
+    rng = np.random.default_rng(1)
+    inp = rng.random((48, 48, 3)).astype(np.float32)
+    tmpl = rng.random((16, 16, 3)).astype(np.float32)
+    H = np.array([[1, 0, 20], [0, 1, 10], [0, 0, 1]], float)  # template pixel (x, y) -> (x + 20, y + 10)
+    true = np.array([[20, 10], [35, 10], [35, 25], [20, 25]], float)
+    pred = true + [2, 30]  # a different, non-overlapping outline lower down
+    pred[:, 1] = np.clip(pred[:, 1], 0, 47)
+    out = viz.overlay_array(inp, tmpl, H, true_corners=true, pred_corners=pred, alpha=0.25)
+    assert out.shape == (48, 48, 3) and out.dtype == np.uint8
+    expected = np.rint(np.clip(0.25 * tmpl[5, 7] + 0.75 * inp[15, 27], 0, 1) * 255)
+    np.testing.assert_allclose(out[15, 27], expected, atol=1)  # inside: template pixel (7, 5)
+    np.testing.assert_allclose(out[3, 3], np.rint(inp[3, 3] * 255), atol=1)  # outside: the input
+    assert tuple(out[10, 20]) == viz.TRUE_RGB
+    assert tuple(out[25, 35]) == viz.TRUE_RGB
+    assert tuple(out[int(pred[3, 1]), int(pred[3, 0])]) == viz.PRED_RGB
+    up = viz.overlay_array(inp, tmpl, H, scale=2)
+    assert up.shape == (96, 96, 3)
+    np.testing.assert_array_equal(up[::2, ::2], viz.overlay_array(inp, tmpl, H))
+
+
+def test_overlay_array_bad_arguments():
+    inp, tmpl = np.zeros((8, 8, 3)), np.zeros((4, 4, 1))
+    with pytest.raises(ValueError, match="template_image"):
+        viz.overlay_array(inp, tmpl, np.eye(3))
+    with pytest.raises(ValueError, match="input_H_template"):
+        viz.overlay_array(inp, np.zeros((4, 4, 3)), np.eye(2))
+
+
+def test_normalize_map_and_feature_grid():
+    ramp = np.arange(20, dtype=float).reshape(4, 5)
+    n = viz.normalize_map(ramp, percentiles=(0, 100))
+    np.testing.assert_allclose(n, ramp / 19, atol=1e-6)
+    assert np.all(viz.normalize_map(np.ones((3, 3))) == 0)
+    f = np.random.default_rng(0).random((6, 5, 7))
+    grid = viz.feature_grid(f, max_channels=5, columns=3, pad=1, percentiles=(0, 100))
+    assert grid.shape == (2 * 7 - 1, 3 * 6 - 1)
+    for k in range(5):  # channel k at tile (k // 3, k % 3)
+        r, q = divmod(k, 3)
+        np.testing.assert_allclose(grid[r * 7:r * 7 + 6, q * 6:q * 6 + 5], viz.normalize_map(f[..., k], (0, 100)))
+    assert np.all(grid[7:, 12:] == 1)  # the unused sixth tile
+    with pytest.raises(ValueError, match="features"):
+        viz.feature_grid(f[..., 0])
+
+
+# ----------------------------------------------------------------------------------------------
+# Feature sources
+# ----------------------------------------------------------------------------------------------
+
+
+def _textured(size, seed=0, sigma=2.0):
+    """A smooth random RGB texture in [0, 1] (blurred noise: LK has a basin of a few pixels)."""
+    import cv2
+
+    img = cv2.GaussianBlur(np.random.default_rng(seed).random((size, size, 3)).astype(np.float32), (0, 0), sigma)
+    return (img - img.min()) / (img.max() - img.min())
+
+
+def _warp_template(inp, corners, size):
+    """The template whose corners land at `corners` in `inp` (OpenCV, independent of deeplk)."""
+    import cv2
+
+    src = np.float32([[0, 0], [size - 1, 0], [size - 1, size - 1], [0, size - 1]])
+    H = cv2.getPerspectiveTransform(src, np.float32(corners))
+    return cv2.warpPerspective(inp, H, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP), H
+
+
+def test_intensity_source_is_the_luma_pyramid():
+    import tensorflow as tf
+
+    from deeplk import lk
+
+    img = _textured(32)[None]
+    src = viz.intensity_source()
+    grey = src(img, 1, "input")
+    np.testing.assert_allclose(grey, lk.to_grayscale(tf.constant(img)).numpy(), atol=1e-6)
+    lvl3 = src(img, 3, "template")
+    assert lvl3.shape == (1, 8, 8, 1)
+    manual = grey[0, :, :, 0].reshape(8, 4, 8, 4).mean(axis=(1, 3))
+    np.testing.assert_allclose(lvl3[0, ..., 0], manual, atol=1e-6)
+    assert [p.shape[1] for p in src.pyramid(img, "input")] == [8, 16, 32]  # coarsest first
+
+
+def test_feature_source_checks():
+    src = viz.intensity_source(levels=(1, 2))
+    img = np.zeros((1, 16, 16, 3), np.float32)
+    with pytest.raises(ValueError, match="level"):
+        src(img, 3, "input")
+    with pytest.raises(ValueError, match="branch"):
+        src(img, 1, "left")
+    with pytest.raises(ValueError, match="images"):
+        src(img[..., :1], 1, "input")
+    bad = viz.FeatureSource("bad", lambda images, level, branch: images[:, ::3, ::3], levels=(1, 2))
+    with pytest.raises(ValueError, match="size"):
+        bad(img, 2, "input")
+
+
+def test_untrained_source_shapes_branches_and_seed():
+    src = viz.untrained_source(channels=4, seed=3)
+    assert not src.trained and "untrained" in src.label
+    img = _textured(32)[None]
+    maps = [src(img, level, "input") for level in (1, 2, 3)]
+    assert [m.shape for m in maps] == [(1, 32, 32, 4), (1, 16, 16, 4), (1, 8, 8, 4)]
+    assert not np.allclose(src(img, 1, "template"), maps[0])  # separate weights per branch
+    np.testing.assert_allclose(viz.untrained_source(channels=4, seed=3)(img, 2, "input"), maps[1], atol=1e-6)
+
+
+def test_channel_map_views():
+    from deeplk.features import special_feature_map
+
+    f = np.random.default_rng(0).normal(size=(6, 7, 5)).astype(np.float32)
+    np.testing.assert_array_equal(viz.channel_map(f, 2), f[..., 2])
+    np.testing.assert_allclose(viz.channel_map(f, "mean"), np.abs(f).mean(-1), rtol=1e-6)
+    np.testing.assert_allclose(viz.channel_map(f, "special"), special_feature_map(f[None]).numpy()[0, ..., 0])
+    for bad in (5, -1, "max"):
+        with pytest.raises(ValueError, match="channel"):
+            viz.channel_map(f, bad)
+
+
+# ----------------------------------------------------------------------------------------------
+# LK playback and animations
+# ----------------------------------------------------------------------------------------------
+
+#: A small pair for the LK tests: 64 input, 32 template, two levels (64/32, 32/16).
+PAIR_CORNERS = np.array([[17, 14], [47, 17], [49, 47], [15, 46]], float)
+
+
+@pytest.fixture(scope="module")
+def small_pair():
+    inp = _textured(64, seed=5, sigma=2.5)
+    tmpl, _ = _warp_template(inp, PAIR_CORNERS, 32)
+    return inp, tmpl
+
+
+@pytest.fixture(scope="module")
+def small_playback(small_pair):
+    inp, tmpl = small_pair
+    src = viz.intensity_source(levels=(1, 2))
+    ip, tp = src.pyramid(inp[None], "input"), src.pyramid(tmpl[None], "template")
+    pb = viz.trace_pyramid_lk(ip, tp, None, PAIR_CORNERS, max_iterations=(20, 10))
+    return ip, tp, pb
+
+
+def _numpy_corner_errors(H, true_corners, size):
+    src = np.array([[0, 0, 1], [size - 1, 0, 1], [size - 1, size - 1, 1], [0, size - 1, 1]], float)
+    errors = []
+    for h in H:
+        p = src @ h.T
+        p = p[:, :2] / p[:, 2:]
+        errors.append(np.mean(np.sqrt(((p - true_corners) ** 2).sum(axis=1))))
+    return np.array(errors)
+
+
+def test_trace_matches_pyramid_lucas_kanade(small_playback):
+    from deeplk import lk
+
+    ip, tp, pb = small_playback
+    ref = lk.pyramid_lucas_kanade(ip, tp, lk.centered_homography(64, 32, 1), max_iterations=(20, 10),
+                                  return_history=True, jit_compile=False)
+    history = ref.history.numpy()[:, 0]
+    # Same frames: every level's initial guess and one frame per update.
+    assert len(pb) == history.shape[0] == int(ref.iterations.numpy()[0]) + 2
+    np.testing.assert_allclose(pb.H, history, atol=1e-3)
+    np.testing.assert_allclose(pb.H[-1], ref.H.numpy()[0], atol=1e-3)
+    # Level labels: coarsest (2) first, iterations restart at 0 on each level.
+    k = int(np.argmax(pb.levels == 1))
+    assert set(pb.levels[:k]) == {2} and set(pb.levels[k:]) == {1}
+    np.testing.assert_array_equal(pb.iterations[:k], np.arange(k))
+    np.testing.assert_array_equal(pb.iterations[k:], np.arange(len(pb) - k))
+    assert not pb.failed and pb.converged
+
+
+def test_playback_errors_match_an_independent_computation(small_playback):
+    _, _, pb = small_playback
+    errors = _numpy_corner_errors(pb.H, PAIR_CORNERS, 32)
+    np.testing.assert_allclose(pb.errors, errors, rtol=1e-9)
+    assert errors[0] > 1.5 and errors[-1] < 0.05  # LK converged on a mono-modal pair
+    assert "level 2 iteration 0" in pb.caption(0) and f"PE {errors[0]:.2f} px" in pb.caption(0)
+
+
+def test_playback_from_history_levels_and_checks():
+    rng = np.random.default_rng(0)
+    H = np.tile(np.eye(3), (5, 2, 1, 1)) + np.concatenate([rng.normal(scale=0.01, size=(5, 2, 2, 3)),
+                                                           np.zeros((5, 2, 1, 3))], axis=2)
+    true = np.array([[0, 0], [9, 0], [9, 9], [0, 9]], float)
+    pb = viz.playback_from_history(H, 10, true, level_lengths=[3, 2], sample=1)
+    np.testing.assert_array_equal(pb.levels, [2, 2, 2, 1, 1])
+    np.testing.assert_array_equal(pb.iterations, [0, 1, 2, 0, 1])
+    np.testing.assert_allclose(pb.errors, _numpy_corner_errors(H[:, 1], true, 10))
+    assert viz.playback_from_history(H[:, 0], 10).errors is None
+    with pytest.raises(ValueError, match="level_lengths"):
+        viz.playback_from_history(H, 10, level_lengths=[3, 3])
+    with pytest.raises(ValueError, match="sample"):
+        viz.playback_from_history(H, 10, sample=2)
+    with pytest.raises(ValueError, match="history"):
+        viz.playback_from_history(H[..., :2], 10)
+
+
+def test_playback_frames_and_gif(small_pair, small_playback, tmp_path):
+    from PIL import Image, ImageSequence
+
+    inp, tmpl = small_pair
+    _, _, pb = small_playback
+    frames = viz.playback_frames(inp, tmpl, pb, scale=2, title="intensity")
+    assert len(frames) == len(pb)
+    assert all(f.shape == (64 * 2 + 22, 128, 3) and f.dtype == np.uint8 for f in frames)
+    # The last estimate sits on the truth: the red corner pixel of the last frame (scale 2).
+    x, y = np.rint(pb.corners[-1][1]).astype(int)
+    assert tuple(frames[-1][2 * y + 1, 2 * x + 1]) == viz.PRED_RGB
+    path = tmp_path / "anim" / "lk.gif"
+    out = viz.save_animation(frames, path, fps=5, mp4=False)
+    assert out == {"gif": path, "mp4": None, "frames": len(pb)}
+    with Image.open(path) as im:
+        assert im.n_frames == len(pb)
+        assert im.info["duration"] == 200 and im.info["loop"] == 0
+        first = np.asarray(next(iter(ImageSequence.Iterator(im))).convert("RGB"))
+    assert first.shape == frames[0].shape
+    assert np.abs(first.astype(int) - frames[0]).mean() < 8  # GIF palette quantisation only
+    assert sorted(p.name for p in path.parent.iterdir()) == ["lk.gif"]  # no temporary left
+
+
+def test_save_animation_is_atomic_on_failure(tmp_path, monkeypatch):
+    from PIL import Image
+
+    frames = [np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 255, np.uint8)]
+    path = tmp_path / "a.gif"
+    viz.save_animation(frames, path, mp4=False)
+    before = path.read_bytes()
+
+    def broken(self, fp, *args, **kwargs):
+        with open(fp, "wb") as f:
+            f.write(b"GIF89a partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        viz.save_animation(frames[::-1], path, mp4=False)
+    assert path.read_bytes() == before  # the old file, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["a.gif"]
+
+
+def test_save_animation_checks(tmp_path, monkeypatch):
+    frames = [np.zeros((4, 4, 3), np.uint8)] * 2
+    with pytest.raises(ValueError, match="gif"):
+        viz.save_animation(frames, tmp_path / "a.png")
+    with pytest.raises(ValueError, match="frames"):
+        viz.save_animation([frames[0], np.zeros((5, 4, 3), np.uint8)], tmp_path / "a.gif")
+    with pytest.raises(ValueError, match="frames"):
+        viz.save_animation([], tmp_path / "a.gif")
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(RuntimeError, match="ffmpeg"):
+        viz.save_animation(frames, tmp_path / "b.gif", mp4=True)
+    assert viz.save_animation(frames, tmp_path / "c.gif")["mp4"] is None  # auto: no ffmpeg, GIF only
+
+
+def test_save_animation_pipes_frames_to_ffmpeg(tmp_path, monkeypatch):
+    """With ffmpeg on the PATH the MP4 is written through a temporary name; a stand-in ffmpeg
+    records its arguments and the raw frames it receives."""
+    import stat
+
+    fake = tmp_path / "bin" / "ffmpeg"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nfor a; do last=$a; done\necho \"$@\" > \"$last.args\"\ncat > \"$last\"\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
+    frames = [np.full((5, 6, 3), k, np.uint8) for k in range(3)]  # odd height: padded to 6
+    out = viz.save_animation(frames, tmp_path / "out" / "lk.gif", fps=2)
+    mp4 = tmp_path / "out" / "lk.mp4"
+    assert out["mp4"] == mp4
+    raw = np.frombuffer(mp4.read_bytes(), np.uint8).reshape(3, 6, 6, 3)
+    np.testing.assert_array_equal(raw[:, :5], np.stack(frames))
+    assert np.all(raw[:, 5] == 255)
+    args = next((tmp_path / "out").glob("*.args")).read_text()
+    assert "-s 6x6" in args and "-r 2" in args and "yuv420p" in args
+    assert sorted(p.suffix for p in (tmp_path / "out").iterdir()) == [".args", ".gif", ".mp4"]

@@ -1,0 +1,162 @@
+"""Feature functions for the explorer: what LK sees at each pyramid level.
+
+A *feature source* maps images to feature maps, one level and one branch at a time::
+
+    features(images, level, branch) -> (B, h, w, C) float32
+
+- ``images``: ``(B, 192, 192, 3)`` inputs (``branch="input"``) or ``(B, 128, 128, 3)`` templates
+  (``branch="template"``), float32 in [0, 1];
+- ``level``: DLKFM's numbering, 1 = finest (192 / 128), 2 = 96 / 64, 3 = coarsest (48 / 32): a map
+  at level ``L`` is ``2^(L-1)`` times smaller than the image, with pixel areas preserved
+  (``x_L = (x + 0.5) / 2^(L-1) - 0.5``, `deeplk.geometry.scale_homography` with
+  ``half_pixel_centers=True``);
+- ``branch``: ``"input"`` or ``"template"`` (DLKFM has separate weights per branch).
+
+Sources here: raw intensities (`intensity_source`, the classical LK's view), an untrained
+random-weight convolutional stand-in (`untrained_source`), and the DLKFM extractors when a
+trained model is available (`deeplk.viz.explore.load_learned_source`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from deeplk._checks import check_shape
+
+__all__ = ["BRANCHES", "FeatureSource", "intensity_source", "untrained_source", "level_scale"]
+
+BRANCHES = ("input", "template")
+
+#: Luma weights (ITU-R 601), as `deeplk.lk.to_grayscale`.
+_LUMA = np.array([0.2989, 0.5870, 0.1140], np.float32)
+
+
+def level_scale(level: int) -> float:
+    """Resolution of DLKFM level `level` relative to the images: ``0.5 ** (level - 1)``."""
+    if isinstance(level, bool) or int(level) != level or level < 1:
+        raise ValueError(f"`level` must be an integer >= 1 (1 = finest), got {level!r}")
+    return 0.5 ** (int(level) - 1)
+
+
+@dataclass
+class FeatureSource:
+    """A named feature function ``fn(images, level, branch) -> (B, h, w, C)`` (module docstring).
+
+    Attributes:
+        name: short label used in titles (``"learned"``, ``"intensity"``).
+        fn: the feature function.
+        levels: the levels it provides, finest first (e.g. ``(1, 2, 3)``).
+        trained: False for random weights: figures then say "untrained weights".
+        note: one line shown under the figures (checkpoint, or why the weights are untrained).
+    """
+
+    name: str
+    fn: Callable
+    levels: tuple = (1, 2, 3)
+    trained: bool = True
+    note: str = ""
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        """`name`, plus ``" (untrained weights)"`` when `trained` is False."""
+        return self.name if self.trained else f"{self.name} (untrained weights)"
+
+    def __call__(self, images, level: int, branch: str) -> np.ndarray:
+        """Feature maps ``(B, h, w, C)`` float32 of `images` ``(B, H, W, 3)`` at `level`."""
+        if level not in self.levels:
+            raise ValueError(f"`level` must be one of {tuple(self.levels)} for source {self.name!r}, got {level!r}")
+        if branch not in BRANCHES:
+            raise ValueError(f"`branch` must be one of {BRANCHES}, got {branch!r}")
+        images = np.asarray(images, dtype=np.float32)
+        check_shape("images", images, (None, None, None, 3), "B x H x W x 3 RGB in [0, 1]")
+        out = np.asarray(self.fn(images, int(level), branch), dtype=np.float32)
+        check_shape(f"features of source {self.name!r}", out, (images.shape[0], None, None, None), "B x h x w x C")
+        s = level_scale(level)
+        expected = (int(images.shape[1] * s), int(images.shape[2] * s))
+        if out.shape[1:3] != expected:
+            raise ValueError(f"source {self.name!r} returned maps of size {out.shape[1:3]} at level {level}, expected {expected} for images of size {images.shape[1:3]}")
+        return out
+
+    def pyramid(self, images, branch: str, levels=None) -> list:
+        """Feature maps at `levels` (default: all), **coarsest first** (as `deeplk.lk` wants)."""
+        levels = sorted(self.levels if levels is None else levels, reverse=True)
+        return [self(images, level, branch) for level in levels]
+
+
+def _avg_pool2(x: np.ndarray) -> np.ndarray:
+    """2x2 average pooling, stride 2 (odd sizes floored), as `deeplk.lk.build_pyramid`."""
+    b, h, w, c = x.shape
+    h2, w2 = h // 2, w // 2
+    return x[:, :2 * h2, :2 * w2].reshape(b, h2, 2, w2, 2, c).mean(axis=(2, 4))
+
+
+def intensity_source(levels=(1, 2, 3), blur_sigma: float = 0.0) -> FeatureSource:
+    """Raw grey intensities (luma) at each level by repeated 2x2 average pooling: what classical
+    LK aligns. Same function for both branches; one channel.
+
+    Args:
+        levels: levels provided.
+        blur_sigma: optional Gaussian blur (pixels of the level) after pooling; 0 = raw.
+    """
+    blur_sigma = float(blur_sigma)
+    if not (np.isfinite(blur_sigma) and blur_sigma >= 0):
+        raise ValueError(f"`blur_sigma` must be a finite number >= 0, got {blur_sigma!r}")
+
+    def fn(images, level, branch):
+        x = (images @ _LUMA)[..., None]
+        for _ in range(level - 1):
+            x = _avg_pool2(x)
+        if blur_sigma > 0:
+            import cv2
+
+            x = np.stack([cv2.GaussianBlur(im[..., 0], (0, 0), blur_sigma, borderType=cv2.BORDER_REFLECT)[..., None] for im in x])
+        return x
+
+    note = "grey intensities (luma), 2x2 average pyramid" + (f", blur sigma {blur_sigma:g}" if blur_sigma else "")
+    return FeatureSource("intensity", fn, tuple(levels), True, note)
+
+
+def untrained_source(channels: int = 16, seed: int = 0, levels=(1, 2, 3)) -> FeatureSource:
+    """A randomly initialised Siamese stand-in for the DLKFM extractors (untrained weights).
+
+    Per branch (separate weights, as DLKFM): level 1 is ``conv3x3(channels) - tanh - conv3x3``
+    on the image; level ``L > 1`` a stride-2 ``conv3x3`` on level ``L-1``'s output (so the sizes
+    are DLKFM's 192/128, 96/64, 48/32). Glorot-uniform weights from `seed`. It shows what the
+    architecture alone does to the images; it is not what DLKFM learns.
+    """
+    import keras
+    import tensorflow as tf
+
+    channels = int(channels)
+    if channels < 1:
+        raise ValueError(f"`channels` must be >= 1, got {channels!r}")
+    levels = tuple(sorted(levels))
+    if levels != tuple(range(1, len(levels) + 1)):
+        raise ValueError(f"`levels` must be 1, 2, ... n, got {levels!r}")
+    nets = {}
+    for b, branch in enumerate(BRANCHES):
+        layers = []
+        for level in levels:
+            init = keras.initializers.GlorotUniform(seed=seed * 1000 + b * 100 + level)
+            if level == 1:
+                block = [keras.layers.Conv2D(channels, 3, padding="same", activation="tanh", kernel_initializer=init),
+                         keras.layers.Conv2D(channels, 3, padding="same",
+                                             kernel_initializer=keras.initializers.GlorotUniform(seed=seed * 1000 + b * 100 + 50))]
+            else:
+                block = [keras.layers.Conv2D(channels, 3, strides=2, padding="same", activation="tanh", kernel_initializer=init)]
+            layers.append(block)
+        nets[branch] = layers
+
+    def fn(images, level, branch):
+        x = tf.convert_to_tensor(images)
+        for block in nets[branch][:level]:
+            for layer in block:
+                x = layer(x)
+        return x.numpy()
+
+    note = f"untrained stand-in: random Siamese conv features ({channels} channels, seed {seed})"
+    return FeatureSource("stand-in", fn, levels, False, note)
