@@ -4,6 +4,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -369,3 +373,204 @@ def test_save_animation_pipes_frames_to_ffmpeg(tmp_path, monkeypatch):
     args = next((tmp_path / "out").glob("*.args")).read_text()
     assert "-s 6x6" in args and "-r 2" in args and "yuv420p" in args
     assert sorted(p.suffix for p in (tmp_path / "out").iterdir()) == [".args", ".gif", ".mp4"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss landscapes
+# ----------------------------------------------------------------------------------------------
+
+
+def _numpy_bilinear(img, x, y):
+    """Bilinear sample of ``img`` (H, W) at (x, y), zero outside; valid where inside [0, W-1] x [0, H-1]."""
+    h, w = img.shape
+    pad = np.pad(img, 1)
+    x0, y0 = np.floor(x), np.floor(y)
+    fx, fy = x - x0, y - y0
+    xi, yi = x0.astype(int) + 1, y0.astype(int) + 1
+    ok = (xi >= 0) & (xi < w + 1) & (yi >= 0) & (yi < h + 1)
+    xi, yi = np.clip(xi, 0, w), np.clip(yi, 0, h)
+    v = ((1 - fx) * (1 - fy) * pad[yi, xi] + fx * (1 - fy) * pad[yi, xi + 1]
+         + (1 - fx) * fy * pad[yi + 1, xi] + fx * fy * pad[yi + 1, xi + 1])
+    v = np.where(ok, v, 0.0)
+    valid = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    return v, valid
+
+
+def _numpy_loss(inp_grey, tmpl_grey, corners, size):
+    """Masked MSE of the template against the input warped by the corners' homography (OpenCV
+    homography, NumPy sampling): the reference for `alignment_loss`."""
+    import cv2
+
+    src = np.float32([[0, 0], [size - 1, 0], [size - 1, size - 1], [0, size - 1]])
+    H = cv2.getPerspectiveTransform(src, np.float32(corners)).astype(np.float64)
+    xs, ys = np.meshgrid(np.arange(size, dtype=float), np.arange(size, dtype=float))
+    uvw = np.stack([xs, ys, np.ones_like(xs)], -1) @ H.T
+    v, valid = _numpy_bilinear(inp_grey, uvw[..., 0] / uvw[..., 2], uvw[..., 1] / uvw[..., 2])
+    return ((v - tmpl_grey) ** 2)[valid].mean()
+
+
+def test_landscape_minimum_at_the_true_h_and_values_match_numpy(small_pair):
+    inp, tmpl = small_pair
+    src = viz.intensity_source(levels=(1, 2))
+    fi, ft = src(inp[None], 1, "input"), src(tmpl[None], 1, "template")
+    ls = viz.loss_landscape(fi, ft, PAIR_CORNERS, ("tx", "ty"), radius=6.0, steps=7, template_size=32, name="grey")
+    assert ls.loss.shape == (7, 7) and ls.valid_fraction.shape == (7, 7)
+    assert ls.argmin() == (0.0, 0.0)
+    assert ls.loss[3, 3] < 1e-3 * np.nanmedian(ls.loss)
+    np.testing.assert_allclose(ls.axes[0], np.linspace(-6, 6, 7))
+    for i, j in ((3, 3), (0, 6), (2, 5), (6, 1)):
+        corners = PAIR_CORNERS + [ls.axes[0][i], ls.axes[1][j]]  # (tx, ty)
+        expected = _numpy_loss(fi[0, ..., 0].astype(float), ft[0, ..., 0].astype(float), corners, 32)
+        np.testing.assert_allclose(ls.loss[i, j], expected, rtol=1e-4, atol=1e-9)
+    # One parameter of one corner, and level 2 (half resolution): still minimal at the truth.
+    one = viz.loss_landscape(fi, ft, PAIR_CORNERS, "br_y", radius=4.0, steps=5, template_size=32)
+    assert one.loss.shape == (5,) and one.argmin() == (0.0,)
+    expected = _numpy_loss(fi[0, ..., 0].astype(float), ft[0, ..., 0].astype(float),
+                           PAIR_CORNERS + [[0, 0], [0, 0], [0, 4], [0, 0]], 32)
+    np.testing.assert_allclose(one.loss[-1], expected, rtol=1e-4)
+    f2i, f2t = src(inp[None], 2, "input"), src(tmpl[None], 2, "template")
+    lvl2 = viz.loss_landscape(f2i, f2t, PAIR_CORNERS, ("p1", "p8"), radius=4.0, steps=5, level=2, template_size=32)
+    assert lvl2.argmin() == (0.0, 0.0) and lvl2.level == 2
+
+
+def test_perturbed_homographies_known_answers():
+    from deeplk.geometry import homography_to_corners
+
+    true = np.array([[10, 20], [41, 20], [41, 51], [10, 51]], float)  # a 32 template shifted by (10, 20)
+    H = viz.perturbed_homographies(true, 32, ["tx", "tl_y", "p3", "p1"], [[0, 0, 0, 0], [2, 0, 0, 0], [0, 3, 0, 0],
+                                                                           [0, 0, 1.5, 0], [0, 0, 0, 1.0]])
+    c = homography_to_corners(H, 32).numpy()
+    np.testing.assert_allclose(c[0], true, atol=1e-9)
+    np.testing.assert_allclose(c[1], true + [2, 0], atol=1e-9)
+    np.testing.assert_allclose(c[2], true + [[0, 3], [0, 0], [0, 0], [0, 0]], atol=1e-9)
+    np.testing.assert_allclose(c[3], true + [1.5, 0], atol=1e-9)  # p3: translation along x by d
+    np.testing.assert_allclose(c[4], true + [[-1, 0], [1, 0], [1, 0], [-1, 0]], atol=1e-9)  # p1: x-stretch
+    np.testing.assert_allclose(H[:, 2, 2], 1.0)
+    with pytest.raises(ValueError, match="unknown"):
+        viz.perturbed_homographies(true, 32, ["shear"], [[1.0]])
+    with pytest.raises(ValueError, match="values"):
+        viz.perturbed_homographies(true, 32, ["tx", "ty"], [[1.0]])
+
+
+def test_alignment_loss_is_nan_without_valid_pixels():
+    f = np.ones((1, 8, 8, 2), np.float32)
+    far = np.array([[[1, 0, 100], [0, 1, 0], [0, 0, 1]]], float)
+    loss, frac = viz.alignment_loss(f, f[:, :4, :4], np.concatenate([np.eye(3)[None], far]))
+    assert loss[0] == 0.0 and frac[0] == 1.0
+    assert np.isnan(loss[1]) and frac[1] == 0.0
+    with pytest.raises(ValueError, match="template_features"):
+        viz.alignment_loss(f, f[..., :1], np.eye(3))
+
+
+def test_plot_landscapes(small_pair):
+    inp, tmpl = small_pair
+    src = viz.intensity_source(levels=(1,))
+    fi, ft = src(inp[None], 1, "input"), src(tmpl[None], 1, "template")
+    two = [viz.loss_landscape(fi, ft, PAIR_CORNERS, ("tx", "ty"), 4.0, 3, template_size=32, name=n) for n in "ab"]
+    fig = viz.plot_landscapes(two)
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["a, level 1", "b, level 1"]
+    one = viz.loss_landscape(fi, ft, PAIR_CORNERS, "tx", 4.0, 3, template_size=32, name="a")
+    fig = viz.plot_landscapes([one])
+    np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), one.loss / one.loss.max())
+    with pytest.raises(ValueError, match="1-D or all 2-D"):
+        viz.plot_landscapes([one, two[0]])
+
+
+# ----------------------------------------------------------------------------------------------
+# Explorer callbacks, widgets, frontend detection
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def explorer(small_pair):
+    inp, tmpl = small_pair
+    sources = [viz.untrained_source(channels=3, seed=0, levels=(1, 2)), viz.intensity_source(levels=(1, 2))]
+    inputs = np.stack([inp, inp[::-1].copy()])
+    templates = np.stack([tmpl, _warp_template(inputs[1], PAIR_CORNERS, 32)[0]])
+    return viz.Explorer(inputs, templates, np.stack([PAIR_CORNERS] * 2), sources, names=["a", "b"],
+                        lk_options={"max_iterations": (20, 10)})
+
+
+def test_explorer_feature_figure(explorer):
+    import matplotlib.pyplot as plt
+
+    fig = explorer.feature_figure(sample=0, level=2, branch="template", channel=1)
+    image_axes = [ax for ax in fig.axes if ax.images]
+    assert len(image_axes) == 6
+    assert image_axes[3].images[0].get_array().shape == (32, 32)  # input (64) features at level 2
+    assert image_axes[4].images[0].get_array().shape == (16, 16)  # template (32) features at level 2
+    assert "untrained weights" in fig._suptitle.get_text()
+    assert any("UNTRAINED WEIGHTS" in t.get_text() for t in fig.texts)
+    # True outline on the input panel where the label says.
+    lines = [ln for ln in image_axes[0].get_lines() if len(ln.get_xdata()) == 5]
+    np.testing.assert_allclose(lines[0].get_xdata()[:4], PAIR_CORNERS[:, 0])
+    plt.close(fig)
+    fig = explorer.feature_figure(sample=1, level=1, branch="input", channel="special", source="intensity")
+    assert not any("UNTRAINED" in t.get_text() for t in fig.texts)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="sample"):
+        explorer.feature_figure(sample=2)
+    with pytest.raises(ValueError, match="source"):
+        explorer.feature_figure(source="dlkfm")
+
+
+def test_explorer_playback_and_landscape_figures(explorer):
+    import matplotlib.pyplot as plt
+
+    pb = explorer.playback(0, "intensity")
+    assert pb is explorer.playback(0, "intensity")  # cached
+    assert pb.errors[-1] < 0.05
+    n = explorer.num_frames(0)
+    assert n == max(len(explorer.playback(0, s)) for s in ("stand-in", "intensity"))
+    fig = explorer.playback_figure(sample=0, iteration=n - 1)
+    curves = [ln for ln in fig.axes[-1].get_lines() if len(ln.get_xdata()) > 2]
+    np.testing.assert_allclose(curves[1].get_ydata(), np.maximum(pb.errors, 1e-3))
+    plt.close(fig)
+    fig = explorer.landscape_figure(sample=0, params=("tx", "ty"), radius=4.0, steps=3, level=2)
+    assert len([ax for ax in fig.axes if ax.get_title()]) == 2
+    plt.close(fig)
+    out = explorer.save_animation(explorer_tmp := Path(tempfile.mkdtemp()) / "x.gif", sample=0, source="intensity", mp4=False)
+    assert out["frames"] == len(pb)
+    shutil.rmtree(explorer_tmp.parent)
+
+
+def test_build_widgets_calls_the_callbacks(explorer, monkeypatch):
+    calls = []
+    real_features, real_playback = explorer.feature_figure, explorer.playback_figure
+    monkeypatch.setattr(explorer, "feature_figure", lambda *a: calls.append(("features",) + a) or real_features(*a))
+    monkeypatch.setattr(explorer, "playback_figure", lambda *a: calls.append(("playback",) + a) or real_playback(*a))
+    box, c = viz.build_widgets(explorer, sample=0, level=1, branch="input", channel=0, show_figures=False)
+    assert calls == [("features", 0, 1, "input", 0, "stand-in"), ("playback", 0, 0)]
+    assert c["iteration"].max == explorer.num_frames(0) - 1
+    calls.clear()
+    c["channel"].value = "special"
+    c["level"].value = 2
+    c["iteration"].value = 3
+    assert calls == [("features", 0, 1, "input", "special", "stand-in"), ("features", 0, 2, "input", "special", "stand-in"),
+                     ("playback", 0, 3)]
+    calls.clear()
+    c["sample"].value = 1
+    assert [k[0] for k in calls] == ["features", "playback"] and calls[0][1] == 1
+    assert c["iteration"].max == explorer.num_frames(1) - 1
+    assert box.children  # a displayable VBox
+
+
+def test_frontend_available(monkeypatch):
+    import IPython
+
+    from deeplk.viz import explore
+
+    monkeypatch.delenv("DEEPLK_INTERACTIVE", raising=False)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.delenv("VSCODE_PID", raising=False)
+    assert not viz.frontend_available()  # plain Python (pytest)
+
+    class Shell:
+        kernel = object()
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: Shell())
+    assert not explore.frontend_available()  # a kernel run by papermill / nbval: no frontend
+    monkeypatch.setenv("JPY_SESSION_NAME", "/work/notebooks/06_explore_feature_maps.ipynb")
+    assert explore.frontend_available()  # JupyterLab
+    monkeypatch.setenv("DEEPLK_INTERACTIVE", "0")
+    assert not explore.frontend_available()
