@@ -1,0 +1,692 @@
+"""Regression baselines: DHN (one network) and the 3-stage MHN, their training task and methods.
+
+**Input.** A pair becomes one ``(B, 192, 192, 2)`` image (`pack_pair`): channel 0 is the grey
+input, channel 1 the grey 128 template zero-padded at offset 32, i.e. where an unperturbed
+template sits in the input (``input[32:160, 32:160]``).
+
+**Output.** 8 numbers per pair: the *corner offsets* in pixels of the 192 input frame, relative
+to the unperturbed corners `BASE_CORNERS` = (32, 32), (159, 32), (159, 159), (32, 159), laid out
+``(dx_TL, dy_TL, dx_TR, dy_TR, dx_BR, dy_BR, dx_BL, dy_BL)`` (`offsets_to_corners`,
+`corners_to_offsets`). The network's last dense layer predicts ``offsets / offset_scale`` (32 by
+default, so targets are about in [-1, 1]) and `RegressionNet` multiplies back, so its output is
+in pixels; the loss (`regression_loss`) is the MSE of the scaled offsets.
+
+**Architecture** (`RegressionNet`, DESIGN.md): conv pairs (3x3 conv + batch norm + ReLU, twice)
+of 32, 64, 64, 128, 128 channels, each followed by 2x2 max-pooling, then one 3x3 conv of 256
+channels; flatten, dense 1024 + ReLU, dropout 0.2, dense 8 (initialised to zero, so an untrained
+net predicts the centred guess). ``input_scale < 1`` resizes the packed pair (area averaging)
+before the convolutions, for CPU budgets; the predictions stay in 192-frame pixels.
+
+**MHN** (`cascade_corners`): three `RegressionNet` stages with their own weights. Stage 1 sees
+the pair as above. Stage ``k > 1`` sees the input *resampled so that the composed estimate so far
+puts the template back at offset 32*: with ``input_H_template`` the estimate and
+``C = [[1, 0, 32], [0, 1, 32], [0, 0, 1]]`` (the centred placement), the stage's input image is
+``I'(q) = I(input_H_centred @ q)`` with ``input_H_centred = input_H_template @ C^-1``
+(`deeplk.warp.warp_image`). If the estimate were exact, the template would sit in ``I'`` exactly
+at offset 32, so the stage sees the same kind of pair as stage 1 with a smaller misalignment and
+regresses the residual offsets in the ``I'`` frame; the corners in the input frame are then
+``input_H_centred @ (BASE_CORNERS + residual)`` (`compose_residual`), which is the composition
+``input_H_template @ C^-1 @ centred_H_template`` of homographies. (Warping the input rather than
+the template keeps the template channel identical for every stage; it is the same relative
+alignment.) The stages are trained one after another, each starting from the previous stage's
+weights with the earlier stages frozen, so no gradient has to flow through the warp: the task
+stops it there (`RegressionTask`), which saves the backward pass through the earlier stages.
+
+**Checkpoints.** ``<checkpoint_dir>/dhn/`` and ``<checkpoint_dir>/mhn/stage1|stage2|stage3/``,
+each the ``checkpoint_dir`` of one `deeplk.train.train` call (``final.weights.h5``,
+``ckpt-*``, ``train_meta.json``) plus ``model_config.json`` (`CONFIG_NAME`, written atomically)
+holding the `RegressionNet` configuration, so the methods ``dhn`` and ``mhn``
+(`build_dhn_method`, `build_mhn_method`) rebuild the networks without being told the options.
+`train_stage` trains one of them; `make_train_dataset` reads a DLK folder for it, optionally
+drawing fresh perturbations on the fly (`resample_perturbations`, mono-modal data only).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from deeplk._checks import check_shape
+from deeplk.geometry import corner_error, corners_to_homography, invert_homography, transform_points
+from deeplk.lk import to_grayscale
+from deeplk.paths import resolve
+from deeplk.utils import write_text_atomic
+from deeplk.warp import warp_image
+
+__all__ = [
+    "INPUT_SIZE",
+    "TEMPLATE_SIZE",
+    "PATCH_OFFSET",
+    "OFFSET_SCALE",
+    "BASE_CORNERS",
+    "MHN_STAGES",
+    "CONFIG_NAME",
+    "METHOD_DESCRIPTIONS",
+    "AUGMENTATIONS",
+    "pack_pair",
+    "offsets_to_corners",
+    "corners_to_offsets",
+    "centred_homography",
+    "residual_offsets",
+    "compose_residual",
+    "regression_loss",
+    "RegressionNet",
+    "cascade_corners",
+    "RegressionTask",
+    "resample_perturbations",
+    "make_train_dataset",
+    "stage_dir",
+    "write_model_config",
+    "read_model_config",
+    "load_stage",
+    "train_stage",
+    "build_dhn_method",
+    "build_mhn_method",
+    "benchmark_case",
+]
+
+INPUT_SIZE = 192
+TEMPLATE_SIZE = 128
+#: Where the unperturbed template sits in the input: ``input[32:160, 32:160]``.
+PATCH_OFFSET = 32
+#: Default scale of the regression targets: the net's last layer predicts offsets / 32.
+OFFSET_SCALE = 32.0
+#: The unperturbed template corners in the 192 input frame, (4, 2), TL, TR, BR, BL.
+BASE_CORNERS = np.array([[32, 32], [159, 32], [159, 159], [32, 159]], dtype=np.float64)
+MHN_STAGES = 3
+#: File written next to the weights of every trained stage.
+CONFIG_NAME = "model_config.json"
+_CONFIG_FORMAT = 1
+MODELS = ("dhn", "mhn")
+#: ``"none"``: the dataset as stored; ``"resample"``: fresh corners and templates cut from the
+#: input on the fly (`resample_perturbations`; mono-modal datasets only).
+AUGMENTATIONS = ("none", "resample")
+
+METHOD_DESCRIPTIONS = {
+    "dhn": "DHN: one regression CNN on the 2-channel grey pair -> 8 corner offsets",
+    "mhn": "MHN: 3 regression CNNs, stages 2-3 see the input warped by the estimate so far",
+}
+
+
+# ------------------------------------------------------------------------------------------
+# Packing and corner parametrisation
+
+
+def _images(name: str, x, size: int) -> tf.Tensor:
+    x = tf.convert_to_tensor(x)
+    if not x.dtype.is_floating:
+        raise ValueError(f"`{name}` must be float images in [0, 1], got dtype {x.dtype.name}")
+    check_shape(name, x, (None, size, size, None), f"B x {size} x {size} x 1 or 3")
+    if x.shape[-1] not in (1, 3, None):
+        raise ValueError(f"`{name}` must have 1 or 3 channels, got shape {tuple(x.shape)}")
+    return tf.cast(x, tf.float32)
+
+
+def _pack_grey(grey_inputs: tf.Tensor, grey_templates: tf.Tensor) -> tf.Tensor:
+    pad = PATCH_OFFSET
+    lo, hi = pad, INPUT_SIZE - TEMPLATE_SIZE - pad
+    padded = tf.pad(grey_templates, [[0, 0], [lo, hi], [lo, hi], [0, 0]])
+    return tf.concat([grey_inputs, padded], axis=-1)
+
+
+def _grey_pair(inputs, templates) -> tuple[tf.Tensor, tf.Tensor]:
+    inputs = _images("inputs", inputs, INPUT_SIZE)
+    templates = _images("templates", templates, TEMPLATE_SIZE)
+    b_in, b_t = inputs.shape[0], templates.shape[0]
+    if b_in is not None and b_t is not None and b_in != b_t:
+        raise ValueError(f"`inputs` and `templates` must have the same batch size, got {b_in} and {b_t}")
+    return to_grayscale(inputs), to_grayscale(templates)
+
+
+def pack_pair(inputs, templates) -> tf.Tensor:
+    """The 2-channel network input of a pair.
+
+    Args:
+        inputs: ``(B, 192, 192, 3)`` (or 1-channel grey) float images in [0, 1].
+        templates: ``(B, 128, 128, 3)`` (or 1-channel) float images in [0, 1].
+
+    Returns:
+        ``(B, 192, 192, 2)`` float32: channel 0 the grey input (ITU-R 601 luma), channel 1 the
+        grey template at ``[32:160, 32:160]`` and 0 elsewhere.
+    """
+    return _pack_grey(*_grey_pair(inputs, templates))
+
+
+def _base(dtype) -> tf.Tensor:
+    return tf.constant(BASE_CORNERS, dtype=dtype)
+
+
+def offsets_to_corners(offsets) -> tf.Tensor:
+    """Corner offsets ``(B, 8)`` (pixels, ``dx_TL, dy_TL, ..., dx_BL, dy_BL``) -> corners
+    ``(B, 4, 2)`` in the 192 input frame: ``BASE_CORNERS + offsets``. Keeps float64."""
+    offsets = tf.convert_to_tensor(offsets)
+    if not offsets.dtype.is_floating:
+        offsets = tf.cast(offsets, tf.float32)
+    check_shape("offsets", offsets, (None, 8), "B x 8 corner offsets (dx, dy) TL, TR, BR, BL")
+    return tf.reshape(offsets, [-1, 4, 2]) + _base(offsets.dtype)
+
+
+def corners_to_offsets(corners) -> tf.Tensor:
+    """Corners ``(B, 4, 2)`` in the 192 input frame -> offsets ``(B, 8)`` from `BASE_CORNERS`
+    (inverse of `offsets_to_corners`)."""
+    corners = tf.convert_to_tensor(corners)
+    if not corners.dtype.is_floating:
+        corners = tf.cast(corners, tf.float32)
+    check_shape("corners", corners, (None, 4, 2), "B x 4 corners x (x, y)")
+    return tf.reshape(corners - _base(corners.dtype), [-1, 8])
+
+
+def centred_homography(batch=None, dtype=tf.float32) -> tf.Tensor:
+    """``C``: the ``input_H_template`` of the unperturbed template (a translation by +32).
+
+    Returns ``(3, 3)``, or ``(batch, 3, 3)`` when `batch` is given (int or scalar tensor).
+    """
+    C = tf.constant([[1, 0, PATCH_OFFSET], [0, 1, PATCH_OFFSET], [0, 0, 1]], dtype=dtype)
+    return C if batch is None else tf.tile(C[None], tf.stack([batch, 1, 1]))
+
+
+def _input_H_centred(input_H_template: tf.Tensor) -> tf.Tensor:
+    """``input_H_template @ C^-1``: maps the centred 192 frame of the next stage to the input."""
+    dtype = input_H_template.dtype
+    C_inv = tf.constant([[1, 0, -PATCH_OFFSET], [0, 1, -PATCH_OFFSET], [0, 0, 1]], dtype=dtype)
+    return tf.matmul(input_H_template, tf.broadcast_to(C_inv, tf.shape(input_H_template)))
+
+
+def _check_H(name: str, H) -> tf.Tensor:
+    H = tf.convert_to_tensor(H)
+    if not H.dtype.is_floating:
+        H = tf.cast(H, tf.float32)
+    check_shape(name, H, (None, 3, 3), "B x 3 x 3 homographies")
+    return H
+
+
+def residual_offsets(input_H_template, true_corners) -> tf.Tensor:
+    """The offsets a later MHN stage must regress, given the estimate so far.
+
+    Args:
+        input_H_template: ``(B, 3, 3)`` the composed estimate of the earlier stages.
+        true_corners: ``(B, 4, 2)`` where the template corners really are in the input.
+
+    Returns:
+        ``(B, 8)`` offsets from `BASE_CORNERS` of the true corners expressed in the stage's
+        (warped, centred) frame: ``C @ input_H_template^-1 @ true_corners - BASE_CORNERS``. Zero
+        when the estimate is exact.
+    """
+    H = _check_H("input_H_template", input_H_template)
+    true_corners = tf.cast(tf.convert_to_tensor(true_corners), H.dtype)
+    check_shape("true_corners", true_corners, (None, 4, 2), "B x 4 corners x (x, y)")
+    centred_H_input = invert_homography(_input_H_centred(H))
+    return corners_to_offsets(transform_points(centred_H_input, true_corners))
+
+
+def compose_residual(input_H_template, offsets) -> tf.Tensor:
+    """Corners in the input frame after a later stage predicted `offsets` in its centred frame.
+
+    Args:
+        input_H_template: ``(B, 3, 3)`` the estimate the stage started from (``None``: stage 1,
+            the centred placement ``C``, so the result is ``BASE_CORNERS + offsets``).
+        offsets: ``(B, 8)`` the stage's prediction (pixels, centred frame).
+
+    Returns:
+        ``(B, 4, 2)`` corners ``input_H_template @ C^-1 @ (BASE_CORNERS + offsets)``: the corners
+        of the composed homography ``input_H_template @ C^-1 @ centred_H_template``.
+    """
+    corners = offsets_to_corners(offsets)
+    if input_H_template is None:
+        return corners
+    H = _check_H("input_H_template", input_H_template)
+    return transform_points(_input_H_centred(H), tf.cast(corners, H.dtype))
+
+
+def regression_loss(pred_offsets, true_offsets, offset_scale: float = OFFSET_SCALE) -> tf.Tensor:
+    """Mean squared error of the scaled offsets: ``mean(((pred - true) / offset_scale) ** 2)``
+    over the batch and the 8 numbers. Both ``(B, 8)`` in pixels."""
+    pred = tf.convert_to_tensor(pred_offsets)
+    true = tf.cast(tf.convert_to_tensor(true_offsets), pred.dtype)
+    check_shape("pred_offsets", pred, (None, 8), "B x 8 corner offsets")
+    check_shape("true_offsets", true, (None, 8), "B x 8 corner offsets")
+    return tf.reduce_mean(tf.square((pred - true) / tf.cast(offset_scale, pred.dtype)))
+
+
+# ------------------------------------------------------------------------------------------
+# The network
+
+
+@keras.saving.register_keras_serializable(package="deeplk")
+class RegressionNet(keras.Model):
+    """The DHN / MHN-stage regression CNN: ``(B, 192, 192, 2)`` packed pair -> ``(B, 8)`` offsets.
+
+    Args:
+        filters: channels of the conv pairs; each pair is followed by 2x2 max-pooling.
+        final_filters: channels of the last 3x3 conv (no pooling after it).
+        dense_units: width of the hidden dense layer.
+        dropout: dropout rate after the hidden dense layer.
+        input_scale: in (0, 1]: resize the packed pair to ``round(192 * input_scale)`` (area
+            averaging) before the convolutions. Predictions stay in 192-frame pixels.
+        batch_norm: batch normalisation after every conv (then the convs have no bias).
+        offset_scale: the last dense layer predicts ``offsets / offset_scale``.
+
+    Call: ``net(packed, training=None)`` with `packed` from `pack_pair`; returns ``(B, 8)``
+    float32 corner offsets in pixels (see the module docstring for the layout).
+    """
+
+    def __init__(self, filters: Sequence[int] = (32, 64, 64, 128, 128), final_filters: int = 256,
+                 dense_units: int = 1024, dropout: float = 0.2, input_scale: float = 1.0,
+                 batch_norm: bool = True, offset_scale: float = OFFSET_SCALE, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = tuple(int(f) for f in filters)
+        if not self.filters or any(f <= 0 for f in self.filters):
+            raise ValueError(f"`filters` must be a non-empty list of positive ints, got {filters!r}")
+        self.final_filters = int(final_filters)
+        self.dense_units = int(dense_units)
+        if self.final_filters <= 0 or self.dense_units <= 0:
+            raise ValueError(
+                f"`final_filters` and `dense_units` must be positive, got {final_filters!r}, {dense_units!r}"
+            )
+        self.dropout = float(dropout)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}")
+        self.input_scale = float(input_scale)
+        self.size = int(round(INPUT_SIZE * self.input_scale))
+        if not 0.0 < self.input_scale <= 1.0 or self.size < 2 ** len(self.filters):
+            raise ValueError(
+                f"`input_scale` must be in (0, 1] and leave at least {2 ** len(self.filters)} px "
+                f"for {len(self.filters)} poolings, got {input_scale!r} ({self.size} px)"
+            )
+        self.batch_norm = bool(batch_norm)
+        self.offset_scale = float(offset_scale)
+        if not self.offset_scale > 0:
+            raise ValueError(f"`offset_scale` must be positive, got {offset_scale!r}")
+
+    def _conv(self, name: str, channels: int) -> list:
+        layers = [keras.layers.Conv2D(channels, 3, padding="same", use_bias=not self.batch_norm,
+                                      name=f"{name}_conv")]
+        if self.batch_norm:
+            layers.append(keras.layers.BatchNormalization(name=f"{name}_bn"))
+        layers.append(keras.layers.ReLU(name=f"{name}_relu"))
+        return layers
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        if len(shape) != 4 or tuple(shape[1:]) != (INPUT_SIZE, INPUT_SIZE, 2):
+            raise ValueError(f"`input_shape` must be (B, {INPUT_SIZE}, {INPUT_SIZE}, 2) (packed pairs), "
+                             f"got {shape}")
+        stack = []
+        if self.size != INPUT_SIZE:
+            stack.append(keras.layers.Resizing(self.size, self.size, interpolation="area", name="resize"))
+        for i, f in enumerate(self.filters, start=1):
+            stack += self._conv(f"block{i}a", f) + self._conv(f"block{i}b", f)
+            stack.append(keras.layers.MaxPooling2D(2, name=f"block{i}_pool"))
+        stack += self._conv("final", self.final_filters)
+        stack += [
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(self.dense_units, activation="relu", name="dense"),
+            keras.layers.Dropout(self.dropout, name="dropout"),
+            keras.layers.Dense(8, kernel_initializer="zeros", bias_initializer="zeros", name="offsets"),
+        ]
+        shape = (None, INPUT_SIZE, INPUT_SIZE, 2)
+        for layer in stack:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+            # One attribute per layer: TensorFlow checkpoints (deeplk.train) do not see layers
+            # kept only in a list attribute (Keras 3 TrackedList), so they would be lost.
+            setattr(self, f"layer_{layer.name}", layer)
+        self._layer_names = tuple(f"layer_{layer.name}" for layer in stack)
+        self.built = True
+
+    @property
+    def stack(self) -> list:
+        """The layers in call order."""
+        return [getattr(self, name) for name in self._layer_names]
+
+    def call(self, packed, training=None):
+        x = packed
+        for layer in self.stack:
+            x = layer(x, training=training) if isinstance(layer, (keras.layers.BatchNormalization,
+                                                                   keras.layers.Dropout)) else layer(x)
+        return x * self.offset_scale
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 8)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "filters": list(self.filters),
+            "final_filters": self.final_filters,
+            "dense_units": self.dense_units,
+            "dropout": self.dropout,
+            "input_scale": self.input_scale,
+            "batch_norm": self.batch_norm,
+            "offset_scale": self.offset_scale,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _net(config: dict | None) -> RegressionNet:
+    net = RegressionNet(**(config or {}))
+    net.build((None, INPUT_SIZE, INPUT_SIZE, 2))
+    return net
+
+
+def _cascade_grey(nets, grey_inputs, grey_templates, training=False):
+    """Corners ``(B, 4, 2)`` of the cascade and the estimate ``input_H_template`` before the last
+    stage (``None`` for one stage); see `cascade_corners`."""
+    H = None
+    corners = None
+    for k, net in enumerate(nets):
+        if k > 0:
+            H = corners_to_homography(corners, TEMPLATE_SIZE)
+            grey = warp_image(grey_inputs, _input_H_centred(H), INPUT_SIZE, return_mask=False)
+        else:
+            grey = grey_inputs
+        offsets = net(_pack_grey(grey, grey_templates), training=training)
+        corners = compose_residual(H, offsets)
+    return corners, H
+
+
+def cascade_corners(nets: Sequence[RegressionNet], inputs, templates, training=False) -> tf.Tensor:
+    """Run DHN (one net) or the MHN stages in turn and return the corners ``(B, 4, 2)`` float32.
+
+    Stage 1 regresses the corners from the packed pair; every later stage warps the grey input by
+    ``input_H_centred = input_H_template @ C^-1`` of the estimate so far, regresses the residual
+    offsets in that frame, and `compose_residual` maps them back to the input frame.
+    """
+    if len(nets) == 0:
+        raise ValueError("`nets` is empty: give at least one RegressionNet")
+    corners, _ = _cascade_grey(nets, *_grey_pair(inputs, templates), training=training)
+    return corners
+
+
+# ------------------------------------------------------------------------------------------
+# Training
+
+
+class RegressionTask:
+    """`deeplk.train.TrainTask` of one DHN network or one MHN stage.
+
+    Args:
+        net_config: `RegressionNet` arguments (``None``: the defaults).
+        previous: the trained earlier stages (MHN stage ``k`` gets stages ``1..k-1``), frozen:
+            they run in inference mode and no gradient flows into them or through the warp.
+        init_weights: a ``.weights.h5`` file of the same architecture to start from (MHN stage
+            ``k`` starts from stage ``k - 1``); ignored when `deeplk.train.train` resumes.
+
+    The loss is `regression_loss` of the stage's offsets against the true ones (for ``k > 1``
+    the residual in the warped frame, `residual_offsets`); the metric ``pe`` is the mean corner
+    error in pixels of the composed estimate in the input frame.
+    """
+
+    def __init__(self, net_config: dict | None = None, previous: Sequence[RegressionNet] = (),
+                 init_weights=None):
+        self.net_config = RegressionNet(**(net_config or {})).get_config()  # validates
+        self.previous = list(previous)
+        self.init_weights = None if init_weights is None else str(init_weights)
+
+    def build_model(self) -> RegressionNet:
+        net = _net(self.net_config)
+        if self.init_weights is not None:
+            net.load_weights(self.init_weights)
+        return net
+
+    def stage_inputs(self, inputs, templates, corners):
+        """``(packed (B, 192, 192, 2), target offsets (B, 8), start estimate or None)``."""
+        grey_in, grey_t = _grey_pair(inputs, templates)
+        if not self.previous:
+            return _pack_grey(grey_in, grey_t), corners_to_offsets(corners), None
+        prev_corners, _ = _cascade_grey(self.previous, grey_in, grey_t, training=False)
+        H = tf.stop_gradient(corners_to_homography(tf.stop_gradient(prev_corners), TEMPLATE_SIZE))
+        warped = warp_image(grey_in, _input_H_centred(H), INPUT_SIZE, return_mask=False)
+        return _pack_grey(warped, grey_t), residual_offsets(H, corners), H
+
+    def compute_loss(self, model, batch, training):
+        inputs, templates, corners = batch
+        corners = tf.cast(corners, tf.float32)
+        packed, target, H = self.stage_inputs(inputs, templates, corners)
+        pred = model(packed, training=training)
+        loss = regression_loss(pred, target, model.offset_scale)
+        pe = tf.reduce_mean(corner_error(compose_residual(H, pred), corners))
+        return loss, {"pe": pe}
+
+
+def resample_perturbations(inputs, seed) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Fresh DLKFM perturbations for a batch of mono-modal inputs (data augmentation).
+
+    Each template corner is drawn uniformly (integers) in its 64 x 64 box of the 192 frame (as
+    `deeplk.data.sample_corners`, without its convexity re-draw: boxes 64 px apart always give a
+    convex quadrilateral) and the template is cut from the input itself:
+    ``template = warp_image(input, input_H_template, 128)``. Only valid when the template source
+    is the input image (mono-modal data: ``demo``, ``mscoco``).
+
+    Args:
+        inputs: ``(B, 192, 192, C)`` float images.
+        seed: shape ``(2,)`` int seed of the stateless random op.
+
+    Returns:
+        ``(inputs, templates (B, 128, 128, C), corners (B, 4, 2))`` float32.
+    """
+    inputs = _images("inputs", inputs, INPUT_SIZE)
+    b = tf.shape(inputs)[0]
+    draw = tf.random.stateless_uniform(tf.stack([b, 4, 2]), seed=seed, minval=0, maxval=64, dtype=tf.int32)
+    origins = tf.constant([[0, 0], [128, 0], [128, 128], [0, 128]], tf.float32)
+    corners = origins + tf.cast(draw, tf.float32)
+    H = corners_to_homography(corners, TEMPLATE_SIZE)
+    templates = warp_image(inputs, H, TEMPLATE_SIZE, return_mask=False)
+    return inputs, templates, corners
+
+
+def make_train_dataset(data_root, batch_size: int = 32, seed: int = 0, augment: str = "none",
+                       split: str = "train2014", max_samples: int | None = None):
+    """Endless shuffled batches ``(input, template, corners)`` of a DLK folder for `train_stage`.
+
+    ``augment="resample"`` replaces every batch's templates and corners by fresh ones
+    (`resample_perturbations`, seeded by `seed` and the batch index, so the sequence is the same
+    in every run); valid for mono-modal data only. Build it after `deeplk.utils.seed_everything`.
+    """
+    from deeplk.data import load_dataset
+
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"`augment` must be one of {AUGMENTATIONS}, got {augment!r}")
+    ds = load_dataset(data_root, split, batch_size=batch_size, shuffle=True, seed=seed, repeat=True,
+                      max_samples=max_samples)
+    if augment == "resample":
+        def resample(i, batch):
+            return resample_perturbations(batch[0], tf.stack([tf.cast(seed, tf.int64), i]))
+
+        ds = ds.enumerate().map(resample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.prefetch(tf.data.AUTOTUNE)
+    return ds
+
+
+# ------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _check_model(model: str, stage: int) -> int:
+    if model not in MODELS:
+        raise ValueError(f"`model` must be one of {MODELS}, got {model!r}")
+    if isinstance(stage, bool) or int(stage) != stage:
+        raise ValueError(f"`stage` must be an int, got {stage!r}")
+    stage = int(stage)
+    top = 1 if model == "dhn" else MHN_STAGES
+    if not 1 <= stage <= top:
+        raise ValueError(f"`stage` must be in 1..{top} for {model!r}, got {stage}")
+    return stage
+
+
+def stage_dir(checkpoint_dir, model: str, stage: int = 1) -> Path:
+    """``<checkpoint_dir>/dhn`` or ``<checkpoint_dir>/mhn/stage<k>`` (relative paths under the
+    project root)."""
+    stage = _check_model(model, stage)
+    root = resolve(checkpoint_dir)
+    return root / "dhn" if model == "dhn" else root / "mhn" / f"stage{stage}"
+
+
+def write_model_config(folder, net_config: dict, model: str, stage: int = 1) -> Path:
+    """Write ``<folder>/model_config.json`` (atomically): the `RegressionNet` config of a stage."""
+    stage = _check_model(model, stage)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = RegressionNet(**(net_config or {})).get_config()
+    record = {"format": _CONFIG_FORMAT, "model": model, "stage": stage, "net": config}
+    path = folder / CONFIG_NAME
+    write_text_atomic(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_model_config(folder) -> dict:
+    """The record written by `write_model_config`; clear errors naming the folder/file."""
+    folder = Path(folder)
+    path = folder / CONFIG_NAME
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"no trained model in {folder}: the folder does not exist (train it with "
+            "notebooks/01_train_regression.ipynb or deeplk.models.regression.train_stage)"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"no {CONFIG_NAME} in {folder}: not a trained regression stage")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        net = dict(record["net"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
+    if record.get("format") != _CONFIG_FORMAT:
+        raise ValueError(f"{path} has format {record.get('format')!r}, expected {_CONFIG_FORMAT}")
+    record["net"] = net
+    return record
+
+
+def load_stage(folder) -> RegressionNet:
+    """The trained `RegressionNet` in `folder` (its config from ``model_config.json``, weights
+    from the latest checkpoint or ``final.weights.h5`` via `deeplk.train.load_latest`)."""
+    from deeplk.train import load_latest
+
+    folder = Path(folder)
+    record = read_model_config(folder)
+    try:
+        return load_latest(RegressionTask(record["net"]), folder)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"no trained weights in {folder}: {e}") from None
+
+
+def _same_net(a: dict, b: dict) -> bool:
+    ca, cb = RegressionNet(**(a or {})).get_config(), RegressionNet(**(b or {})).get_config()
+    ca.pop("name"), cb.pop("name")
+    return ca == cb
+
+
+def train_stage(model: str, stage: int, dataset, checkpoint_dir="checkpoints", steps: int = 1000,
+                learning_rate: float = 1e-3, seed: int = 0, net_options: dict | None = None,
+                init_from_previous: bool = True, **train_options):
+    """Train DHN (``model="dhn"``) or one MHN stage with `deeplk.train.train`.
+
+    The run's folder is `stage_dir` (checkpoints, ``final.weights.h5``, ``model_config.json``);
+    a folder with checkpoints resumes. MHN stage ``k > 1`` needs stages ``1..k-1`` trained in
+    the same `checkpoint_dir`; it uses their architecture (`net_options` must agree or be
+    ``None``) and, with `init_from_previous`, starts from stage ``k - 1``'s weights.
+
+    Args:
+        dataset: batches ``(input, template, corners)`` (e.g. `make_train_dataset`).
+        train_options: further `deeplk.train.TrainConfig` fields (``lr_schedule``,
+            ``warmup_steps``, ``clipnorm``, ``log_dir``, ``progress``, ``checkpoint_every`` ...).
+
+    Returns:
+        The `deeplk.train.TrainResult`.
+    """
+    from deeplk.train import TrainConfig, train
+
+    stage = _check_model(model, stage)
+    folder = stage_dir(checkpoint_dir, model, stage)
+    previous = []
+    init = None
+    if stage > 1:
+        dirs = [stage_dir(checkpoint_dir, model, k) for k in range(1, stage)]
+        previous = [load_stage(d) for d in dirs]
+        prev_net = read_model_config(dirs[-1])["net"]
+        if net_options is not None and not _same_net(net_options, prev_net):
+            raise ValueError(
+                f"`net_options` {net_options!r} differ from stage {stage - 1}'s architecture in "
+                f"{dirs[-1] / CONFIG_NAME} ({prev_net!r}); MHN stages share one architecture"
+            )
+        net_options = prev_net
+        if init_from_previous:
+            init = dirs[-1] / "final.weights.h5"
+            if not init.is_file():
+                raise FileNotFoundError(f"no final.weights.h5 in {dirs[-1]} to start stage {stage} from")
+    net_config = RegressionNet(**(net_options or {})).get_config()
+    if (folder / CONFIG_NAME).is_file():
+        old = read_model_config(folder)["net"]
+        if not _same_net(old, net_config) and any(folder.glob("ckpt-*")):
+            raise ValueError(
+                f"{folder} holds a checkpoint of another architecture ({old!r}); use another "
+                "`checkpoint_dir` or delete the folder"
+            )
+    write_model_config(folder, net_config, model, stage)
+    task = RegressionTask(net_config, previous=previous, init_weights=init)
+    config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=seed, checkpoint_dir=folder,
+                         **train_options)
+    return train(task, dataset, config)
+
+
+# ------------------------------------------------------------------------------------------
+# Methods
+
+
+def _predictor(nets: list[RegressionNet]):
+    @tf.function(reduce_retracing=True)
+    def run(inputs, templates):
+        return cascade_corners(nets, inputs, templates, training=False)
+
+    def predict(inputs, templates):
+        inputs = np.asarray(inputs, np.float32)
+        templates = np.asarray(templates, np.float32)
+        pack_pair(inputs[:0], templates[:0])  # shape errors before tracing
+        corners = run(tf.constant(inputs), tf.constant(templates)).numpy().astype(np.float64)
+        failed = ~np.isfinite(corners).all(axis=(1, 2))
+        corners[failed] = np.nan
+        return corners, failed
+
+    return predict
+
+
+def build_dhn_method(checkpoint_dir=None):
+    """Method ``dhn``: the network in ``<checkpoint_dir>/dhn/`` (default ``checkpoints``)."""
+    folder = stage_dir("checkpoints" if checkpoint_dir is None else checkpoint_dir, "dhn")
+    return _predictor([load_stage(folder)])
+
+
+def build_mhn_method(checkpoint_dir=None, stages: int = MHN_STAGES):
+    """Method ``mhn``: the stages ``<checkpoint_dir>/mhn/stage1..stage<stages>`` in turn."""
+    stages = _check_model("mhn", stages)
+    root = "checkpoints" if checkpoint_dir is None else checkpoint_dir
+    return _predictor([load_stage(stage_dir(root, "mhn", k)) for k in range(1, stages + 1)])
+
+
+def benchmark_case(name: str = "dhn", batch_size: int = 32, seed: int = 0):
+    """A task and one synthetic batch for a training-step benchmark (untrained weights).
+
+    Names: ``"dhn"`` (full resolution), ``"dhn_half"`` (``input_scale=0.5``), ``"mhn_stage2"``,
+    ``"mhn_stage3"`` (full resolution; the frozen earlier stages are untrained nets of the same
+    architecture, which costs the same as trained ones).
+
+    Returns:
+        ``(task, batch)`` with ``batch = (inputs (B, 192, 192, 3), templates (B, 128, 128, 3),
+        corners (B, 4, 2))`` float32 tensors, the templates cut from the inputs.
+    """
+    cases = {"dhn": ({}, 0), "dhn_half": ({"input_scale": 0.5}, 0), "mhn_stage2": ({}, 1),
+             "mhn_stage3": ({}, 2)}
+    if name not in cases:
+        raise ValueError(f"unknown benchmark case {name!r}; choose one of {sorted(cases)}")
+    options, n_prev = cases[name]
+    rng = np.random.default_rng(seed)
+    inputs = tf.constant(rng.random((batch_size, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.float32))
+    batch = resample_perturbations(inputs, tf.constant([seed, 0], tf.int64))
+    return RegressionTask(options, previous=[_net(options) for _ in range(n_prev)]), batch

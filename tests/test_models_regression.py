@@ -1,0 +1,460 @@
+"""Tests for `deeplk.models.regression`: DHN / MHN packing, corner parametrisation, stage
+composition (against float64 NumPy), the network, the training task, checkpoints and methods.
+
+Networks here are tiny (a few channels, small dense layer, often ``input_scale=0.25``) so the
+whole file runs in seconds; the architecture does not change what is tested.
+"""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplk.models import regression as R
+from deeplk.train import TrainConfig, train
+
+BASE = np.array([[32, 32], [159, 32], [159, 159], [32, 159]], dtype=np.float64)
+TEMPLATE_CORNERS = np.array([[0, 0], [127, 0], [127, 127], [0, 127]], dtype=np.float64)
+C = np.array([[1, 0, 32], [0, 1, 32], [0, 0, 1]], dtype=np.float64)
+TINY = dict(filters=(2, 2), final_filters=4, dense_units=8, input_scale=0.25)
+
+
+# ------------------------------------------------------------------------------------------
+# float64 NumPy references
+
+
+def np_homography(src, dst) -> np.ndarray:
+    """dst ~ H src from 4 correspondences: the 8x8 DLT solved in float64."""
+    A, b = [], []
+    for (x, y), (u, v) in zip(src, dst):
+        A.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        A.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+        b += [u, v]
+    h = np.linalg.solve(np.array(A, np.float64), np.array(b, np.float64))
+    return np.append(h, 1.0).reshape(3, 3)
+
+
+def np_apply(H, pts) -> np.ndarray:
+    p = np.c_[pts, np.ones(len(pts))] @ H.T
+    return p[:, :2] / p[:, 2:]
+
+
+def random_corners(rng, batch) -> np.ndarray:
+    return BASE + rng.integers(-32, 32, size=(batch, 4, 2)).astype(np.float64)
+
+
+def smooth_images(rng, batch, size=192) -> np.ndarray:
+    """Random smooth RGB images in [0, 1] (texture a regression net can use)."""
+    small = rng.random((batch, 12, 12, 3)).astype(np.float32)
+    return np.stack([cv2.resize(s, (size, size), interpolation=cv2.INTER_CUBIC) for s in small]).clip(0, 1)
+
+
+def constant_net(offsets, **config) -> R.RegressionNet:
+    """A tiny net whose output is exactly `offsets` (8 pixels) for every pair."""
+    net = R._net({**TINY, **config})
+    layer = net.stack[-1]
+    layer.kernel.assign(np.zeros(layer.kernel.shape, np.float32))
+    layer.bias.assign(np.asarray(offsets, np.float32) / net.offset_scale)
+    return net
+
+
+# ------------------------------------------------------------------------------------------
+
+
+class TestPackPair:
+    def test_known_answer(self, rng):
+        inputs = rng.random((2, 192, 192, 3)).astype(np.float32)
+        templates = rng.random((2, 128, 128, 3)).astype(np.float32)
+        packed = R.pack_pair(inputs, templates).numpy()
+        assert packed.shape == (2, 192, 192, 2) and packed.dtype == np.float32
+        luma = np.array([0.2989, 0.5870, 0.1140])  # tf.image.rgb_to_grayscale
+        np.testing.assert_allclose(packed[..., 0], inputs.astype(np.float64) @ luma, atol=1e-6)
+        np.testing.assert_allclose(packed[:, 32:160, 32:160, 1], templates.astype(np.float64) @ luma, atol=1e-6)
+        outside = packed[..., 1].copy()
+        outside[:, 32:160, 32:160] = 0
+        assert np.all(outside == 0)
+        # the unperturbed template really sits there: input corners (32, 32)..(159, 159)
+        assert packed[0, 32, 32, 1] == pytest.approx(templates[0, 0, 0] @ luma, abs=1e-6)
+        assert packed[0, 159, 159, 1] == pytest.approx(templates[0, 127, 127] @ luma, abs=1e-6)
+
+    def test_grey_inputs_accepted(self, rng):
+        inputs = rng.random((1, 192, 192, 1)).astype(np.float32)
+        templates = rng.random((1, 128, 128, 1)).astype(np.float32)
+        packed = R.pack_pair(inputs, templates).numpy()
+        np.testing.assert_array_equal(packed[..., 0], inputs[..., 0])
+
+    @pytest.mark.parametrize("inputs, templates, name", [
+        ((1, 128, 128, 3), (1, 128, 128, 3), "inputs"),
+        ((1, 192, 192, 3), (1, 192, 192, 3), "templates"),
+        ((1, 192, 192, 2), (1, 128, 128, 3), "inputs"),
+        ((2, 192, 192, 3), (3, 128, 128, 3), "batch size"),
+    ])
+    def test_bad_shapes(self, inputs, templates, name):
+        with pytest.raises(ValueError, match=name):
+            R.pack_pair(np.zeros(inputs, np.float32), np.zeros(templates, np.float32))
+
+    def test_integer_images_rejected(self):
+        with pytest.raises(ValueError, match="inputs"):
+            R.pack_pair(np.zeros((1, 192, 192, 3), np.uint8), np.zeros((1, 128, 128, 3), np.float32))
+
+
+class TestOffsets:
+    def test_layout_known_answer(self):
+        offsets = np.arange(8, dtype=np.float64)[None]
+        corners = R.offsets_to_corners(offsets).numpy()
+        np.testing.assert_array_equal(corners[0], BASE + [[0, 1], [2, 3], [4, 5], [6, 7]])
+        assert corners.dtype == np.float64
+
+    def test_round_trip(self, rng):
+        corners = random_corners(rng, 5)
+        offsets = R.corners_to_offsets(corners)
+        assert offsets.shape == (5, 8)
+        np.testing.assert_array_equal(R.offsets_to_corners(offsets).numpy(), corners)
+
+    def test_bad_shapes(self):
+        with pytest.raises(ValueError, match="offsets"):
+            R.offsets_to_corners(np.zeros((2, 4, 2)))
+        with pytest.raises(ValueError, match="corners"):
+            R.corners_to_offsets(np.zeros((2, 8)))
+
+    def test_centred_homography_maps_template_to_base(self):
+        C_tf = R.centred_homography(batch=1, dtype=tf.float64).numpy()[0]
+        np.testing.assert_array_equal(np_apply(C_tf, TEMPLATE_CORNERS), BASE)
+
+
+class TestComposition:
+    def test_compose_against_numpy(self, rng):
+        prev = random_corners(rng, 4)
+        H_prev = np.stack([np_homography(TEMPLATE_CORNERS, c) for c in prev])
+        residual = rng.uniform(-6, 6, size=(4, 8))
+        got = R.compose_residual(H_prev, residual).numpy()
+        for i in range(4):
+            # composed homography input_H_template = H_prev C^-1 centred_H_template
+            R_i = np_homography(TEMPLATE_CORNERS, BASE + residual[i].reshape(4, 2))
+            composed = H_prev[i] @ np.linalg.inv(C) @ R_i
+            np.testing.assert_allclose(got[i], np_apply(composed, TEMPLATE_CORNERS), atol=1e-9)
+
+    def test_stage_one_is_base_plus_offsets(self, rng):
+        offsets = rng.uniform(-30, 30, size=(3, 8))
+        np.testing.assert_array_equal(R.compose_residual(None, offsets).numpy(), BASE + offsets.reshape(3, 4, 2))
+
+    def test_residual_against_numpy(self, rng):
+        prev, true = random_corners(rng, 3), random_corners(rng, 3)
+        H_prev = np.stack([np_homography(TEMPLATE_CORNERS, c) for c in prev])
+        got = R.residual_offsets(H_prev, true).numpy()
+        for i in range(3):
+            centred_H_input = C @ np.linalg.inv(H_prev[i])
+            want = np_apply(centred_H_input, true[i]) - BASE
+            np.testing.assert_allclose(got[i], want.reshape(8), atol=1e-9)
+
+    def test_perfect_estimate_leaves_zero_residual(self, rng):
+        true = random_corners(rng, 6)
+        H = np.stack([np_homography(TEMPLATE_CORNERS, c) for c in true])
+        np.testing.assert_allclose(R.residual_offsets(H, true).numpy(), 0.0, atol=1e-9)
+
+    def test_round_trip(self, rng):
+        prev, true = random_corners(rng, 3), random_corners(rng, 3)
+        H_prev = np.stack([np_homography(TEMPLATE_CORNERS, c) for c in prev])
+        back = R.compose_residual(H_prev, R.residual_offsets(H_prev, true)).numpy()
+        np.testing.assert_allclose(back, true, atol=1e-9)
+
+
+class TestLoss:
+    def test_known_value(self):
+        pred = np.zeros((2, 8), np.float32)
+        true = np.zeros((2, 8), np.float32)
+        true[0, 0] = 32.0  # (32/32)^2 = 1 in one of 16 numbers
+        true[1, 3] = -16.0  # 0.25
+        assert float(R.regression_loss(pred, true)) == pytest.approx(1.25 / 16)
+        assert float(R.regression_loss(pred, true, offset_scale=16.0)) == pytest.approx(5.0 / 16)
+
+    def test_bad_shape(self):
+        with pytest.raises(ValueError, match="pred_offsets"):
+            R.regression_loss(np.zeros((2, 4, 2)), np.zeros((2, 8)))
+
+
+class TestRegressionNet:
+    @pytest.mark.parametrize("batch", [1, 3])
+    def test_shapes_and_zero_init(self, rng, batch):
+        net = R._net(TINY)
+        out = net(R.pack_pair(rng.random((batch, 192, 192, 3)), rng.random((batch, 128, 128, 3))))
+        assert out.shape == (batch, 8)
+        np.testing.assert_array_equal(out.numpy(), 0.0)  # untrained: the centred guess
+
+    def test_unknown_batch_in_tf_function(self, rng):
+        net = R._net(TINY)
+        fn = tf.function(lambda x: net(x), input_signature=[tf.TensorSpec((None, 192, 192, 2))])
+        assert fn(tf.zeros((2, 192, 192, 2))).shape == (2, 8)
+        assert fn(tf.zeros((5, 192, 192, 2))).shape == (5, 8)
+
+    def test_architecture_default(self):
+        net = R._net(None)
+        names = [layer.name for layer in net.stack]
+        convs = [layer.filters for layer in net.stack if isinstance(layer, keras.layers.Conv2D)]
+        assert convs == [32, 32, 64, 64, 64, 64, 128, 128, 128, 128, 256]
+        assert sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in net.stack) == 5
+        assert "resize" not in names
+        dense = [layer.units for layer in net.stack if isinstance(layer, keras.layers.Dense)]
+        assert dense == [1024, 8]
+        assert net.get_layer("dropout").rate == pytest.approx(0.2)
+
+    def test_input_scale_resizes_by_area(self):
+        net = R._net({**TINY, "input_scale": 0.5})
+        resize = net.stack[0]
+        x = np.arange(2 * 192 * 192 * 2, dtype=np.float32).reshape(2, 192, 192, 2)
+        want = x.reshape(2, 96, 2, 96, 2, 2).mean(axis=(2, 4))
+        np.testing.assert_allclose(resize(x).numpy(), want, rtol=1e-6)
+
+    def _random_weights(self, net, rng):
+        for v in net.weights:
+            v.assign(rng.normal(0, 0.3, v.shape).astype(np.float32) if "variance" not in v.path
+                     else rng.uniform(0.5, 1.5, v.shape).astype(np.float32))
+
+    def test_get_config_round_trip(self, rng):
+        net = R._net({**TINY, "dropout": 0.3, "batch_norm": True})
+        self._random_weights(net, rng)
+        config = net.get_config()
+        assert config == json.loads(json.dumps(config))
+        clone = R.RegressionNet.from_config(config)
+        clone.build((None, 192, 192, 2))
+        clone.set_weights(net.get_weights())
+        x = rng.random((3, 192, 192, 2)).astype(np.float32)
+        np.testing.assert_array_equal(clone(x).numpy(), net(x).numpy())
+        assert clone.get_config() == config
+
+    def test_keras_save_load_round_trip(self, rng, tmp_path):
+        net = R._net(TINY)
+        self._random_weights(net, rng)
+        path = tmp_path / "net.keras"
+        net.save(path)
+        loaded = keras.models.load_model(path)
+        assert isinstance(loaded, R.RegressionNet)
+        x = rng.random((2, 192, 192, 2)).astype(np.float32)
+        np.testing.assert_array_equal(loaded(x).numpy(), net(x).numpy())
+
+    @pytest.mark.parametrize("kwargs, name", [
+        ({"input_scale": 0.0}, "input_scale"), ({"input_scale": 1.5}, "input_scale"),
+        ({"input_scale": 0.1}, "input_scale"), ({"dropout": 1.0}, "dropout"),
+        ({"filters": ()}, "filters"), ({"offset_scale": 0}, "offset_scale"),
+    ])
+    def test_bad_arguments(self, kwargs, name):
+        with pytest.raises(ValueError, match=name):
+            R.RegressionNet(**kwargs)
+
+    def test_bad_input_shape(self):
+        with pytest.raises(ValueError, match="input_shape"):
+            R.RegressionNet(**TINY).build((None, 128, 128, 2))
+
+
+class TestCascade:
+    def test_constant_stages_against_numpy(self, rng):
+        o1 = rng.uniform(-20, 20, 8)
+        o2 = rng.uniform(-5, 5, 8)
+        inputs = rng.random((2, 192, 192, 3)).astype(np.float32)
+        templates = rng.random((2, 128, 128, 3)).astype(np.float32)
+        got = R.cascade_corners([constant_net(o1), constant_net(o2)], inputs, templates).numpy()
+        H1 = np_homography(TEMPLATE_CORNERS, BASE + o1.astype(np.float32).reshape(4, 2))
+        want = np_apply(H1 @ np.linalg.inv(C), BASE + o2.astype(np.float32).reshape(4, 2))
+        np.testing.assert_allclose(got, np.broadcast_to(want, got.shape), atol=2e-3)
+
+    def test_empty(self):
+        with pytest.raises(ValueError, match="nets"):
+            R.cascade_corners([], np.zeros((1, 192, 192, 3), np.float32), np.zeros((1, 128, 128, 3), np.float32))
+
+
+class TestTask:
+    def test_loss_of_known_prediction(self, rng):
+        o = np.array([3, -2, 5, 1, -4, 0, 2, 6], np.float64)
+        task = R.RegressionTask(TINY)
+        model = constant_net(o)
+        corners = random_corners(rng, 4).astype(np.float32)
+        batch = (rng.random((4, 192, 192, 3)).astype(np.float32), rng.random((4, 128, 128, 3)).astype(np.float32), corners)
+        loss, metrics = task.compute_loss(model, batch, training=False)
+        target = (corners.astype(np.float64) - BASE).reshape(4, 8)
+        assert float(loss) == pytest.approx(np.mean(((o - target) / 32) ** 2), rel=1e-5)
+        pe = np.linalg.norm(BASE + o.reshape(4, 2) - corners, axis=-1).mean()
+        assert float(metrics["pe"]) == pytest.approx(pe, rel=1e-5)
+
+    def test_perfect_previous_stage_gives_zero_residual_and_centred_template(self, rng):
+        o1 = np.array([-20, 12, 17, -9, 25, 30, -15, -28], np.float64)
+        corners = np.broadcast_to(BASE + o1.reshape(4, 2), (2, 4, 2)).astype(np.float32)
+        inputs = smooth_images(rng, 2)
+        _, templates, _ = R.resample_perturbations(inputs, tf.constant([1, 2], tf.int64))
+        # cut the templates at the known corners instead of random ones
+        H = np_homography(TEMPLATE_CORNERS, corners[0])
+        templates = np.stack([cv2.warpPerspective(im, H, (128, 128), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+                              for im in inputs])
+        task = R.RegressionTask(TINY, previous=[constant_net(o1)])
+        packed, target, H_start = task.stage_inputs(inputs, templates, corners)
+        np.testing.assert_allclose(target.numpy(), 0.0, atol=2e-3)
+        np.testing.assert_allclose(H_start.numpy()[0], H, atol=1e-4 * np.abs(H).max())
+        # the warped input shows the template exactly where channel 1 has it
+        inner = packed.numpy()[:, 34:158, 34:158]
+        np.testing.assert_allclose(inner[..., 0], inner[..., 1], atol=2e-3)
+        loss, metrics = task.compute_loss(constant_net(np.zeros(8)), (inputs, templates, corners), training=False)
+        assert float(loss) < 1e-8 and float(metrics["pe"]) < 1e-3
+
+    def test_second_stage_target_against_numpy(self, rng):
+        o1 = rng.uniform(-10, 10, 8)
+        corners = random_corners(rng, 3).astype(np.float32)
+        batch = (rng.random((3, 192, 192, 3)).astype(np.float32), rng.random((3, 128, 128, 3)).astype(np.float32), corners)
+        task = R.RegressionTask(TINY, previous=[constant_net(o1)])
+        _, target, _ = task.stage_inputs(*batch)
+        H1 = np_homography(TEMPLATE_CORNERS, BASE + o1.astype(np.float32).reshape(4, 2))
+        for i in range(3):
+            want = np_apply(C @ np.linalg.inv(H1), corners[i].astype(np.float64)) - BASE
+            np.testing.assert_allclose(target.numpy()[i], want.reshape(8), atol=2e-3)
+
+    def test_no_gradient_into_previous_stage(self, rng):
+        prev = R._net(TINY)
+        task = R.RegressionTask(TINY, previous=[prev])
+        model = task.build_model()
+        corners = random_corners(rng, 2).astype(np.float32)
+        batch = (rng.random((2, 192, 192, 3)).astype(np.float32), rng.random((2, 128, 128, 3)).astype(np.float32), corners)
+        with tf.GradientTape() as tape:
+            loss, _ = task.compute_loss(model, batch, training=True)
+        grads = tape.gradient(loss, prev.trainable_variables + model.trainable_variables)
+        assert all(g is None for g in grads[:len(prev.trainable_variables)])
+        assert grads[-1] is not None and np.any(grads[-1].numpy() != 0)
+
+    def test_tiny_training_run_decreases_loss(self, rng):
+        inputs = smooth_images(rng, 4)
+        batch = R.resample_perturbations(inputs, tf.constant([3, 4], tf.int64))
+        ds = tf.data.Dataset.from_tensors(batch).repeat()
+        task = R.RegressionTask(dict(filters=(8, 8), final_filters=8, dense_units=32, input_scale=0.25, dropout=0.0))
+        result = train(task, ds, TrainConfig(steps=60, learning_rate=3e-3, log_every=10, progress=False))
+        first, last = result.history[0][1], result.history[-1][1]
+        assert np.isfinite(last) and last < 0.3 * first
+
+
+class TestResample:
+    def test_matches_opencv_and_protocol(self, rng):
+        inputs = smooth_images(rng, 3)
+        out_in, templates, corners = (t.numpy() for t in R.resample_perturbations(inputs, tf.constant([5, 6], tf.int64)))
+        np.testing.assert_array_equal(out_in, inputs)
+        assert templates.shape == (3, 128, 128, 3) and corners.shape == (3, 4, 2)
+        origins = np.array([[0, 0], [128, 0], [128, 128], [0, 128]])
+        assert np.all(corners >= origins) and np.all(corners <= origins + 63)
+        assert np.all(corners == np.round(corners))
+        for i in range(3):
+            H = np_homography(TEMPLATE_CORNERS, corners[i])
+            want = cv2.warpPerspective(inputs[i], H, (128, 128), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+            np.testing.assert_allclose(templates[i], want, atol=2e-3)
+
+    def test_seeded(self, rng):
+        inputs = smooth_images(rng, 2)
+        a = R.resample_perturbations(inputs, tf.constant([1, 1], tf.int64))[2].numpy()
+        b = R.resample_perturbations(inputs, tf.constant([1, 1], tf.int64))[2].numpy()
+        c = R.resample_perturbations(inputs, tf.constant([1, 2], tf.int64))[2].numpy()
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, c)
+
+
+# ------------------------------------------------------------------------------------------
+# Checkpoints and methods
+
+
+def write_constant_stage(checkpoint_dir, model, stage, offsets):
+    """Train one step with a negligible learning rate from a net that outputs `offsets`, through
+    `deeplk.train.train` into the stage's folder (what `train_stage` writes)."""
+    folder = R.stage_dir(checkpoint_dir, model, stage)
+    R.write_model_config(folder, TINY, model, stage)
+    init = folder.parent / f".init{stage}.weights.h5"
+    constant_net(offsets).save_weights(init)
+    task = R.RegressionTask(TINY, init_weights=init)
+    inputs = np.zeros((2, 192, 192, 3), np.float32)
+    batch = (inputs, np.zeros((2, 128, 128, 3), np.float32), np.broadcast_to(BASE, (2, 4, 2)).astype(np.float32))
+    train(task, tf.data.Dataset.from_tensors(batch).repeat(),
+          TrainConfig(steps=1, learning_rate=1e-12, optimizer="sgd", checkpoint_dir=folder, progress=False))
+    return folder
+
+
+class TestMethods:
+    def test_dhn_method_returns_known_corners(self, rng, tmp_path):
+        o = np.array([7, -3, -12, 4, 9, 11, -6, -8], np.float64)
+        folder = write_constant_stage(tmp_path, "dhn", 1, o)
+        assert (folder / "final.weights.h5").is_file() and (folder / R.CONFIG_NAME).is_file()
+        from deeplk.methods import get_method
+
+        predict = get_method("dhn", checkpoint_dir=tmp_path)
+        corners, failed = predict(rng.random((3, 192, 192, 3)).astype(np.float32), rng.random((3, 128, 128, 3)).astype(np.float32))
+        assert corners.shape == (3, 4, 2) and corners.dtype == np.float64 and not failed.any()
+        np.testing.assert_allclose(corners, np.broadcast_to(BASE + o.reshape(4, 2), (3, 4, 2)), atol=1e-4)
+
+    def test_mhn_method_composes_stages(self, rng, tmp_path):
+        o1 = np.array([10, -8, -6, 4, 12, 9, -5, -11], np.float64)
+        o2 = np.array([1, -2, 0.5, 2, -1, 1.5, 0, -0.5], np.float64)
+        write_constant_stage(tmp_path, "mhn", 1, o1)
+        write_constant_stage(tmp_path, "mhn", 2, o2)
+        predict = R.build_mhn_method(tmp_path, stages=2)
+        corners, failed = predict(rng.random((2, 192, 192, 3)).astype(np.float32), rng.random((2, 128, 128, 3)).astype(np.float32))
+        H1 = np_homography(TEMPLATE_CORNERS, BASE + o1.reshape(4, 2))
+        want = np_apply(H1 @ np.linalg.inv(C), BASE + o2.reshape(4, 2))
+        np.testing.assert_allclose(corners, np.broadcast_to(want, (2, 4, 2)), atol=2e-3)
+        with pytest.raises(FileNotFoundError, match="stage3"):
+            R.build_mhn_method(tmp_path)  # stage 3 was never trained
+
+    def test_missing_checkpoint_names_folder(self, tmp_path):
+        with pytest.raises(FileNotFoundError, match=str(tmp_path / "dhn")):
+            R.build_dhn_method(tmp_path)
+        R.write_model_config(tmp_path / "dhn", TINY, "dhn")
+        with pytest.raises(FileNotFoundError, match=str(tmp_path / "dhn")):
+            R.build_dhn_method(tmp_path)
+
+    def test_corrupt_config_names_file(self, tmp_path):
+        (tmp_path / "dhn").mkdir()
+        (tmp_path / "dhn" / R.CONFIG_NAME).write_text("{not json")
+        with pytest.raises(ValueError, match=R.CONFIG_NAME):
+            R.build_dhn_method(tmp_path)
+
+    def test_bad_shapes_in_predict(self, tmp_path):
+        write_constant_stage(tmp_path, "dhn", 1, np.zeros(8))
+        predict = R.build_dhn_method(tmp_path)
+        with pytest.raises(ValueError, match="templates"):
+            predict(np.zeros((1, 192, 192, 3), np.float32), np.zeros((1, 192, 192, 3), np.float32))
+
+    def test_method_descriptions(self):
+        from deeplk import methods
+
+        assert set(R.METHOD_DESCRIPTIONS) == {"dhn", "mhn"}
+        assert {"dhn", "mhn"} <= set(methods.available_methods())
+
+
+class TestTrainStage:
+    def dataset(self, rng):
+        batch = R.resample_perturbations(smooth_images(rng, 2), tf.constant([0, 0], tf.int64))
+        return tf.data.Dataset.from_tensors(batch).repeat()
+
+    def test_stage_dirs(self, tmp_path):
+        assert R.stage_dir(tmp_path, "dhn") == tmp_path / "dhn"
+        assert R.stage_dir(tmp_path, "mhn", 3) == tmp_path / "mhn" / "stage3"
+        with pytest.raises(ValueError, match="stage"):
+            R.stage_dir(tmp_path, "dhn", 2)
+        with pytest.raises(ValueError, match="model"):
+            R.stage_dir(tmp_path, "cnn", 1)
+
+    def test_mhn_stages_chain(self, rng, tmp_path):
+        ds = self.dataset(rng)
+        r1 = R.train_stage("mhn", 1, ds, tmp_path, steps=2, net_options=TINY, progress=False)
+        assert r1.steps == 2
+        r2 = R.train_stage("mhn", 2, ds, tmp_path, steps=2, progress=False)
+        assert r2.steps == 2
+        record = R.read_model_config(tmp_path / "mhn" / "stage2")
+        assert record["stage"] == 2 and record["net"]["input_scale"] == TINY["input_scale"]
+        with pytest.raises(ValueError, match="net_options"):
+            R.train_stage("mhn", 3, ds, tmp_path, steps=1, net_options={**TINY, "dense_units": 4}, progress=False)
+
+    def test_stage_two_needs_stage_one(self, rng, tmp_path):
+        with pytest.raises(FileNotFoundError, match="stage1"):
+            R.train_stage("mhn", 2, self.dataset(rng), tmp_path, steps=1, progress=False)
+
+    def test_benchmark_case(self):
+        task, batch = R.benchmark_case("dhn_half", batch_size=2)
+        assert batch[0].shape == (2, 192, 192, 3) and batch[1].shape == (2, 128, 128, 3)
+        with pytest.raises(ValueError, match="benchmark case"):
+            R.benchmark_case("nope")
