@@ -396,17 +396,23 @@ def _numpy_bilinear(img, x, y):
     return v, valid
 
 
+def _numpy_loss_H(inp_grey, tmpl_grey, H):
+    """Masked MSE of the template against the input warped by ``H`` (NumPy sampling): the
+    reference for `alignment_loss`."""
+    h, w = tmpl_grey.shape
+    xs, ys = np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float))
+    uvw = np.stack([xs, ys, np.ones_like(xs)], -1) @ H.T
+    v, valid = _numpy_bilinear(inp_grey, uvw[..., 0] / uvw[..., 2], uvw[..., 1] / uvw[..., 2])
+    return ((v - tmpl_grey) ** 2)[valid].mean()
+
+
 def _numpy_loss(inp_grey, tmpl_grey, corners, size):
-    """Masked MSE of the template against the input warped by the corners' homography (OpenCV
-    homography, NumPy sampling): the reference for `alignment_loss`."""
+    """`_numpy_loss_H` with the homography of the template's corners to `corners` (OpenCV)."""
     import cv2
 
     src = np.float32([[0, 0], [size - 1, 0], [size - 1, size - 1], [0, size - 1]])
     H = cv2.getPerspectiveTransform(src, np.float32(corners)).astype(np.float64)
-    xs, ys = np.meshgrid(np.arange(size, dtype=float), np.arange(size, dtype=float))
-    uvw = np.stack([xs, ys, np.ones_like(xs)], -1) @ H.T
-    v, valid = _numpy_bilinear(inp_grey, uvw[..., 0] / uvw[..., 2], uvw[..., 1] / uvw[..., 2])
-    return ((v - tmpl_grey) ** 2)[valid].mean()
+    return _numpy_loss_H(inp_grey, tmpl_grey, H)
 
 
 def test_landscape_minimum_at_the_true_h_and_values_match_numpy(small_pair):
@@ -574,3 +580,25 @@ def test_frontend_available(monkeypatch):
     assert explore.frontend_available()  # JupyterLab
     monkeypatch.setenv("DEEPLK_INTERACTIVE", "0")
     assert not explore.frontend_available()
+
+
+def test_landscape_with_corner_aligned_levels(small_pair):
+    """Features subsampled on the even pixels (as DLKFM's stride-2 layers) relate to the full
+    resolution by x / 2 (``half_pixel_centers=False``): the level-2 loss is the reference loss with
+    ``H_2 = S H S^-1``, ``S = diag(1/2, 1/2, 1)``; the pixel-area convention gives other values."""
+    import cv2
+
+    inp, tmpl = small_pair
+    src = viz.intensity_source(levels=(1,))
+    fi, ft = src(inp[None], 1, "input")[:, ::2, ::2], src(tmpl[None], 1, "template")[:, ::2, ::2]
+    kw = dict(params=("tl_x", "br_y"), radius=6.0, steps=3, level=2, template_size=32)
+    even = viz.loss_landscape(fi, ft, PAIR_CORNERS, half_pixel_centers=False, **kw)
+    area = viz.loss_landscape(fi, ft, PAIR_CORNERS, half_pixel_centers=True, **kw)
+    S = np.diag([0.5, 0.5, 1.0])
+    square = np.float32([[0, 0], [31, 0], [31, 31], [0, 31]])
+    for i, j in ((0, 0), (1, 1), (2, 0)):
+        corners = PAIR_CORNERS + [[even.axes[0][i], 0], [0, 0], [0, even.axes[1][j]], [0, 0]]
+        H = cv2.getPerspectiveTransform(square, np.float32(corners)).astype(np.float64)
+        expected = _numpy_loss_H(fi[0, ..., 0].astype(float), ft[0, ..., 0].astype(float), S @ H @ np.linalg.inv(S))
+        np.testing.assert_allclose(even.loss[i, j], expected, rtol=1e-4)
+        assert abs(area.loss[i, j] - expected) > 1e-3 * expected

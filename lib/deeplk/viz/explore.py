@@ -82,11 +82,10 @@ class Explorer:
         names: optional sample names for titles.
         lk_options: options of `deeplk.viz.playback.trace_pyramid_lk` (``max_iterations``,
             ``tolerance``, ``jit_compile``, ...).
-        special: run LK on the special maps of the learned sources (not on intensities).
     """
 
     def __init__(self, inputs, templates, corners, sources: Sequence[FeatureSource], names=None,
-                 lk_options: Optional[dict] = None, special: bool = False):
+                 lk_options: Optional[dict] = None):
         inputs = np.asarray(inputs, dtype=np.float32)
         templates = np.asarray(templates, dtype=np.float32)
         corners = np.asarray(corners, dtype=np.float64)
@@ -105,7 +104,6 @@ class Explorer:
         self.inputs, self.templates, self.corners = inputs, templates, corners
         self.names = list(names) if names is not None else [f"#{i}" for i in range(n)]
         self.lk_options = dict(lk_options or {})
-        self.special = bool(special)
         self._features: dict = {}
         self._playbacks: dict = {}
 
@@ -146,7 +144,7 @@ class Explorer:
         key = (src.name, sample)
         if key not in self._playbacks:
             self._playbacks[key] = run_playback(src, self.inputs[sample], self.templates[sample], self.corners[sample],
-                                                special=self.special and src.name != "intensity", **self.lk_options)
+                                                **self.lk_options)
         return self._playbacks[key]
 
     # -- callbacks ----------------------------------------------------------------------------
@@ -217,9 +215,9 @@ class Explorer:
         return fig
 
     def landscapes(self, sample: int = 0, params=("tx", "ty"), radius: float = 16.0, steps: int = 17,
-                   level: int = 1, sources: Optional[Sequence[str]] = None, channel: Optional[str] = None) -> list:
-        """`deeplk.viz.landscape.Landscape` of every source for the sample (`channel="special"`
-        uses the special maps of the non-intensity sources)."""
+                   level: int = 1, sources: Optional[Sequence[str]] = None) -> list:
+        """`deeplk.viz.landscape.Landscape` of every source for the sample, on the maps LK aligns
+        (``source.lk_features``)."""
         from deeplk.viz.landscape import loss_landscape
 
         sample = self._check_sample(sample)
@@ -227,10 +225,11 @@ class Explorer:
         for name in (list(self.sources) if sources is None else list(sources)):
             src = self.source(name)
             fi, ft = self.features(sample, level, "input", name), self.features(sample, level, "template", name)
-            if channel == "special" and name != "intensity":
+            if src.lk_features == "special":
                 fi, ft = channel_map(fi, "special")[..., None], channel_map(ft, "special")[..., None]
             out.append(loss_landscape(fi[None], ft[None], self.corners[sample], params, radius, steps, level,
-                                      template_size=self.templates.shape[1:3], name=src.label))
+                                      template_size=self.templates.shape[1:3], name=src.label,
+                                      half_pixel_centers=src.half_pixel_centers))
         return out
 
     def landscape_figure(self, sample: int = 0, params=("tx", "ty"), radius: float = 16.0, steps: int = 17,

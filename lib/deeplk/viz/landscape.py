@@ -196,7 +196,7 @@ class Landscape:
 
 def loss_landscape(input_features, template_features, true_corners, params=("tx", "ty"), radius: float = 16.0,
                    steps: int = 17, level: int = 1, template_size=128, name: str = "",
-                   batch_size: int = 16) -> Landscape:
+                   batch_size: int = 16, half_pixel_centers: bool = True) -> Landscape:
     """The alignment loss on a grid around the true homography.
 
     Args:
@@ -206,10 +206,12 @@ def loss_landscape(input_features, template_features, true_corners, params=("tx"
         radius: the grid spans ``[-radius, radius]`` pixels (full resolution) per parameter.
         steps: grid points per parameter (odd: the true H is on the grid).
         level: pyramid level of the features (DLKFM numbering): estimates are scaled by
-            ``0.5 ** (level - 1)`` (`deeplk.geometry.scale_homography`, pixel areas).
+            ``0.5 ** (level - 1)`` (`deeplk.geometry.scale_homography`).
         template_size: full-resolution template size.
         name: label for the plots.
         batch_size: see `alignment_loss`.
+        half_pixel_centers: how the level's coordinates relate to full resolution (True: 2x2
+            average pooling; False: stride-2 convolutions on the even pixels, DLKFM's).
 
     Returns:
         `Landscape`.
@@ -234,7 +236,7 @@ def loss_landscape(input_features, template_features, true_corners, params=("tx"
     H = perturbed_homographies(true_corners, template_size, params, values)
     s = level_scale(level)
     if s != 1.0:
-        H = scale_homography(H, s).numpy()
+        H = scale_homography(H, s, bool(half_pixel_centers)).numpy()
     loss, frac = alignment_loss(input_features, template_features, H, batch_size)
     shape = (steps,) * len(params)
     return Landscape(params, (axis,) * len(params), loss.reshape(shape), frac.reshape(shape), int(level), name)

@@ -137,7 +137,7 @@ def playback_from_history(history, template_size, true_corners=None, level_lengt
 
 def trace_pyramid_lk(input_pyramid, template_pyramid, init_H=None, true_corners=None, level_numbers=None,
                      max_iterations=None, tolerance=1e-2, damping: float = 1e-4, jit_compile: bool = False,
-                     **lk_options) -> Playback:
+                     half_pixel_centers: bool = True, **lk_options) -> Playback:
     """Coarse-to-fine LK of one sample, recording every iteration with its level.
 
     Same algorithm and defaults as `deeplk.lk.pyramid_lucas_kanade` (``half_pixel_centers=True``):
@@ -150,7 +150,9 @@ def trace_pyramid_lk(input_pyramid, template_pyramid, init_H=None, true_corners=
             None = the centred placement.
         true_corners: ``(4, 2)`` or ``(1, 4, 2)`` ground truth for the displayed errors only.
         level_numbers: level number of each pyramid entry (default n, ..., 1).
-        max_iterations, tolerance, damping, **lk_options: as `deeplk.lk.pyramid_lucas_kanade`.
+        max_iterations, tolerance, damping, half_pixel_centers, **lk_options: as
+            `deeplk.lk.pyramid_lucas_kanade` (``half_pixel_centers``: how the coordinates of
+            consecutive levels relate, see `deeplk.geometry.scale_homography`).
         jit_compile: XLA for each level's loop. Off by default: for one sample the XLA compilation
             (tens of seconds on a loaded 2-core CPU) costs far more than it saves; graph mode
             traces each level once per shape (a few seconds).
@@ -182,7 +184,8 @@ def trace_pyramid_lk(input_pyramid, template_pyramid, init_H=None, true_corners=
     numbers = list(range(n, 0, -1)) if level_numbers is None else [int(v) for v in level_numbers]
     if len(numbers) != n:
         raise ValueError(f"`level_numbers` must have one entry per level ({n}), got {numbers}")
-    H = scale_homography(H, 0.5 ** (n - 1))
+    hpc = bool(half_pixel_centers)
+    H = scale_homography(H, 0.5 ** (n - 1), hpc)
     histories, lengths = [], []
     failed = False
     converged = False
@@ -194,7 +197,7 @@ def trace_pyramid_lk(input_pyramid, template_pyramid, init_H=None, true_corners=
         to_full = 2.0 ** (n - 1 - k)
         hist = tf.cast(res.history, tf.float64)  # (T_k, 1, 3, 3) at this level
         if to_full != 1.0:
-            hist = tf.reshape(scale_homography(tf.reshape(hist, [-1, 3, 3]), to_full), tf.shape(hist))
+            hist = tf.reshape(scale_homography(tf.reshape(hist, [-1, 3, 3]), to_full, hpc), tf.shape(hist))
         # Rows after the sample stopped repeat its final value: keep its own iterations only.
         steps = int(res.iterations.numpy()[0])
         histories.append(hist.numpy()[: steps + 1])
@@ -203,7 +206,7 @@ def trace_pyramid_lk(input_pyramid, template_pyramid, init_H=None, true_corners=
         converged = bool(res.converged.numpy()[0])
         H = tf.cast(res.H, tf.float64)
         if k + 1 < n:
-            H = scale_homography(H, 2.0)
+            H = scale_homography(H, 2.0, hpc)
     if true_corners is not None:
         true_corners = np.asarray(true_corners, dtype=np.float64).reshape(4, 2)
     return playback_from_history(np.concatenate(histories), (ht, wt), true_corners, lengths, numbers,
@@ -211,8 +214,11 @@ def trace_pyramid_lk(input_pyramid, template_pyramid, init_H=None, true_corners=
 
 
 def run_playback(source, input_image, template_image, true_corners=None, init_H=None, levels=None,
-                 special: bool = False, **lk_options) -> Playback:
+                 **lk_options) -> Playback:
     """LK on the features of `source` for one sample, recorded frame by frame.
+
+    The source says what LK aligns (``source.lk_features``: all channels, or DLKFM's special
+    map) and how its levels' coordinates relate (``source.half_pixel_centers``).
 
     Args:
         source: a `deeplk.viz.sources.FeatureSource`.
@@ -220,15 +226,14 @@ def run_playback(source, input_image, template_image, true_corners=None, init_H=
         true_corners: ``(4, 2)`` ground truth, display only.
         init_H: full-resolution initial estimate (None = centred).
         levels: levels to use (default all of the source's), run coarsest first.
-        special: align DLKFM's one-channel "special" maps of the features instead
-            (`deeplk.features.special_feature_map`).
         **lk_options: `trace_pyramid_lk` options (``max_iterations``, ``jit_compile``, ...).
     """
     levels = sorted(source.levels if levels is None else levels, reverse=True)
     inp = np.asarray(input_image, np.float32)[None]
     tmpl = np.asarray(template_image, np.float32)[None]
     ip, tp = source.pyramid(inp, "input", levels), source.pyramid(tmpl, "template", levels)
-    if special:
+    lk_options.setdefault("half_pixel_centers", source.half_pixel_centers)
+    if source.lk_features == "special":
         from deeplk.features import special_feature_map
 
         ip = [special_feature_map(x).numpy() for x in ip]
@@ -237,23 +242,24 @@ def run_playback(source, input_image, template_image, true_corners=None, init_H=
     if tp[-1].shape[1:3] != tmpl.shape[1:3]:
         # The finest level is not full resolution: scale the estimates back to the images.
         s = tmpl.shape[1] / tp[-1].shape[1]
-        pb = trace_pyramid_lk(ip, tp, _scaled(init_H, 1.0 / s), None, levels, **lk_options)
-        return _rescale_playback(pb, s, tmpl.shape[1:3], true_corners)
+        hpc = lk_options["half_pixel_centers"]
+        pb = trace_pyramid_lk(ip, tp, _scaled(init_H, 1.0 / s, hpc), None, levels, **lk_options)
+        return _rescale_playback(pb, s, tmpl.shape[1:3], true_corners, hpc)
     return trace_pyramid_lk(ip, tp, init_H, true_corners, levels, **lk_options)
 
 
-def _scaled(H, s):
+def _scaled(H, s, half_pixel_centers):
     if H is None:
         return None
     from deeplk.geometry import scale_homography
 
-    return scale_homography(np.asarray(H, np.float64).reshape(1, 3, 3), s).numpy()
+    return scale_homography(np.asarray(H, np.float64).reshape(1, 3, 3), s, half_pixel_centers).numpy()
 
 
-def _rescale_playback(pb: Playback, s: float, template_size, true_corners) -> Playback:
+def _rescale_playback(pb: Playback, s: float, template_size, true_corners, half_pixel_centers) -> Playback:
     from deeplk.geometry import scale_homography
 
-    H = scale_homography(pb.H, s).numpy()
+    H = scale_homography(pb.H, s, half_pixel_centers).numpy()
     tc = None if true_corners is None else np.asarray(true_corners, np.float64).reshape(4, 2)
     return Playback(H, pb.levels, pb.iterations, tuple(int(v) for v in template_size), tc, pb.failed, pb.converged)
 

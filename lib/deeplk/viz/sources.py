@@ -7,9 +7,11 @@ A *feature source* maps images to feature maps, one level and one branch at a ti
 - ``images``: ``(B, 192, 192, 3)`` inputs (``branch="input"``) or ``(B, 128, 128, 3)`` templates
   (``branch="template"``), float32 in [0, 1];
 - ``level``: DLKFM's numbering, 1 = finest (192 / 128), 2 = 96 / 64, 3 = coarsest (48 / 32): a map
-  at level ``L`` is ``2^(L-1)`` times smaller than the image, with pixel areas preserved
-  (``x_L = (x + 0.5) / 2^(L-1) - 0.5``, `deeplk.geometry.scale_homography` with
-  ``half_pixel_centers=True``);
+  at level ``L`` is ``2^(L-1)`` times smaller than the image. How its pixel coordinates relate to
+  the image's is a property of the source (`FeatureSource.half_pixel_centers`, as in
+  `deeplk.geometry.scale_homography`): pixel areas for average pooling
+  (``x_L = (x + 0.5) / 2^(L-1) - 0.5``), even pixels for DLKFM's stride-2 convolutions
+  (``x_L = x / 2^(L-1)``);
 - ``branch``: ``"input"`` or ``"template"`` (DLKFM has separate weights per branch).
 
 Sources here: raw intensities (`intensity_source`, the classical LK's view), an untrained
@@ -19,7 +21,7 @@ trained model is available (`deeplk.viz.explore.load_learned_source`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -51,6 +53,11 @@ class FeatureSource:
         levels: the levels it provides, finest first (e.g. ``(1, 2, 3)``).
         trained: False for random weights: figures then say "untrained weights".
         note: one line shown under the figures (checkpoint, or why the weights are untrained).
+        half_pixel_centers: how level coordinates relate (`deeplk.geometry.scale_homography`):
+            True for 2x2 average pooling (``x_L = (x + 0.5) / 2^(L-1) - 0.5``), False for
+            stride-2 convolutions sampling the even pixels (``x_L = x / 2^(L-1)``, DLKFM's).
+        lk_features: what LK aligns on this source: ``"regular"`` (all channels) or
+            ``"special"`` (`deeplk.features.special_feature_map` of them, one channel).
     """
 
     name: str
@@ -58,7 +65,13 @@ class FeatureSource:
     levels: tuple = (1, 2, 3)
     trained: bool = True
     note: str = ""
-    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    half_pixel_centers: bool = True
+    lk_features: str = "regular"
+
+    def __post_init__(self):
+        if self.lk_features not in ("regular", "special"):
+            raise ValueError(f"`lk_features` must be 'regular' or 'special', got {self.lk_features!r}")
+        self.levels = tuple(sorted(int(v) for v in self.levels))
 
     @property
     def label(self) -> str:
@@ -124,8 +137,8 @@ def untrained_source(channels: int = 16, seed: int = 0, levels=(1, 2, 3)) -> Fea
     """A randomly initialised Siamese stand-in for the DLKFM extractors (untrained weights).
 
     Per branch (separate weights, as DLKFM): level 1 is ``conv3x3(channels) - tanh - conv3x3``
-    on the image; level ``L > 1`` a stride-2 ``conv3x3`` on level ``L-1``'s output (so the sizes
-    are DLKFM's 192/128, 96/64, 48/32). Glorot-uniform weights from `seed`. It shows what the
+    on the image; level ``L > 1`` a zero-padded stride-2 ``conv3x3`` on level ``L-1``'s output
+    (DLKFM's sizes 192/128, 96/64, 48/32 and coordinates ``x_L = x / 2^(L-1)``). Glorot-uniform weights from `seed`. It shows what the
     architecture alone does to the images; it is not what DLKFM learns.
     """
     import keras
@@ -146,8 +159,9 @@ def untrained_source(channels: int = 16, seed: int = 0, levels=(1, 2, 3)) -> Fea
                 block = [keras.layers.Conv2D(channels, 3, padding="same", activation="tanh", kernel_initializer=init),
                          keras.layers.Conv2D(channels, 3, padding="same",
                                              kernel_initializer=keras.initializers.GlorotUniform(seed=seed * 1000 + b * 100 + 50))]
-            else:
-                block = [keras.layers.Conv2D(channels, 3, strides=2, padding="same", activation="tanh", kernel_initializer=init)]
+            else:  # pad 1 + valid stride 2: output i is centred on input pixel 2 i (as DLKFM)
+                block = [keras.layers.ZeroPadding2D(1),
+                         keras.layers.Conv2D(channels, 3, strides=2, padding="valid", activation="tanh", kernel_initializer=init)]
             layers.append(block)
         nets[branch] = layers
 
@@ -159,4 +173,4 @@ def untrained_source(channels: int = 16, seed: int = 0, levels=(1, 2, 3)) -> Fea
         return x.numpy()
 
     note = f"untrained stand-in: random Siamese conv features ({channels} channels, seed {seed})"
-    return FeatureSource("stand-in", fn, levels, False, note)
+    return FeatureSource("stand-in", fn, levels, False, note, half_pixel_centers=False)
