@@ -5,8 +5,19 @@ Elements are ``(input, template, corners)``: (B, 192, 192, 3) and (B, 128, 128, 
 (so ``input_H_template`` maps the template corners (0, 0), (127, 0), (127, 127), (0, 127) onto
 them). Labels are parsed in Python up front; images are decoded in parallel inside the
 pipeline. With ``validate=True`` every image header is checked up front (readable, right size,
-RGB or grey, JPEG not truncated), so bad files fail early with their name in the message; wrong
-sizes found while iterating also name the file.
+RGB or grey, JPEG not truncated), so bad files fail early with their name in the message.
+
+Errors found while iterating name the files too: an image that cannot be decoded (corrupt,
+truncated, not an image) or has the wrong size raises ``tf.errors.InvalidArgumentError`` naming
+the sample's input and template files. (TensorFlow's decoders do not name files: a failed
+element is dropped by ``ignore_errors`` and a ``scan`` over the batches' sample positions, which
+must run without gaps, raises at the first missing one.) Some damage inside a JPEG's compressed
+data is not an error for any JPEG decoder (libjpeg only prints "Corrupt JPEG data" and returns
+the damaged pixels); nothing here detects that.
+
+Shuffling is stateless: epoch ``e`` reads the samples in the order
+``tf.random.experimental.stateless_shuffle(range(n), seed=[seed, e])``, whatever the global
+seed, so the same `seed` gives the same batches in every process.
 
 TensorFlow is imported on first use, so ``import deeplk.data`` stays light.
 """
@@ -50,6 +61,34 @@ def check_image_file(path, size: int, kind: str = "image") -> None:
                 raise ValueError(f"{kind} image {p} is truncated (no JPEG end marker)")
 
 
+#: Label corners must lie within this many pixels outside the 192 input (real labels can lie
+#: slightly outside it; DLK sampling keeps them inside).
+LABEL_MARGIN = INPUT_SIZE
+
+
+def check_label(corners: np.ndarray, path) -> np.ndarray:
+    """Return `corners` ((4, 2) TL, TR, BR, BL) if plausible, else raise ValueError naming `path`.
+
+    Plausible: every coordinate within `LABEL_MARGIN` px of the 192 input frame, and the
+    quadrilateral strictly convex in the order TL, TR, BR, BL (collinear, crossed or flipped
+    corners would make a degenerate or mirrored homography). Every DLK-protocol label is.
+    """
+    from .protocol import is_convex_quad
+
+    lo, hi = -LABEL_MARGIN, INPUT_SIZE - 1 + LABEL_MARGIN
+    if np.any(corners < lo) or np.any(corners > hi):
+        raise ValueError(
+            f"label {path} is out of range: corners {corners.tolist()} must lie in "
+            f"[{lo}, {hi}] (the {INPUT_SIZE} x {INPUT_SIZE} input frame plus {LABEL_MARGIN} px)"
+        )
+    if not is_convex_quad(corners):
+        raise ValueError(
+            f"label {path} is degenerate: corners {corners.tolist()} (TL, TR, BR, BL) do not form "
+            "a convex quadrilateral (collinear, crossed or mirrored corners)"
+        )
+    return corners
+
+
 def _sample_table(data_root, split: str, max_samples, validate: bool):
     names = list_samples(data_root, split)
     if not names:
@@ -59,7 +98,7 @@ def _sample_table(data_root, split: str, max_samples, validate: bool):
     inputs, templates, corners = [], [], []
     for name in names:
         p = sample_paths(data_root, split, name)
-        corners.append(read_label(p["label"]))
+        corners.append(check_label(read_label(p["label"]), p["label"]))
         if validate:
             check_image_file(p["input"], INPUT_SIZE, "input")
             check_image_file(p["template"], TEMPLATE_SIZE, "template")
@@ -83,6 +122,76 @@ def _decode(path, size: int, kind: str):
     return tf.image.convert_image_dtype(image, tf.float32)
 
 
+def _order(n: int, shuffle: bool, seed: int, repeat: bool):
+    """``(position, sample index)`` in reading order, and ``index_at(position)``."""
+    import tensorflow as tf
+
+    def permutation(epoch):
+        seeds = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+        return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=seeds)
+
+    if shuffle:
+        epochs = tf.data.Dataset.range(2**62 if repeat else 1)
+        order = epochs.flat_map(lambda e: tf.data.Dataset.from_tensor_slices(permutation(e)))
+    else:
+        order = tf.data.Dataset.range(n)
+        if repeat:
+            order = order.repeat()
+
+    def index_at(position):
+        if shuffle:
+            return tf.gather(permutation(position // n), position % n)
+        return position % n
+
+    return order.enumerate(), index_at
+
+
+def _checked_batches(ds, batch_size: int, paths, index_at, finite: bool, n: int):
+    """Batches of decoded elements ``(position, index, input, template)``; an element whose
+    decoding failed is dropped by ``ignore_errors`` and the first gap in the positions raises
+    ``InvalidArgumentError`` naming that sample's files (`paths`: (input, template) per index).
+    """
+    import tensorflow as tf
+
+    ds = ds.ignore_errors()
+    if finite:  # a sentinel after the last position, so failing last elements are caught too
+        sentinel = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype),
+                                         ds.element_spec)
+        sentinel = (tf.constant(n, tf.int64), tf.constant(-1, tf.int64), *sentinel[2:])
+        ds = ds.concatenate(tf.data.Dataset.from_tensors(sentinel))
+    ds = ds.batch(batch_size)
+
+    def check(expected, batch):
+        positions = batch[0]
+        count = tf.shape(positions, out_type=tf.int64)[0]
+        want = expected + tf.range(count, dtype=tf.int64)
+        gaps = tf.not_equal(positions, want)
+
+        def fail():
+            first = expected + tf.argmax(tf.cast(gaps, tf.int64), output_type=tf.int64)
+            i = index_at(first)
+            assert_op = tf.debugging.Assert(False, [
+                "cannot decode input image", tf.gather(paths[0], i), "or template image",
+                tf.gather(paths[1], i), "(corrupt, truncated, not an image, or the wrong size; "
+                "check each with deeplk.data.check_image_file)"])
+            with tf.control_dependencies([assert_op]):
+                return tf.identity(count)
+
+        checked = tf.cond(tf.reduce_any(gaps), fail, lambda: count)
+        return expected + checked, batch
+
+    ds = ds.scan(tf.constant(0, tf.int64), check)
+    if finite:  # drop the sentinel (always the very last element) and a batch it leaves empty
+        def strip(*batch):
+            keep = tf.reduce_sum(tf.cast(batch[1] >= 0, tf.int32))
+            return tuple(x[:keep] for x in batch)
+
+        ds = ds.map(strip)
+        if n % batch_size == 0:  # the sentinel is alone in the last batch
+            ds = ds.filter(lambda *batch: tf.size(batch[0]) > 0)
+    return ds
+
+
 def load_dataset(
     data_root,
     split: str = "val2014",
@@ -99,8 +208,8 @@ def load_dataset(
         data_root: the dataset folder (relative paths are under the project root).
         split: ``"train2014"`` or ``"val2014"`` (``"train"``/``"val"`` accepted).
         batch_size: samples per batch; the last batch may be smaller.
-        shuffle: reshuffle the samples every epoch (seeded by `seed`).
-        seed: shuffle seed.
+        shuffle: reshuffle the samples every epoch (stateless: by `seed` and the epoch number).
+        seed: shuffle seed (an integer).
         repeat: repeat forever.
         max_samples: keep only the first samples (natural order, before shuffling).
         validate: check every image header up front (see `check_image_file`).
@@ -115,22 +224,22 @@ def load_dataset(
     import tensorflow as tf
 
     batch_size = check_positive_int("batch_size", batch_size)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"`seed` must be an integer, got {seed!r}")
     _, inputs, templates, corners = _sample_table(data_root, split, max_samples, validate)
-    ds = tf.data.Dataset.from_tensor_slices((inputs, templates, corners))
-    if shuffle:
-        ds = ds.shuffle(len(inputs), seed=int(seed), reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
+    n = len(inputs)
+    input_paths, template_paths = tf.constant(inputs), tf.constant(templates)
+    corners = tf.constant(corners)
+    ds, index_at = _order(n, shuffle, int(seed), repeat)
 
-    def load(input_path, template_path, c):
-        return (
-            _decode(input_path, INPUT_SIZE, "input"),
-            _decode(template_path, TEMPLATE_SIZE, "template"),
-            c,
-        )
+    def load(position, i):
+        return (position, i, _decode(input_paths[i], INPUT_SIZE, "input"),
+                _decode(template_paths[i], TEMPLATE_SIZE, "template"))
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = _checked_batches(ds, batch_size, (input_paths, template_paths), index_at, not repeat, n)
+    ds = ds.map(lambda position, i, x, t: (x, t, tf.gather(corners, i)))
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def load_arrays(
