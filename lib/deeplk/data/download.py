@@ -273,7 +273,7 @@ def download_file(
         if response is not None:
             with response, open(part, mode) as f, _bar(total, archive.name, progress) as bar:
                 bar.update(have)
-                while chunk := response.read(_CHUNK):
+                while chunk := response.read1(_CHUNK):  # what has arrived, up to 1 MiB
                     f.write(chunk)
                     for h in hashers.values():
                         h.update(chunk)
