@@ -4,7 +4,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -317,6 +319,9 @@ def test_playback_frames_and_gif(small_pair, small_playback, tmp_path):
     assert first.shape == frames[0].shape
     assert np.abs(first.astype(int) - frames[0]).mean() < 8  # GIF palette quantisation only
     assert sorted(p.name for p in path.parent.iterdir()) == ["lk.gif"]  # no temporary left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not mkstemp's 0600
 
 
 def test_save_animation_is_atomic_on_failure(tmp_path, monkeypatch):
@@ -602,3 +607,12 @@ def test_landscape_with_corner_aligned_levels(small_pair):
         expected = _numpy_loss_H(fi[0, ..., 0].astype(float), ft[0, ..., 0].astype(float), S @ H @ np.linalg.inv(S))
         np.testing.assert_allclose(even.loss[i, j], expected, rtol=1e-4)
         assert abs(area.loss[i, j] - expected) > 1e-3 * expected
+
+
+def test_load_learned_source_without_the_dlkfm_module(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "deeplk.models.dlkfm", None)  # import fails
+    src = viz.load_learned_source(tmp_path / "checkpoints")
+    assert not src.trained and "untrained weights" in src.label
+    assert "could not be imported" in src.note
+    assert "UNTRAINED WEIGHTS" in viz.untrained_banner(src)
+    assert viz.untrained_banner(viz.intensity_source()) == ""

@@ -6,12 +6,12 @@ written through a temporary name and renamed when complete.
 - `deeplk.viz.figures`: `show_samples`, `draw_quadrilateral`, `save_figure`, and exact ``uint8``
   arrays (`overlay_array`, `draw_outline`, `feature_grid`, ...); imported eagerly (no TensorFlow).
 - `deeplk.viz.sources`: feature functions ``(images, level, branch) -> (B, h, w, C)``
-  (`intensity_source`, `untrained_source`, `FeatureSource`).
+  (`intensity_source`, `untrained_source`, `dlkfm_source`, `load_learned_source`, `FeatureSource`).
 - `deeplk.viz.playback`: LK iterations frame by frame (`run_playback`, `Playback`),
   `playback_frames`, `save_animation` (GIF, MP4 with ffmpeg).
 - `deeplk.viz.landscape`: `loss_landscape`, `alignment_loss`, `plot_landscapes`.
 - `deeplk.viz.explore`: the `Explorer` callbacks of notebook 06, `build_widgets`,
-  `frontend_available`, `load_learned_source`.
+  `frontend_available`.
 
 Every public name of the submodules is also available here (``from deeplk import viz;
 viz.overlay_array``); the TensorFlow-backed submodules load on first use.
@@ -26,13 +26,14 @@ from deeplk.viz.figures import __all__ as _figures_all
 
 _LAZY_MODULES = ("sources", "playback", "landscape", "explore")
 _LAZY_NAMES = {
-    "sources": ("BRANCHES", "FeatureSource", "intensity_source", "untrained_source", "level_scale"),
+    "sources": ("BRANCHES", "FeatureSource", "intensity_source", "untrained_source", "level_scale", "dlkfm_source",
+                "load_learned_source"),
     "playback": ("Playback", "playback_from_history", "trace_pyramid_lk", "run_playback", "playback_frames",
                  "save_animation", "plot_playback"),
     "landscape": ("PARAMETERS", "Landscape", "alignment_loss", "perturbed_homographies", "loss_landscape",
                   "plot_landscapes"),
     "explore": ("CHANNEL_VIEWS", "Explorer", "channel_map", "build_widgets", "frontend_available",
-                "untrained_banner", "load_learned_source"),
+                "untrained_banner"),
 }
 _WHERE = {name: module for module, names in _LAZY_NAMES.items() for name in names}
 

@@ -174,8 +174,14 @@ class Explorer:
         axes[0, 0].legend(loc="lower left", fontsize=7)
         show_image(axes[0, 1], self.templates[sample], "template")
         err = pb.errors[-1]
-        show_image(axes[0, 2], overlay_array(self.inputs[sample], self.templates[sample], pred_H, true, pred),
+        show_image(axes[0, 2], overlay_array(self.inputs[sample], self.templates[sample], pred_H),
                    f"template warped by the LK estimate\nPE {err:.2f} px" + (" (failed)" if pb.failed else ""))
+        draw_quadrilateral(axes[0, 2], true, TRUE_COLOUR)
+        draw_quadrilateral(axes[0, 2], pred, PRED_COLOUR, linestyle="--")
+        hi, wi = self.inputs.shape[1:3]
+        for ax in axes[0, ::2]:  # the estimate may leave the image: keep the image's frame (+16 px)
+            ax.set_xlim(-16.5, wi + 15.5)
+            ax.set_ylim(hi + 15.5, -16.5)
         what = channel if isinstance(channel, str) else f"channel {channel}"
         show_image(axes[1, 0], normalize_map(channel_map(f_in, channel)), f"input features, level {level}, {what}", cmap="viridis")
         show_image(axes[1, 1], normalize_map(channel_map(f_t, channel)), f"template features, level {level}, {what}", cmap="viridis")

@@ -135,6 +135,19 @@ def playback_from_history(history, template_size, true_corners=None, level_lengt
     return Playback(hist[:, sample], levels, iterations, size, true_corners, bool(failed), bool(converged))
 
 
+def _default_iterations(levels: int) -> tuple:
+    """The iteration caps of `deeplk.lk.pyramid_lucas_kanade` (30 coarsest, 10 between, 5 finest)."""
+    return (30,) if levels == 1 else (30,) + (10,) * (levels - 2) + (5,)
+
+
+def _per_level(name: str, value, levels: int) -> list:
+    """A scalar repeated per level, or one value per level (checked by `deeplk.lk` itself)."""
+    values = [value] * levels if np.ndim(value) == 0 else list(np.asarray(value, dtype=object).reshape(-1))
+    if len(values) != levels:
+        raise ValueError(f"`{name}` must be a scalar or one value per level ({levels}), got {value!r}")
+    return values
+
+
 def trace_pyramid_lk(input_pyramid, template_pyramid, init_H=None, true_corners=None, level_numbers=None,
                      max_iterations=None, tolerance=1e-2, damping: float = 1e-4, jit_compile: bool = False,
                      half_pixel_centers: bool = True, **lk_options) -> Playback:
@@ -173,8 +186,8 @@ def trace_pyramid_lk(input_pyramid, template_pyramid, init_H=None, true_corners=
     for k in range(n):
         check_shape(f"input_pyramid[{k}]", inputs[k], (1, None, None, None), "1 x h x w x C (one sample)")
         check_shape(f"template_pyramid[{k}]", templates[k], (1, None, None, None), "1 x h x w x C (one sample)")
-    iters, tols = lk._check_settings(n, max_iterations, tolerance, damping, lk_options.get("min_rcond", 1e-7),
-                                     lk_options.get("min_valid_fraction", 0.1))
+    iters = _per_level("max_iterations", _default_iterations(n) if max_iterations is None else max_iterations, n)
+    tols = _per_level("tolerance", tolerance, n)
     ht, wt = (int(d) for d in np.shape(templates[-1])[1:3])
     hi, wi = (int(d) for d in np.shape(inputs[-1])[1:3])
     if init_H is None:
@@ -189,28 +202,46 @@ def trace_pyramid_lk(input_pyramid, template_pyramid, init_H=None, true_corners=
     histories, lengths = [], []
     failed = False
     converged = False
-    for k in range(n):
-        feats_i = tf.convert_to_tensor(inputs[k])
-        res = lk.lucas_kanade(feats_i, templates[k], tf.cast(H, feats_i.dtype), max_iterations=iters[k],
-                              tolerance=tols[k], damping=damping, return_history=True, jit_compile=jit_compile,
-                              **lk_options)
-        to_full = 2.0 ** (n - 1 - k)
-        hist = tf.cast(res.history, tf.float64)  # (T_k, 1, 3, 3) at this level
-        if to_full != 1.0:
-            hist = tf.reshape(scale_homography(tf.reshape(hist, [-1, 3, 3]), to_full, hpc), tf.shape(hist))
-        # Rows after the sample stopped repeat its final value: keep its own iterations only.
-        steps = int(res.iterations.numpy()[0])
-        histories.append(hist.numpy()[: steps + 1])
-        lengths.append(steps + 1)
-        failed |= bool(res.failed.numpy()[0])
-        converged = bool(res.converged.numpy()[0])
-        H = tf.cast(res.H, tf.float64)
-        if k + 1 < n:
-            H = scale_homography(H, 2.0, hpc)
+    # Each level has its own shapes, so the LK function is traced once per level and shape;
+    # TensorFlow's "excessive retracing" warning is expected here and only noise.
+    tf_logger = tf.get_logger()
+    tf_level = tf_logger.level
+    tf_logger.setLevel("ERROR")
+    try:
+        for k in range(n):
+            res, hist, steps = _trace_level(inputs[k], templates[k], H, iters[k], tols[k], damping, jit_compile,
+                                            2.0 ** (n - 1 - k), hpc, lk_options)
+            histories.append(hist[: steps + 1])
+            lengths.append(steps + 1)
+            failed |= bool(res.failed.numpy()[0])
+            converged = bool(res.converged.numpy()[0])
+            H = tf.cast(res.H, tf.float64)
+            if k + 1 < n:
+                H = scale_homography(H, 2.0, hpc)
+    finally:
+        tf_logger.setLevel(tf_level)
     if true_corners is not None:
         true_corners = np.asarray(true_corners, dtype=np.float64).reshape(4, 2)
     return playback_from_history(np.concatenate(histories), (ht, wt), true_corners, lengths, numbers,
                                  failed=failed, converged=converged)
+
+
+def _trace_level(inp, tmpl, H, max_iterations, tolerance, damping, jit_compile, to_full, hpc, lk_options):
+    """One level of `trace_pyramid_lk`: ``(LKResult, history (T, 1, 3, 3) at full resolution, updates)``."""
+    import tensorflow as tf
+
+    from deeplk import lk
+    from deeplk.geometry import scale_homography
+
+    feats_i = tf.convert_to_tensor(inp)
+    res = lk.lucas_kanade(feats_i, tmpl, tf.cast(H, feats_i.dtype), max_iterations=max_iterations,
+                          tolerance=tolerance, damping=damping, return_history=True, jit_compile=jit_compile,
+                          **lk_options)
+    hist = tf.cast(res.history, tf.float64)  # (T, 1, 3, 3) at this level
+    if to_full != 1.0:
+        hist = tf.reshape(scale_homography(tf.reshape(hist, [-1, 3, 3]), to_full, hpc), tf.shape(hist))
+    # Rows after the sample stopped repeat its final value: keep its own updates only.
+    return res, hist.numpy(), int(res.iterations.numpy()[0])
 
 
 def run_playback(source, input_image, template_image, true_corners=None, init_H=None, levels=None,
@@ -309,8 +340,13 @@ def _check_frames(frames) -> list:
 
 
 def _temporary(path: Path) -> Path:
+    """A new empty file next to `path` (hidden name), with the permissions of an ordinary new file
+    (`tempfile.mkstemp` makes it private, 0600, which the rename would keep)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     return Path(tmp)
 
 

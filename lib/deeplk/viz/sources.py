@@ -16,7 +16,7 @@ A *feature source* maps images to feature maps, one level and one branch at a ti
 
 Sources here: raw intensities (`intensity_source`, the classical LK's view), an untrained
 random-weight convolutional stand-in (`untrained_source`), and the DLKFM extractors when a
-trained model is available (`deeplk.viz.explore.load_learned_source`).
+trained model is available (`dlkfm_source`, `load_learned_source`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import numpy as np
 
 from deeplk._checks import check_shape
 
-__all__ = ["BRANCHES", "FeatureSource", "intensity_source", "untrained_source", "level_scale"]
+__all__ = ["BRANCHES", "FeatureSource", "intensity_source", "untrained_source", "level_scale", "dlkfm_source",
+           "load_learned_source"]
 
 BRANCHES = ("input", "template")
 
@@ -174,3 +175,67 @@ def untrained_source(channels: int = 16, seed: int = 0, levels=(1, 2, 3)) -> Fea
 
     note = f"untrained stand-in: random Siamese conv features ({channels} channels, seed {seed})"
     return FeatureSource("stand-in", fn, levels, False, note, half_pixel_centers=False)
+
+
+def dlkfm_source(model, trained: bool = True, note: str = "", name: str = "DLKFM") -> FeatureSource:
+    """The feature extractors of a `deeplk.models.dlkfm.DLKFMNet` as a `FeatureSource`.
+
+    Level ``L`` of a branch runs that branch's extractors ``1..L`` in inference mode (batch-norm
+    moving statistics); the outputs of the last images seen are kept, so a pyramid costs one pass.
+    Coordinates of the levels follow the stride-2 layers (``half_pixel_centers=False``); LK aligns
+    what the model was trained for (``model.feature_type``: regular or special maps).
+    """
+    import tensorflow as tf
+
+    levels = tuple(range(1, int(model.levels) + 1))
+    memo: dict = {}
+
+    def fn(images, level, branch):
+        extractors = model.input_extractors if branch == "input" else model.template_extractors
+        key = (branch, images.shape, hash(images.tobytes()))
+        outs = memo.get(key)
+        if outs is None:
+            if len(memo) >= 4:
+                memo.clear()
+            outs = memo[key] = []
+        x = tf.constant(images) if not outs else tf.constant(outs[-1])
+        while len(outs) < level:
+            x = extractors[len(outs)](x, training=False)
+            outs.append(x.numpy())
+        return outs[level - 1]
+
+    return FeatureSource(name, fn, levels, bool(trained), note, half_pixel_centers=False,
+                         lk_features=getattr(model, "feature_type", "regular"))
+
+
+def load_learned_source(checkpoint_dir="checkpoints", seed: int = 0) -> FeatureSource:
+    """The learned features to explore: DLKFM from ``<checkpoint_dir>/dlkfm`` when trained, else
+    untrained weights, said loudly.
+
+    - Trained levels found (`deeplk.models.dlkfm.trained_levels`): the model of the highest one
+      (`deeplk.models.dlkfm.load_dlkfm`, levels ``1..k``), ``trained=True``.
+    - No trained level: the DLKFM architecture (its ``config.json`` if present) with random
+      initial weights from `seed`, ``trained=False``; the note names the folder searched.
+    - DLKFM not importable: `untrained_source` (``trained=False``), the note says why.
+
+    Never raises for a missing checkpoint: the explorer must open on a fresh checkout.
+    """
+    try:
+        from deeplk.models import dlkfm
+    except ImportError as e:
+        src = untrained_source(channels=16, seed=seed)
+        src.note += f"; the DLKFM model could not be imported ({e})"
+        return src
+    root = dlkfm.dlkfm_root(checkpoint_dir)
+    levels = dlkfm.trained_levels(checkpoint_dir)
+    if levels:
+        top = max(levels)
+        model = dlkfm.load_dlkfm(checkpoint_dir, top)
+        return dlkfm_source(model, True, f"DLKFM levels 1-{top} trained, from {dlkfm.level_dir(checkpoint_dir, top)}")
+    try:
+        arch = dlkfm.read_config(checkpoint_dir)
+    except (FileNotFoundError, ValueError):
+        arch = {}
+    model = dlkfm.make_dlkfm_net(3, seed=seed, **arch)
+    return dlkfm_source(model, False, f"no trained DLKFM in {root}: the DLKFM architecture with random initial "
+                        f"weights (seed {seed})")
