@@ -458,3 +458,17 @@ class TestTrainStage:
         assert batch[0].shape == (2, 192, 192, 3) and batch[1].shape == (2, 128, 128, 3)
         with pytest.raises(ValueError, match="benchmark case"):
             R.benchmark_case("nope")
+
+
+class TestEvaluateStage:
+    def test_known_constant_prediction(self, rng, tmp_path):
+        o = np.array([4, 0, 0, -3, 0, 0, 0, 0], np.float64)
+        write_constant_stage(tmp_path, "dhn", 1, o)
+        n = 5
+        true = np.broadcast_to(BASE, (n, 4, 2)).copy()
+        summaries, corners = R.evaluate_stage("dhn", 1, tmp_path, np.zeros((n, 192, 192, 3), np.float32),
+                                              np.zeros((n, 128, 128, 3), np.float32), true, batch_size=2)
+        assert set(summaries) == {"identity", "dhn"}
+        assert summaries["identity"]["mean_pe"] == pytest.approx(0.0, abs=1e-9)
+        assert summaries["dhn"]["mean_pe"] == pytest.approx((4 + 3) / 4, abs=1e-4)
+        assert summaries["dhn"]["n"] == n and corners.shape == (n, 4, 2)

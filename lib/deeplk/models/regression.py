@@ -87,6 +87,7 @@ __all__ = [
     "train_stage",
     "build_dhn_method",
     "build_mhn_method",
+    "evaluate_stage",
     "benchmark_case",
 ]
 
@@ -668,6 +669,46 @@ def build_mhn_method(checkpoint_dir=None, stages: int = MHN_STAGES):
     stages = _check_model("mhn", stages)
     root = "checkpoints" if checkpoint_dir is None else checkpoint_dir
     return _predictor([load_stage(stage_dir(root, "mhn", k)) for k in range(1, stages + 1)])
+
+
+def evaluate_stage(model: str, stage: int, checkpoint_dir, inputs, templates, true_corners,
+                   batch_size: int = 64):
+    """Score the trained DHN, or MHN up to `stage`, against ``identity`` on some samples.
+
+    Args:
+        model, stage: as in `train_stage` (MHN uses stages ``1..stage``).
+        checkpoint_dir: the folder holding ``dhn/`` or ``mhn/``.
+        inputs, templates, true_corners: samples as from `deeplk.data.load_arrays`.
+
+    Returns:
+        ``(summaries, predicted corners)``: ``{"identity": record, name: record}`` with records
+        as in ``summary.json`` (`deeplk.evaluate.summarize`; ``name`` is ``"dhn"``, ``"mhn"``,
+        or ``"mhn_stages1-k"`` for fewer stages) and the ``(N, 4, 2)`` predictions.
+    """
+    import time
+
+    from deeplk import evaluate
+    from deeplk.methods import evaluate_methods
+
+    stage = _check_model(model, stage)
+    if model == "dhn":
+        predict, name = build_dhn_method(checkpoint_dir), "dhn"
+    else:
+        predict = build_mhn_method(checkpoint_dir, stages=stage)
+        name = "mhn" if stage == MHN_STAGES else f"mhn_stages1-{stage}"
+    summaries, _ = evaluate_methods(inputs, templates, true_corners, ["identity"], progress=False)
+    n = len(inputs)
+    predict(inputs[:min(batch_size, n)], templates[:min(batch_size, n)])  # warm-up (tracing)
+    parts, failed, t0 = [], [], time.perf_counter()
+    for start in range(0, n, batch_size):
+        c, f = predict(inputs[start:start + batch_size], templates[start:start + batch_size])
+        parts.append(c)
+        failed.append(f)
+    seconds = time.perf_counter() - t0
+    corners = np.concatenate(parts)
+    errors = evaluate.corner_errors(corners, true_corners, np.concatenate(failed))
+    summaries[name] = evaluate.summarize(errors, seconds=seconds)
+    return summaries, corners
 
 
 def benchmark_case(name: str = "dhn", batch_size: int = 32, seed: int = 0):
