@@ -563,6 +563,10 @@ def test_build_widgets_calls_the_callbacks(explorer, monkeypatch):
     c["sample"].value = 1
     assert [k[0] for k in calls] == ["features", "playback"] and calls[0][1] == 1
     assert c["iteration"].max == explorer.num_frames(1) - 1
+    calls.clear()
+    c["source"].value = "intensity"
+    assert calls[-1] == ("features", 1, 2, "input", "special", "intensity")
+    assert list(c["level"].options) == [1, 2]
     assert box.children  # a displayable VBox
 
 

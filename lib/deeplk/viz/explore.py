@@ -342,8 +342,18 @@ def build_widgets(explorer: Explorer, sample: int = 0, level: int = 1, branch: s
         on_features()
         on_playback()
 
+    def on_source(_=None):
+        levels = sorted(explorer.source(c["source"].value).levels)
+        if list(c["level"].options) != levels:
+            current = c["level"].value
+            with c["level"].hold_trait_notifications():
+                c["level"].options = levels
+                c["level"].value = current if current in levels else levels[0]
+        on_features()
+
     c["sample"].observe(on_sample, names="value")
-    for key in ("source", "level", "branch", "channel"):
+    c["source"].observe(on_source, names="value")
+    for key in ("level", "branch", "channel"):
         c[key].observe(on_features, names="value")
     c["iteration"].observe(on_playback, names="value")
     on_features()
