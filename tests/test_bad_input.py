@@ -271,3 +271,26 @@ def test_unflagged_nan_predictions_are_failures_and_results_hold_no_nan(tmp_path
     assert saved["m"]["mean_pe"] == pytest.approx(0.25 * np.sqrt(2))
     all_failed = E.summarize(np.full(2, np.inf))
     json.dumps(all_failed, allow_nan=False)  # None, not NaN, when nothing succeeded
+
+
+# ------------------------------------------------------------------------------ safe loading
+
+
+def test_library_never_unpickles():
+    """Data files are JPEG/PNG/JSON, checkpoints TensorFlow/HDF5: no code path may unpickle.
+    Every ``np.load`` must pass ``allow_pickle=False``; no pickle, joblib, dill or
+    ``torch.load`` anywhere in the library."""
+    import re
+    from pathlib import Path
+
+    lib = Path(D.__file__).resolve().parents[1]
+    offenders = []
+    for path in sorted(lib.rglob("*.py")):
+        for k, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if re.search(r"\b(import pickle|from pickle|pickle\.loads?|joblib|dill|"
+                         r"torch\.load|allow_pickle\s*=\s*True)\b", code):
+                offenders.append(f"{path.relative_to(lib)}:{k}: {line.strip()}")
+            if re.search(r"\bnp\.load\(", code) and "allow_pickle=False" not in code:
+                offenders.append(f"{path.relative_to(lib)}:{k}: {line.strip()}")
+    assert offenders == []
