@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -190,7 +189,8 @@ class Explorer:
             show_image(axes[1, 2], normalize_map(channel_map(f_b, "special")), f"{branch} branch: special map", cmap="viridis")
         else:
             k = min(f_b.shape[-1], max_grid_channels)
-            show_image(axes[1, 2], feature_grid(f_b, max_channels=k), f"{branch} branch: channels 0-{k - 1} of {f_b.shape[-1]}", cmap="viridis")
+            show_image(axes[1, 2], feature_grid(f_b, max_channels=k),
+                       f"{branch} branch: channels 0-{k - 1} of {f_b.shape[-1]}", cmap="viridis")
         title = f"{src.label} features · {f_in.shape[-1]} channels · level {level} ({f_in.shape[1]}/{f_t.shape[1]} px)"
         fig.suptitle(title, fontsize=11)
         banner = untrained_banner(src)

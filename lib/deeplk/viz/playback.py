@@ -182,7 +182,8 @@ def trace_pyramid_lk(input_pyramid, template_pyramid, init_H=None, true_corners=
     inputs, templates = list(input_pyramid), list(template_pyramid)
     n = len(inputs)
     if n == 0 or len(templates) != n:
-        raise ValueError(f"`input_pyramid` and `template_pyramid` must be non-empty lists of the same length, got {len(inputs)} and {len(templates)}")
+        raise ValueError(f"`input_pyramid` and `template_pyramid` must be non-empty lists of the same "
+                         f"length, got {len(inputs)} and {len(templates)}")
     for k in range(n):
         check_shape(f"input_pyramid[{k}]", inputs[k], (1, None, None, None), "1 x h x w x C (one sample)")
         check_shape(f"template_pyramid[{k}]", templates[k], (1, None, None, None), "1 x h x w x C (one sample)")
@@ -244,22 +245,23 @@ def _trace_level(inp, tmpl, H, max_iterations, tolerance, damping, jit_compile, 
     return res, hist.numpy(), int(res.iterations.numpy()[0])
 
 
-def run_playback(source, input_image, template_image, true_corners=None, init_H=None, levels=None,
-                 **lk_options) -> Playback:
-    """LK on the features of `source` for one sample, recorded frame by frame.
+def run_playback(source, input_image, template_image, true_corners=None, init_H=None, **lk_options) -> Playback:
+    """LK on the features of `source` for one sample, over all its levels, recorded frame by frame.
 
     The source says what LK aligns (``source.lk_features``: all channels, or DLKFM's special
-    map) and how its levels' coordinates relate (``source.half_pixel_centers``).
+    map) and how its levels' coordinates relate (``source.half_pixel_centers``); its finest level
+    must be level 1 (full resolution).
 
     Args:
         source: a `deeplk.viz.sources.FeatureSource`.
         input_image: ``(Hi, Wi, 3)`` input in [0, 1]; template_image: ``(h, w, 3)``.
         true_corners: ``(4, 2)`` ground truth, display only.
         init_H: full-resolution initial estimate (None = centred).
-        levels: levels to use (default all of the source's), run coarsest first.
         **lk_options: `trace_pyramid_lk` options (``max_iterations``, ``jit_compile``, ...).
     """
-    levels = sorted(source.levels if levels is None else levels, reverse=True)
+    if min(source.levels) != 1:
+        raise ValueError(f"source {source.name!r} must provide level 1 (full resolution), has {source.levels}")
+    levels = sorted(source.levels, reverse=True)
     inp = np.asarray(input_image, np.float32)[None]
     tmpl = np.asarray(template_image, np.float32)[None]
     ip, tp = source.pyramid(inp, "input", levels), source.pyramid(tmpl, "template", levels)
@@ -269,30 +271,7 @@ def run_playback(source, input_image, template_image, true_corners=None, init_H=
 
         ip = [special_feature_map(x).numpy() for x in ip]
         tp = [special_feature_map(x).numpy() for x in tp]
-    # Sizes of the finest level used, relative to the images.
-    if tp[-1].shape[1:3] != tmpl.shape[1:3]:
-        # The finest level is not full resolution: scale the estimates back to the images.
-        s = tmpl.shape[1] / tp[-1].shape[1]
-        hpc = lk_options["half_pixel_centers"]
-        pb = trace_pyramid_lk(ip, tp, _scaled(init_H, 1.0 / s, hpc), None, levels, **lk_options)
-        return _rescale_playback(pb, s, tmpl.shape[1:3], true_corners, hpc)
     return trace_pyramid_lk(ip, tp, init_H, true_corners, levels, **lk_options)
-
-
-def _scaled(H, s, half_pixel_centers):
-    if H is None:
-        return None
-    from deeplk.geometry import scale_homography
-
-    return scale_homography(np.asarray(H, np.float64).reshape(1, 3, 3), s, half_pixel_centers).numpy()
-
-
-def _rescale_playback(pb: Playback, s: float, template_size, true_corners, half_pixel_centers) -> Playback:
-    from deeplk.geometry import scale_homography
-
-    H = scale_homography(pb.H, s, half_pixel_centers).numpy()
-    tc = None if true_corners is None else np.asarray(true_corners, np.float64).reshape(4, 2)
-    return Playback(H, pb.levels, pb.iterations, tuple(int(v) for v in template_size), tc, pb.failed, pb.converged)
 
 
 # --------------------------------------------------------------------------------------------

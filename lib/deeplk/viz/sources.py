@@ -92,7 +92,8 @@ class FeatureSource:
         s = level_scale(level)
         expected = (int(images.shape[1] * s), int(images.shape[2] * s))
         if out.shape[1:3] != expected:
-            raise ValueError(f"source {self.name!r} returned maps of size {out.shape[1:3]} at level {level}, expected {expected} for images of size {images.shape[1:3]}")
+            raise ValueError(f"source {self.name!r} returned maps of size {out.shape[1:3]} at level {level}, "
+                             f"expected {expected} for images of size {images.shape[1:3]}")
         return out
 
     def pyramid(self, images, branch: str, levels=None) -> list:
