@@ -620,3 +620,28 @@ def test_load_learned_source_without_the_dlkfm_module(monkeypatch, tmp_path):
     assert "could not be imported" in src.note
     assert "UNTRAINED WEIGHTS" in viz.untrained_banner(src)
     assert viz.untrained_banner(viz.intensity_source()) == ""
+
+
+def test_dlkfm_source_matches_the_model():
+    dlkfm = pytest.importorskip("deeplk.models.dlkfm")
+    model = dlkfm.make_dlkfm_net(2, channels=4, num_blocks=1)
+    src = viz.dlkfm_source(model, trained=True, note="tiny")
+    assert src.levels == (1, 2) and not src.half_pixel_centers and src.lk_features == model.feature_type
+    rng = np.random.default_rng(0)
+    images, templates = rng.random((2, 32, 32, 3), np.float32), rng.random((2, 16, 16, 3), np.float32)
+    pairs = model.extract(images, templates, training=False)
+    for level in (2, 1):  # level 2 first: level 1 then comes from the kept outputs
+        np.testing.assert_allclose(src(images, level, "input"), pairs[level - 1][0].numpy(), atol=1e-5)
+        np.testing.assert_allclose(src(templates, level, "template"), pairs[level - 1][1].numpy(), atol=1e-5)
+
+
+def test_load_learned_source_with_and_without_checkpoints(tmp_path, monkeypatch):
+    dlkfm = pytest.importorskip("deeplk.models.dlkfm")
+    src = viz.load_learned_source(tmp_path / "none")
+    assert not src.trained and src.levels == (1, 2, 3) and "no trained DLKFM" in src.note
+    tiny = dlkfm.make_dlkfm_net(2, channels=4, num_blocks=1)
+    loaded = []
+    monkeypatch.setattr(dlkfm, "trained_levels", lambda checkpoint_dir: [1, 2])
+    monkeypatch.setattr(dlkfm, "load_dlkfm", lambda checkpoint_dir, levels: loaded.append(levels) or tiny)
+    src = viz.load_learned_source(tmp_path / "ckpt")
+    assert loaded == [2] and src.trained and src.levels == (1, 2) and src.label == "DLKFM"
