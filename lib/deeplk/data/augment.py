@@ -1,0 +1,163 @@
+"""On-the-fly training pairs with the HomographyNet protocol (corner offsets uniform in [-rho, rho]).
+
+HomographyNet (DeTone 2016; Nguyen 2018) trains on pairs whose template corners are the
+unperturbed corners moved by offsets drawn uniformly in ``[-rho, rho]``, with a curriculum
+``rho = 16`` then ``32``. Our data are DLK-format batches ``(input (B, 192, 192, 3), template
+(B, 128, 128, 3), corners (B, 4, 2))`` whose corners lie in a +-32 box; `synthesize_pairs` makes
+a new pair from each *input* image in the DLK geometry:
+
+- the unperturbed template sits at ``[32:160, 32:160]`` of the input, i.e. its corners land on
+  ``(32, 32), (159, 32), (159, 159), (32, 159)`` (`centred_corners`);
+- ``corners = centred + offsets``, offsets i.i.d. uniform in ``[-rho, rho]`` (real-valued);
+- ``input_H_template`` is the homography from the template corners ``(0, 0), (127, 0),
+  (127, 127), (0, 127)`` to ``corners`` (`deeplk.geometry.corners_to_homography`), and the
+  template is the input warped into the template frame by it (`deeplk.warp.warp_image`: the
+  bilinear, pixel-centres-at-integers convention of ``cv2.warpPerspective(..., WARP_INVERSE_MAP)``
+  that the DLK protocol uses to cut templates).
+
+For ``rho <= 32`` every corner stays inside the 192 input, so the template is entirely valid.
+Offsets up to 16 always give a convex quadrilateral; beyond that a draw can (very rarely) fold the
+quadrilateral, and such a sample's offsets are halved (which makes it convex) instead of being
+redrawn, so the map stays a pure function of (seed, batch index).
+
+The template is cut from the input itself: the synthetic pairs are mono-modal even when the DLK
+templates come from another modality (use the DLK pairs for multimodal data).
+
+Randomness is stateless (``tf.random.stateless_uniform`` seeded by ``(seed, batch index)``), so
+`with_synthetic_pairs` yields the same batches every time it is iterated and its iterator can be
+checkpointed (``deeplk.train`` resumes it exactly with ``data_resume="state"``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._checks import check_shape
+
+__all__ = ["MAX_RHO", "centred_corners", "random_corner_offsets", "synthesize_pairs", "with_synthetic_pairs"]
+
+#: Largest offset for which the template stays inside the 192 input (corner 32 - 32 = 0).
+MAX_RHO = 32.0
+
+
+def centred_corners(input_size: int = 192, template_size: int = 128) -> np.ndarray:
+    """Where an unperturbed, centred template's corners land in the input, (4, 2) float64.
+
+    ``(o, o), (o + t - 1, o), (o + t - 1, o + t - 1), (o, o + t - 1)`` with
+    ``o = (input_size - template_size) / 2`` (``(32, 32), (159, 32), (159, 159), (32, 159)`` for
+    the DLK sizes 192 / 128).
+    """
+    if (input_size - template_size) % 2 or template_size <= 0 or input_size <= template_size:
+        raise ValueError(
+            "`input_size` must exceed `template_size` by an even number of pixels, got "
+            f"{input_size} and {template_size}"
+        )
+    o, e = (input_size - template_size) // 2, (input_size + template_size) // 2 - 1
+    return np.array([[o, o], [e, o], [e, e], [o, e]], dtype=np.float64)
+
+
+def _check_rho(rho, template_size: int, input_size: int) -> float:
+    limit = (input_size - template_size) / 2
+    if isinstance(rho, bool) or not isinstance(rho, (int, float, np.integer, np.floating)) or not 0 < rho <= limit:
+        raise ValueError(f"`rho` must be a number in (0, {limit:g}] (corners stay inside the input), got {rho!r}")
+    return float(rho)
+
+
+def _convex(corners):
+    """(B,) bool: TL, TR, BR, BL strictly convex and clockwise on screen (cross products > 1 px^2)."""
+    import tensorflow as tf
+
+    p = corners
+    q = tf.roll(p, shift=-1, axis=1)  # next corner
+    r = tf.roll(p, shift=-2, axis=1)
+    e1, e2 = q - p, r - q
+    cross = e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]
+    return tf.reduce_all(cross > 1.0, axis=1)
+
+
+def random_corner_offsets(batch, rho: float, seed, template_size: int = 128, input_size: int = 192):
+    """``(batch, 4, 2)`` float32 corner offsets, uniform in ``[-rho, rho]``, convex after adding them
+    to `centred_corners` (a folded draw has its offsets halved).
+
+    Args:
+        batch: batch size (int or scalar int tensor).
+        rho: largest offset in pixels, in (0, 32] for the DLK sizes.
+        seed: shape ``(2,)`` integer seed of ``tf.random.stateless_uniform``.
+    """
+    import tensorflow as tf
+
+    rho = _check_rho(rho, template_size, input_size)
+    base = tf.constant(centred_corners(input_size, template_size), tf.float32)
+    offsets = tf.random.stateless_uniform(
+        tf.stack([batch, 4, 2]), seed=seed, minval=-rho, maxval=rho, dtype=tf.float32
+    )
+    ok = _convex(base + offsets)
+    return tf.where(ok[:, None, None], offsets, 0.5 * offsets)
+
+
+def synthesize_pairs(inputs, rho: float, seed, template_size: int = 128):
+    """New training pairs from input images: ``(inputs, templates, corners)``.
+
+    Args:
+        inputs: ``(B, S, S, C)`` float images (S = 192 for DLK data).
+        rho: largest corner offset in pixels (``0 < rho <= (S - template_size) / 2``).
+        seed: shape ``(2,)`` integer seed (stateless random ops).
+        template_size: side of the templates to cut (128).
+
+    Returns:
+        ``inputs`` unchanged, ``templates (B, t, t, C)`` (the inputs warped into the template
+        frame by ``input_H_template``) and ``corners (B, 4, 2)`` float32, where the template's
+        corners land in the input (the label, as in a DLK batch).
+    """
+    import tensorflow as tf
+
+    from deeplk.geometry import corners_to_homography
+    from deeplk.warp import warp_image
+
+    inputs = tf.convert_to_tensor(inputs)
+    check_shape("inputs", inputs, (None, None, None, None), "B x S x S x C images")
+    size = inputs.shape[1]
+    if size is None or inputs.shape[2] != size:
+        raise ValueError(f"`inputs` must be square with a static size, got shape {tuple(inputs.shape)}")
+    offsets = random_corner_offsets(tf.shape(inputs)[0], rho, seed, template_size, size)
+    corners = tf.constant(centred_corners(size, template_size), tf.float32) + offsets
+    H = corners_to_homography(corners, template_size)
+    templates = warp_image(inputs, H, template_size, return_mask=False)
+    return inputs, tf.cast(templates, inputs.dtype), corners
+
+
+def with_synthetic_pairs(dataset, rho: float, seed: int = 0, template_size: int = 128):
+    """Map a dataset of DLK batches ``(input, template, corners)`` to synthetic rho pairs.
+
+    Each batch's templates and corners are replaced by `synthesize_pairs` of its inputs, seeded by
+    ``(seed, index of the batch)``: deterministic, checkpointable, new offsets for every batch
+    (and every epoch, as long as the dataset is repeated *before* this map or the loop counts on).
+
+    Args:
+        dataset: ``tf.data.Dataset`` of ``(input (B, S, S, C), template, corners)`` batches, e.g.
+            `deeplk.data.load_dataset`.
+        rho: largest corner offset (pixels).
+        seed: non-negative integer.
+
+    Returns:
+        A ``tf.data.Dataset`` of ``(input, template (B, t, t, C), corners (B, 4, 2))`` batches.
+    """
+    import tensorflow as tf
+
+    if not isinstance(dataset, tf.data.Dataset):
+        raise TypeError(f"`dataset` must be a tf.data.Dataset, got {type(dataset).__name__}")
+    spec = dataset.element_spec
+    if not isinstance(spec, tuple) or len(spec) < 1 or spec[0].shape.rank != 4:
+        raise ValueError(f"`dataset` must yield (input (B, S, S, C), ...) batches, got element_spec {spec}")
+    size = spec[0].shape[1]
+    if size is None:
+        raise ValueError("`dataset` inputs need a static image size")
+    _check_rho(rho, template_size, size)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}")
+
+    def make(index, batch):
+        pair_seed = tf.stack([tf.constant(int(seed), tf.int64), index])
+        return synthesize_pairs(batch[0], rho, pair_seed, template_size)
+
+    return dataset.enumerate().map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

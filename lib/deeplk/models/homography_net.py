@@ -1,0 +1,693 @@
+"""HomographyNet: frozen VGG19 (to ``block3_conv4``) + 7 inception blocks + MLP, supervised and
+unsupervised, with the rho 16 -> 32 curriculum.
+
+The model (`HomographyNet`) takes a DLK pair ``(input (B, 192, 192, 3), template (B, 128, 128,
+3))``, float32 RGB in [0, 1], and predicts where the template's corners land in the input, as
+offsets ``(B, 4, 2)`` (x, y pixels) from the centred corners ``(32, 32), (159, 32), (159, 159),
+(32, 159)`` (`deeplk.data.augment.centred_corners`)::
+
+    input    --(resize by input_scale)--> VGG19 to block3_conv4 (frozen, stride 4) --+
+    template --(resize by input_scale)--> same VGG19 --> zero-pad to the input grid --+-- concat
+        --> 7 inception blocks (2x2 max-pool after blocks 2, 4, 6) --> flatten
+        --> dense 1024 + ReLU --> dropout --> dense 8 (zero init: starts at the centred guess)
+        --> x offset_scale --> (B, 4, 2) offsets in input pixels
+
+The template's features are placed at the feature-grid offset of the template in the input
+(``32 / 4 = 8`` cells at full scale), so both feature maps are in the input frame. The backbone
+sees images preprocessed as `keras.applications.vgg19.preprocess_input` expects (``x * 255``,
+RGB -> BGR, ImageNet mean subtracted). Its weights (`vgg_weights`): ``"imagenet"`` (the Keras
+download; without network a clear error says where to put the file), a local weights file of a
+``VGG19(include_top=False)`` model, or ``None`` (random, for tests and offline demos). It is
+frozen (``trainable=False``): not in ``model.trainable_variables``, never updated, but part of
+the saved weights.
+
+Options beyond the paper's architecture, for CPU budgets only (defaults = the paper):
+``input_scale`` (resize input and template before the backbone, e.g. 0.25: 48 / 32 px, about
+16x fewer backbone FLOPs) and ``inception_filters`` (filters per inception branch, 64 by default).
+
+Training (`deeplk.train.train`, one loop for every model):
+
+- `SupervisedTask`: mean squared error of the offsets, in units of ``offset_scale`` (32 px).
+- `UnsupervisedTask`: `masked_photometric_l1`: the predicted offsets -> corners -> H with the
+  batched TensorDLT (`deeplk.geometry.corners_to_homography`, any batch size), the input warped
+  into the template frame by H (`deeplk.warp.warp_image`, pixel coordinates, so an identity
+  warp is exact: no shrinking), L1 against the template averaged over the valid pixels only.
+  The labels are only used for the logged ``mace`` metric.
+- `train_stage`: one curriculum stage. ``rho=16`` synthesises pairs on the fly from the training
+  inputs (`deeplk.data.augment.with_synthetic_pairs`, offsets uniform in [-16, 16]); ``rho=32``
+  trains on the DLK pairs themselves (their +-32 box; ``pairs="synthetic"`` for on-the-fly
+  rho=32 pairs instead) and starts from the rho=16 stage's latest weights when that stage exists.
+  Checkpoints go to ``<checkpoint_dir>/<hnet_sup|hnet_unsup>/rho<16|32>/`` (each the
+  ``checkpoint_dir`` of one `deeplk.train.train` call) together with ``model_config.json``
+  (written atomically), so the methods ``hnet_sup`` / ``hnet_unsup`` rebuild the model and load
+  the latest stage without options.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from deeplk._checks import check_shape
+from deeplk.data.augment import centred_corners, with_synthetic_pairs
+from deeplk.geometry import corners_to_homography
+from deeplk.paths import resolve
+from deeplk.utils import write_text_atomic
+from deeplk.warp import warp_image
+
+__all__ = [
+    "VGG_LAYER",
+    "VGG_NOTOP_FILE",
+    "VGG_NOTOP_URL",
+    "MODES",
+    "STAGES",
+    "MODEL_CONFIG_NAME",
+    "METHOD_DESCRIPTIONS",
+    "vgg19_backbone",
+    "vgg_preprocess",
+    "InceptionBlock",
+    "HomographyNet",
+    "masked_photometric_l1",
+    "SupervisedTask",
+    "UnsupervisedTask",
+    "make_task",
+    "stage_dir",
+    "latest_stage",
+    "train_stage",
+    "load_stage_model",
+    "build_hnet_sup_method",
+    "build_hnet_unsup_method",
+    "benchmark_case",
+]
+
+#: Where the backbone is cut.
+VGG_LAYER = "block3_conv4"
+#: The Keras ImageNet weights of ``VGG19(include_top=False)`` and where they come from.
+VGG_NOTOP_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+VGG_NOTOP_URL = "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/" + VGG_NOTOP_FILE
+#: ImageNet mean in BGR order (``keras.applications.vgg19.preprocess_input``, "caffe" mode).
+_BGR_MEAN = (103.939, 116.779, 123.68)
+_STRIDE = 4  # of block3_conv4 (two 2x2 poolings)
+
+#: Training modes and their method / checkpoint folder names.
+MODES = {"supervised": "hnet_sup", "unsupervised": "hnet_unsup"}
+#: The curriculum's stages (largest corner offset, pixels), in order.
+STAGES = (16, 32)
+MODEL_CONFIG_NAME = "model_config.json"
+
+METHOD_DESCRIPTIONS = {
+    "hnet_sup": "HomographyNet (frozen VGG19 block3_conv4 + 7 inception blocks + MLP), supervised on corner offsets, rho 16 -> 32",
+    "hnet_unsup": "HomographyNet, unsupervised: masked photometric L1 through TensorDLT and the warp, rho 16 -> 32",
+}
+
+
+# ------------------------------------------------------------------------------------------
+# Backbone
+
+
+def _keras_models_dir() -> Path:
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "models"
+
+
+def vgg19_backbone(weights="imagenet") -> keras.Model:
+    """VGG19 from its input to ``block3_conv4`` (256 channels, stride 4), any image size, frozen.
+
+    Args:
+        weights: ``"imagenet"`` (Keras downloads ``vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5``
+            into ``~/.keras/models/`` once), a path to a weights file of a
+            ``keras.applications.VGG19(include_top=False)`` model, or ``None`` (random).
+
+    Returns:
+        A functional ``keras.Model`` ``(B, H, W, 3) -> (B, H/4, W/4, 256)`` with
+        ``trainable=False``, expecting `vgg_preprocess`-ed images.
+
+    Raises:
+        FileNotFoundError: `weights` is a path that does not exist.
+        RuntimeError: ``"imagenet"`` and the download failed (no network): the message names the
+            file to put in place.
+    """
+    if weights is not None and weights != "imagenet":
+        if not isinstance(weights, (str, os.PathLike)):
+            raise ValueError(f"`vgg_weights` must be 'imagenet', a file path or None, got {weights!r}")
+        path = resolve(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"`vgg_weights` file not found: {path}")
+        weights = str(path)
+    try:
+        vgg = keras.applications.VGG19(include_top=False, weights=weights, input_shape=(None, None, 3))
+    except Exception as e:  # noqa: BLE001 - the download raises plain Exception
+        if weights != "imagenet":
+            raise ValueError(f"cannot load VGG19 weights from {weights}: {e}") from e
+        target = _keras_models_dir() / VGG_NOTOP_FILE
+        raise RuntimeError(
+            f"could not get the ImageNet VGG19 weights ({type(e).__name__}: {str(e)[:200]}). "
+            f"Without network, download {VGG_NOTOP_URL} elsewhere and put it at {target} "
+            "(or pass vgg_weights=<path to that file>); vgg_weights=None gives a random "
+            "backbone"
+        ) from e
+    backbone = keras.Model(vgg.input, vgg.get_layer(VGG_LAYER).output, name="vgg19_block3_conv4")
+    backbone.trainable = False
+    return backbone
+
+
+def vgg_preprocess(images):
+    """``keras.applications.vgg19.preprocess_input(images * 255)`` for RGB images in [0, 1]:
+    BGR order, ImageNet mean subtracted, 0-255 range. ``(B, H, W, 3)`` -> same shape."""
+    images = tf.convert_to_tensor(images)
+    check_shape("images", images, (None, None, None, 3), "B x H x W x RGB")
+    return images[..., ::-1] * 255.0 - tf.constant(_BGR_MEAN, images.dtype)
+
+
+# ------------------------------------------------------------------------------------------
+# Layers and the model
+
+
+@keras.saving.register_keras_serializable(package="deeplk")
+class InceptionBlock(keras.layers.Layer):
+    """Inception block: four branches concatenated, every convolution followed by batch norm and
+    ReLU: 1x1; 1x1 -> 3x3; 1x1 -> 3x3 -> 3x3 (a 5x5 field); 3x3 max-pool -> 1x1.
+
+    Args:
+        filters: channels of each branch (the output has ``4 * filters``).
+
+    Input ``(B, h, w, c)`` -> output ``(B, h, w, 4 * filters)``.
+    """
+
+    def __init__(self, filters: int = 64, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters <= 0:
+            raise ValueError(f"`filters` must be a positive integer, got {filters!r}")
+        self.filters = int(filters)
+
+    def _unit(self, name: str, kernel: int):
+        return [
+            keras.layers.Conv2D(self.filters, kernel, padding="same", use_bias=False, name=f"{name}_conv"),
+            keras.layers.BatchNormalization(name=f"{name}_bn"),
+        ]
+
+    def build(self, input_shape):
+        f = self.filters
+        self.branches = [
+            self._unit("b1_1x1", 1),
+            self._unit("b2_1x1", 1) + self._unit("b2_3x3", 3),
+            self._unit("b3_1x1", 1) + self._unit("b3_3x3a", 3) + self._unit("b3_3x3b", 3),
+            [keras.layers.MaxPooling2D(3, strides=1, padding="same", name="b4_pool")] + self._unit("b4_1x1", 1),
+        ]
+        for branch in self.branches:
+            shape = tuple(input_shape)
+            for layer in branch:
+                layer.build(shape)
+                shape = layer.compute_output_shape(shape)
+        assert shape[-1] == f
+        self.built = True
+
+    def call(self, x, training=None):
+        outs = []
+        for branch in self.branches:
+            h = x
+            for layer in branch:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    h = tf.nn.relu(layer(h, training=training))
+                else:
+                    h = layer(h)
+            outs.append(h)
+        return tf.concat(outs, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (4 * self.filters,)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
+def _check_scale(input_size: int, template_size: int, input_scale: float) -> tuple[int, int, int]:
+    """Scaled input side, template side and template offset, in pixels; checked for the stride."""
+    values = []
+    for name, size in (("input_size", input_size), ("template_size", template_size),
+                       ("(input_size - template_size) / 2", (input_size - template_size) / 2)):
+        scaled = size * input_scale
+        if abs(scaled - round(scaled)) > 1e-9 or round(scaled) % _STRIDE or round(scaled) <= 0:
+            raise ValueError(
+                f"`input_scale` {input_scale:g} gives {name} = {scaled:g} px, which must be a positive "
+                f"multiple of {_STRIDE} (the backbone's stride) so the template's features align "
+                "with the input's; e.g. 1, 0.5, 0.25 for 192 / 128"
+            )
+        values.append(int(round(scaled)))
+    return values[0], values[1], values[2]
+
+
+@keras.saving.register_keras_serializable(package="deeplk")
+class HomographyNet(keras.Model):
+    """HomographyNet for DLK pairs (see the module docstring for the architecture).
+
+    Args:
+        vgg_weights: ``"imagenet"``, a weights file path or ``None`` (see `vgg19_backbone`); only
+            used to initialise the frozen backbone (saved weights override it).
+        input_size: side of the input images (192).
+        template_size: side of the templates (128).
+        input_scale: resize input and template by this factor before the backbone (1 = paper);
+            the scaled sizes and the template offset must be multiples of 4.
+        inception_filters: filters per branch of each inception block (64 = paper).
+        num_inception_blocks: 7 in the paper.
+        dense_units: width of the hidden dense layer (1024).
+        dropout: dropout rate before the output layer (0.5).
+        offset_scale: the network's raw outputs are multiplied by this (pixels), so it predicts
+            offsets in units of about the largest offset (32).
+
+    Call: ``model((inputs (B, S, S, 3), templates (B, t, t, 3)), training=...)`` -> offsets
+    ``(B, 4, 2)`` float32, input pixels, from `centred_corners` (TL, TR, BR, BL; (x, y)).
+    """
+
+    def __init__(self, vgg_weights="imagenet", input_size: int = 192, template_size: int = 128,
+                 input_scale: float = 1.0, inception_filters: int = 64, num_inception_blocks: int = 7,
+                 dense_units: int = 1024, dropout: float = 0.5, offset_scale: float = 32.0, **kwargs):
+        super().__init__(**kwargs)
+        centred_corners(input_size, template_size)  # checks the sizes
+        for name, value in (("inception_filters", inception_filters), ("num_inception_blocks", num_inception_blocks),
+                            ("dense_units", dense_units)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        if not (isinstance(input_scale, (int, float)) and 0 < input_scale <= 1):
+            raise ValueError(f"`input_scale` must be a number in (0, 1], got {input_scale!r}")
+        if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+            raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}")
+        if not (isinstance(offset_scale, (int, float)) and offset_scale > 0):
+            raise ValueError(f"`offset_scale` must be a positive number, got {offset_scale!r}")
+        self.vgg_weights = None if vgg_weights is None else str(vgg_weights)
+        self.input_size = int(input_size)
+        self.template_size = int(template_size)
+        self.input_scale = float(input_scale)
+        self.inception_filters = int(inception_filters)
+        self.num_inception_blocks = int(num_inception_blocks)
+        self.dense_units = int(dense_units)
+        self.dropout = float(dropout)
+        self.offset_scale = float(offset_scale)
+        self._sizes = _check_scale(self.input_size, self.template_size, self.input_scale)
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        s_in, s_t, s_off = self._sizes
+        self.backbone = vgg19_backbone(self.vgg_weights)
+        self.blocks = []
+        fs = s_in // _STRIDE
+        shape = (None, fs, fs, 2 * 256)
+        for i in range(self.num_inception_blocks):
+            block = InceptionBlock(self.inception_filters, name=f"inception_{i + 1}")
+            block.build(shape)
+            shape = block.compute_output_shape(shape)
+            self.blocks.append(block)
+            if i % 2 == 1 and i + 1 < self.num_inception_blocks:
+                pool = keras.layers.MaxPooling2D(2, padding="same", name=f"pool_{i + 1}")
+                shape = pool.compute_output_shape(shape)
+                self.blocks.append(pool)
+        flat = int(np.prod(shape[1:]))
+        self.hidden = keras.layers.Dense(self.dense_units, activation="relu", name="fc")
+        self.hidden.build((None, flat))
+        self.drop = keras.layers.Dropout(self.dropout, name="dropout")
+        self.out = keras.layers.Dense(8, kernel_initializer="zeros", name="offsets")
+        self.out.build((None, self.dense_units))
+        self.built = True
+
+    def _features(self, images, size: int):
+        images = tf.cast(images, tf.float32)
+        if images.shape[1] != size:
+            images = tf.image.resize(images, (size, size), method="area")
+        return self.backbone(vgg_preprocess(images), training=False)
+
+    def call(self, inputs, training=None):
+        images, templates = inputs
+        check_shape("inputs[0] (input images)", images, (None, self.input_size, self.input_size, 3))
+        check_shape("inputs[1] (templates)", templates, (None, self.template_size, self.template_size, 3))
+        s_in, s_t, s_off = self._sizes
+        x = self._features(images, s_in)
+        t = self._features(templates, s_t)
+        pad = s_off // _STRIDE
+        t = tf.pad(t, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+        h = tf.concat([x, t], axis=-1)
+        for layer in self.blocks:
+            h = layer(h, training=training) if isinstance(layer, InceptionBlock) else layer(h)
+        h = tf.reshape(h, [tf.shape(h)[0], -1])
+        h = self.drop(self.hidden(h), training=training)
+        return tf.reshape(self.out(h) * self.offset_scale, [-1, 4, 2])
+
+    def build_for_inputs(self):
+        """Build every variable (a dummy batch of one); returns self."""
+        self.build()
+        self((tf.zeros((1, self.input_size, self.input_size, 3)),
+              tf.zeros((1, self.template_size, self.template_size, 3))), training=False)
+        return self
+
+    @property
+    def base_corners(self) -> np.ndarray:
+        """(4, 2) float64: where the centred template's corners land (offsets are added to it)."""
+        return centred_corners(self.input_size, self.template_size)
+
+    def predict_corners(self, inputs, templates) -> tf.Tensor:
+        """``(B, 4, 2)`` float32 corners in the input frame (inference mode)."""
+        offsets = self((inputs, templates), training=False)
+        return offsets + tf.constant(self.base_corners, tf.float32)
+
+    def get_config(self):
+        base = super().get_config()
+        base.pop("trainable", None)
+        return {**base, "vgg_weights": self.vgg_weights, "input_size": self.input_size,
+                "template_size": self.template_size, "input_scale": self.input_scale,
+                "inception_filters": self.inception_filters,
+                "num_inception_blocks": self.num_inception_blocks, "dense_units": self.dense_units,
+                "dropout": self.dropout, "offset_scale": self.offset_scale}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+#: Constructor arguments of `HomographyNet` (what ``model_config.json`` holds).
+_MODEL_ARGS = ("vgg_weights", "input_size", "template_size", "input_scale", "inception_filters",
+               "num_inception_blocks", "dense_units", "dropout", "offset_scale")
+
+
+def _model_options(config: dict) -> dict:
+    unknown = sorted(set(config) - set(_MODEL_ARGS))
+    if unknown:
+        raise ValueError(f"unknown HomographyNet options {unknown}; known: {list(_MODEL_ARGS)}")
+    return dict(config)
+
+
+# ------------------------------------------------------------------------------------------
+# Losses
+
+
+def masked_photometric_l1(inputs, templates, input_H_template, return_per_sample: bool = False):
+    """L1 between the template and the input warped into the template frame, over valid pixels.
+
+    ``warped, mask = warp_image(inputs, input_H_template, template size)``; per sample the mean
+    of ``|warped - template|`` over the pixels (and channels) where ``mask == 1``, i.e. whose
+    sampling position lies inside the input. Black borders never count. A sample without any
+    valid pixel contributes 0 (no NaN) to the batch mean. Differentiable with respect to H (and
+    the images).
+
+    Args:
+        inputs: ``(B, H, W, C)`` input images (float32 or float64).
+        templates: ``(B, h, w, C)`` templates.
+        input_H_template: ``(B, 3, 3)`` homographies, template pixels -> input pixels.
+        return_per_sample: also return the per-sample losses ``(B,)`` and valid fractions ``(B,)``.
+
+    Returns:
+        Scalar mean over the batch (in the images' dtype), or ``(loss, per_sample, valid)``.
+    """
+    inputs = tf.convert_to_tensor(inputs)
+    templates = tf.cast(tf.convert_to_tensor(templates), inputs.dtype)
+    check_shape("inputs", inputs, (None, None, None, None), "B x H x W x C")
+    check_shape("templates", templates, (None, None, None, inputs.shape[-1]), "B x h x w x C")
+    check_shape("input_H_template", input_H_template, (None, 3, 3), "B x 3 x 3")
+    size = templates.shape[1:3]
+    if None in size:
+        raise ValueError(f"`templates` need a static size, got shape {tuple(templates.shape)}")
+    warped, mask = warp_image(inputs, input_H_template, tuple(size))
+    channels = tf.cast(tf.shape(inputs)[-1], inputs.dtype)
+    abs_diff = tf.reduce_sum(tf.abs(warped - templates) * mask, axis=[1, 2, 3])
+    count = tf.reduce_sum(mask, axis=[1, 2, 3]) * channels
+    per_sample = tf.math.divide_no_nan(abs_diff, count)
+    loss = tf.reduce_mean(per_sample)
+    if return_per_sample:
+        valid = tf.reduce_mean(mask, axis=[1, 2, 3])
+        return loss, per_sample, valid
+    return loss
+
+
+def _mace(pred_corners, true_corners):
+    return tf.reduce_mean(tf.norm(pred_corners - true_corners, axis=-1))
+
+
+# ------------------------------------------------------------------------------------------
+# Training tasks (deeplk.train.TrainTask)
+
+
+class _Task:
+    """Shared part of the tasks: builds the model from `model_config`, optionally starting from
+    the latest weights of another stage's ``checkpoint_dir`` (`init_from`)."""
+
+    mode = ""
+
+    def __init__(self, model_config: dict | None = None, init_from=None):
+        self.model_config = _model_options(dict(model_config or {}))
+        self.init_from = init_from
+
+    def build_model(self) -> HomographyNet:
+        config = dict(self.model_config)
+        if self.init_from is not None:
+            config["vgg_weights"] = None  # the backbone comes from the checkpoint
+        model = HomographyNet(**config, name="homography_net").build_for_inputs()
+        if self.init_from is not None:
+            from deeplk.train import load_latest
+
+            source = load_latest(type(self)(config), self.init_from)
+            for mine, theirs in zip(model.weights, source.weights):
+                mine.assign(theirs)
+        return model
+
+    def trainable_variables(self, model):
+        return list(model.trainable_variables)  # the backbone is frozen: not among them
+
+    def _offsets(self, model, batch, training):
+        inputs, templates, corners = batch
+        base = tf.constant(centred_corners(model.input_size, model.template_size), tf.float32)
+        pred = model((inputs, templates), training=training)
+        return pred, tf.cast(corners, tf.float32) - base, base
+
+
+class SupervisedTask(_Task):
+    """Regress the corner offsets: MSE in units of ``offset_scale``; metric ``mace`` (pixels)."""
+
+    mode = "supervised"
+
+    def compute_loss(self, model, batch, training):
+        pred, target, _ = self._offsets(model, batch, training)
+        loss = tf.reduce_mean(tf.square((pred - target) / model.offset_scale))
+        return loss, {"mace": _mace(pred, target)}
+
+
+class UnsupervisedTask(_Task):
+    """Masked photometric L1 (`masked_photometric_l1`) at the predicted homography; the labels
+    only feed the ``mace`` metric. Metric ``valid`` = mean fraction of valid template pixels."""
+
+    mode = "unsupervised"
+
+    def compute_loss(self, model, batch, training):
+        inputs, templates, _ = batch
+        pred, target, base = self._offsets(model, batch, training)
+        H = corners_to_homography(base + pred, model.template_size)
+        loss, _, valid = masked_photometric_l1(inputs, templates, H, return_per_sample=True)
+        return loss, {"mace": _mace(pred, target), "valid": tf.reduce_mean(valid)}
+
+
+def make_task(mode: str, model_config: dict | None = None, init_from=None) -> _Task:
+    """`SupervisedTask` or `UnsupervisedTask` for ``mode`` in ``"supervised"``, ``"unsupervised"``."""
+    if mode == "supervised":
+        return SupervisedTask(model_config, init_from)
+    if mode == "unsupervised":
+        return UnsupervisedTask(model_config, init_from)
+    raise ValueError(f"`mode` must be 'supervised' or 'unsupervised', got {mode!r}")
+
+
+# ------------------------------------------------------------------------------------------
+# The curriculum
+
+
+def stage_dir(checkpoint_dir, mode: str, rho: int) -> Path:
+    """``<checkpoint_dir>/<hnet_sup|hnet_unsup>/rho<rho>`` (resolved)."""
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be 'supervised' or 'unsupervised', got {mode!r}")
+    if rho not in STAGES:
+        raise ValueError(f"`rho` must be one of {STAGES}, got {rho!r}")
+    return resolve(checkpoint_dir) / MODES[mode] / f"rho{rho}"
+
+
+def _has_weights(path: Path) -> bool:
+    from deeplk.train import FINAL_WEIGHTS_NAME, latest_step
+
+    return (path / MODEL_CONFIG_NAME).is_file() and (
+        (path / FINAL_WEIGHTS_NAME).is_file() or latest_step(path) is not None
+    )
+
+
+def latest_stage(checkpoint_dir, mode: str) -> int | None:
+    """The last curriculum stage (rho) of `mode` with saved weights under `checkpoint_dir`."""
+    done = [rho for rho in STAGES if _has_weights(stage_dir(checkpoint_dir, mode, rho))]
+    return done[-1] if done else None
+
+
+def _read_model_config(path: Path) -> dict:
+    file = path / MODEL_CONFIG_NAME
+    try:
+        meta = json.loads(file.read_text())
+        return _model_options(meta["model"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"cannot read the model configuration {file}: {e}") from e
+
+
+def train_stage(mode: str, rho: int, data_root, checkpoint_dir="checkpoints", model_config: dict | None = None,
+                steps: int = 1000, batch_size: int = 8, learning_rate: float = 1e-4, seed: int = 0,
+                pairs: str | None = None, max_samples: int | None = None, log_dir=None, **train_options):
+    """Train one stage of the rho curriculum with `deeplk.train.train`.
+
+    Args:
+        mode: ``"supervised"`` or ``"unsupervised"``.
+        rho: 16 or 32. Stage 32 starts from stage 16's latest weights when
+            ``<checkpoint_dir>/<method>/rho16`` holds any (its model options must then be the same,
+            apart from `vgg_weights`); resuming stage 32 itself continues from its own checkpoint.
+        data_root: DLK-format dataset folder (its ``train2014`` split is used).
+        checkpoint_dir: root of the checkpoints; this stage writes to `stage_dir`.
+        model_config: `HomographyNet` options (e.g. ``{"vgg_weights": None, "input_scale": 0.25}``).
+        steps, batch_size, learning_rate, seed: training settings (``TrainConfig``).
+        pairs: ``"synthetic"`` (on-the-fly pairs with offsets in [-rho, rho] cut from the training
+            inputs) or ``"dlk"`` (the dataset's own pairs); ``None``: synthetic for rho 16, dlk for
+            rho 32.
+        max_samples: use only the first training samples.
+        log_dir: TensorBoard folder or None.
+        **train_options: further `deeplk.train.TrainConfig` fields (``lr_schedule``, ``log_every``,
+            ``checkpoint_every``, ``progress``, ...).
+
+    Returns:
+        The `deeplk.train.TrainResult`.
+    """
+    from deeplk.data import load_dataset
+    from deeplk.train import TrainConfig, train
+    from deeplk.utils import seed_everything
+
+    out = stage_dir(checkpoint_dir, mode, rho)
+    pairs = pairs or ("synthetic" if rho == 16 else "dlk")
+    if pairs not in ("synthetic", "dlk"):
+        raise ValueError(f"`pairs` must be 'synthetic', 'dlk' or None, got {pairs!r}")
+    config = _model_options(dict(model_config or {}))
+    HomographyNet(**{**config, "vgg_weights": None})  # checks the options before any work
+    init_from = None
+    if rho == STAGES[1]:
+        previous = stage_dir(checkpoint_dir, mode, STAGES[0])
+        if _has_weights(previous):
+            init_from = previous
+            prev_config = _read_model_config(previous)
+            differ = {k: (prev_config.get(k), config.get(k)) for k in set(prev_config) | set(config)
+                      if k != "vgg_weights" and prev_config.get(k) != config.get(k)}
+            if differ:
+                raise ValueError(
+                    f"the rho={STAGES[0]} stage in {previous} was trained with other model options "
+                    f"(option: (stage {STAGES[0]}, now)): {differ}; use the same options"
+                )
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / MODEL_CONFIG_NAME, json.dumps(
+        {"mode": mode, "rho": rho, "pairs": pairs, "init_from": None if init_from is None else str(init_from),
+         "model": config}, indent=1))
+    seed_everything(seed)
+    ds = load_dataset(data_root, "train2014", batch_size=batch_size, shuffle=True, seed=seed, repeat=True,
+                      max_samples=max_samples)
+    if pairs == "synthetic":
+        ds = with_synthetic_pairs(ds, rho, seed=seed)
+    task = make_task(mode, config, init_from=init_from)
+    train_config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=seed, checkpoint_dir=out,
+                               log_dir=log_dir, **train_options)
+    return train(task, ds, train_config)
+
+
+def load_stage_model(checkpoint_dir, mode: str, rho: int | None = None) -> tuple[HomographyNet, int]:
+    """The trained model of a stage (default: the latest stage with weights) and its rho.
+
+    Raises:
+        FileNotFoundError: nothing trained for `mode` under `checkpoint_dir` (the message says
+            how to train it).
+    """
+    if rho is None:
+        rho = latest_stage(checkpoint_dir, mode)
+        if rho is None:
+            name = MODES.get(mode, mode)
+            raise FileNotFoundError(
+                f"no trained {name} under {resolve(checkpoint_dir) / name}: expected "
+                f"rho16/ or rho32/ with {MODEL_CONFIG_NAME} and checkpoints; train it with "
+                f"notebooks/02_train_homography_net.ipynb (mode={mode!r}) or "
+                "deeplk.models.homography_net.train_stage"
+            )
+    path = stage_dir(checkpoint_dir, mode, rho)
+    if not _has_weights(path):
+        raise FileNotFoundError(f"no {MODEL_CONFIG_NAME} and weights in {path}")
+    from deeplk.train import load_latest
+
+    config = {**_read_model_config(path), "vgg_weights": None}
+    return load_latest(make_task(mode, config), path), rho
+
+
+# ------------------------------------------------------------------------------------------
+# Evaluation methods (deeplk.methods)
+
+
+def _build_method(mode: str, checkpoint_dir=None, rho: int | None = None, batch_size: int = 64):
+    model, _ = load_stage_model("checkpoints" if checkpoint_dir is None else checkpoint_dir, mode, rho)
+    base = tf.constant(model.base_corners, tf.float32)
+    s, t = model.input_size, model.template_size
+
+    @tf.function(input_signature=[tf.TensorSpec((None, s, s, 3), tf.float32),
+                                  tf.TensorSpec((None, t, t, 3), tf.float32)])
+    def run(inputs, templates):
+        return model((inputs, templates), training=False) + base
+
+    def predict(inputs, templates):
+        inputs = np.asarray(inputs, np.float32)
+        templates = np.asarray(templates, np.float32)
+        check_shape("inputs", inputs, (None, s, s, 3), "B x input x input x RGB")
+        check_shape("templates", templates, (inputs.shape[0], t, t, 3), "B x template x template x RGB")
+        parts = [run(inputs[i:i + batch_size], templates[i:i + batch_size]).numpy()
+                 for i in range(0, len(inputs), batch_size)]
+        corners = np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, 4, 2))
+        failed = ~np.all(np.isfinite(corners), axis=(1, 2))
+        corners[failed] = np.nan
+        return corners, failed
+
+    return predict
+
+
+def build_hnet_sup_method(checkpoint_dir=None, rho: int | None = None, batch_size: int = 64):
+    """Method ``hnet_sup``: the supervised HomographyNet of the latest stage under
+    ``<checkpoint_dir>/hnet_sup/`` (``checkpoint_dir`` None: ``checkpoints``)."""
+    return _build_method("supervised", checkpoint_dir, rho, batch_size)
+
+
+def build_hnet_unsup_method(checkpoint_dir=None, rho: int | None = None, batch_size: int = 64):
+    """Method ``hnet_unsup``: the unsupervised HomographyNet of the latest stage under
+    ``<checkpoint_dir>/hnet_unsup/``."""
+    return _build_method("unsupervised", checkpoint_dir, rho, batch_size)
+
+
+# ------------------------------------------------------------------------------------------
+# Benchmark
+
+
+def benchmark_case(name: str, batch_size: int | None = None, seed: int = 0, **model_options):
+    """``(task, batch)`` for a training-step benchmark of ``hnet_sup`` or ``hnet_unsup``.
+
+    The paper's architecture (random frozen backbone, no download) with the paper batch size 64
+    (DeTone 2016; Nguyen 2018 used 128) unless `batch_size` is given; `model_options` override
+    `HomographyNet` options (e.g. ``input_scale=0.25, inception_filters=16`` for the demo).
+    The batch is a random DLK-format batch ``(inputs, templates, corners)``; time
+    ``deeplk.train.train(task, tf.data.Dataset.from_tensors(batch), TrainConfig(steps=...))``.
+    """
+    modes = {v: k for k, v in MODES.items()}
+    if name not in modes:
+        raise ValueError(f"`name` must be one of {sorted(modes)}, got {name!r}")
+    batch_size = 64 if batch_size is None else int(batch_size)
+    config = {"vgg_weights": None, **model_options}
+    task = make_task(modes[name], config)
+    rng = np.random.default_rng(seed)
+    s, t = config.get("input_size", 192), config.get("template_size", 128)
+    inputs = rng.random((batch_size, s, s, 3), dtype=np.float32)
+    offsets = rng.uniform(-32, 32, (batch_size, 4, 2)).astype(np.float32)
+    corners = (centred_corners(s, t) + offsets).astype(np.float32)
+    H = corners_to_homography(corners, t)
+    templates = warp_image(inputs, H, t, return_mask=False).numpy()
+    return task, (tf.constant(inputs), tf.constant(templates), tf.constant(corners))
