@@ -537,6 +537,15 @@ def test_explorer_playback_and_landscape_figures(explorer):
     curves = [ln for ln in fig.axes[-1].get_lines() if len(ln.get_xdata()) > 2]
     np.testing.assert_allclose(curves[1].get_ydata(), np.maximum(pb.errors, 1e-3))
     plt.close(fig)
+    fig = explorer.filmstrip_figure(sample=0, source="intensity")
+    starts = [0] + list(np.flatnonzero(np.diff(pb.levels)) + 1) + [len(pb) - 1]
+    assert viz.filmstrip_frames(pb) == starts
+    assert [ax.get_title().split("\n")[0] for ax in fig.axes] == [f"frame {t}" for t in starts]
+    last = [ln for ln in fig.axes[-1].get_lines() if len(ln.get_xdata()) == 5][-1]
+    np.testing.assert_allclose(last.get_xdata()[:4], pb.corners[-1][:, 0])
+    plt.close(fig)
+    with pytest.raises(ValueError, match="frame"):
+        viz.plot_filmstrip(explorer.inputs[0], explorer.templates[0], pb, frames=[len(pb)])
     fig = explorer.landscape_figure(sample=0, params=("tx", "ty"), radius=4.0, steps=3, level=2)
     assert len([ax for ax in fig.axes if ax.get_title()]) == 2
     plt.close(fig)

@@ -29,7 +29,7 @@ _LAZY_NAMES = {
     "sources": ("BRANCHES", "FeatureSource", "intensity_source", "untrained_source", "level_scale", "dlkfm_source",
                 "load_learned_source"),
     "playback": ("Playback", "playback_from_history", "trace_pyramid_lk", "run_playback", "playback_frames",
-                 "save_animation", "plot_playback"),
+                 "save_animation", "plot_playback", "filmstrip_frames", "plot_filmstrip"),
     "landscape": ("PARAMETERS", "Landscape", "alignment_loss", "perturbed_homographies", "loss_landscape",
                   "plot_landscapes"),
     "explore": ("CHANNEL_VIEWS", "Explorer", "channel_map", "build_widgets", "frontend_available",

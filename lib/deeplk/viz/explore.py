@@ -220,6 +220,16 @@ class Explorer:
             fig.tight_layout()
         return fig
 
+    def filmstrip_figure(self, sample: int = 0, source: Optional[str] = None, frames=None):
+        """The playback of the sample on `source` at a few frames (default: the first of every
+        level and the last), `deeplk.viz.playback.plot_filmstrip`."""
+        from deeplk.viz.playback import plot_filmstrip
+
+        sample = self._check_sample(sample)
+        src = self.source(source)
+        return plot_filmstrip(self.inputs[sample], self.templates[sample], self.playback(sample, src.name), frames,
+                              title=f"LK on {src.label}")
+
     def landscapes(self, sample: int = 0, params=("tx", "ty"), radius: float = 16.0, steps: int = 17,
                    level: int = 1, sources: Optional[Sequence[str]] = None) -> list:
         """`deeplk.viz.landscape.Landscape` of every source for the sample, on the maps LK aligns

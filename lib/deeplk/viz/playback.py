@@ -32,6 +32,8 @@ __all__ = [
     "playback_frames",
     "save_animation",
     "plot_playback",
+    "filmstrip_frames",
+    "plot_filmstrip",
 ]
 
 
@@ -432,5 +434,39 @@ def plot_playback(input_image, template_image, playbacks: dict, t: int, figsize_
     ax_err.axvline(t, color="k", linewidth=0.8)
     ax_err.legend(fontsize=7)
     ax_err.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
+def filmstrip_frames(playback: Playback) -> list:
+    """Frames worth showing statically: the first frame of every level and the last frame."""
+    starts = [0] + [int(i) for i in np.flatnonzero(np.diff(playback.levels)) + 1]
+    return sorted(set(starts + [len(playback) - 1]))
+
+
+def plot_filmstrip(input_image, template_image, playback: Playback, frames: Optional[Sequence[int]] = None,
+                   title: str = "", figsize_per_frame=(2.6, 2.9)):
+    """A row of overlays at chosen frames (default `filmstrip_frames`): the static version of the
+    playback slider. True outline green, estimate red dashed, caption = level, iteration, PE."""
+    import matplotlib.pyplot as plt
+
+    frames = filmstrip_frames(playback) if frames is None else [int(t) for t in frames]
+    for t in frames:
+        if not 0 <= t < len(playback):
+            raise ValueError(f"frame {t} is outside the playback's {len(playback)} frames")
+    fig, axes = plt.subplots(1, len(frames), figsize=(figsize_per_frame[0] * len(frames), figsize_per_frame[1]),
+                             squeeze=False)
+    hi, wi = np.shape(input_image)[:2]
+    corners = playback.corners
+    for ax, t in zip(axes[0], frames):
+        show_image(ax, overlay_array(input_image, template_image, playback.H[t]),
+                   f"frame {t}\n{playback.caption(t).replace('   ', chr(10))}")
+        if playback.true_corners is not None:
+            draw_quadrilateral(ax, playback.true_corners, TRUE_COLOUR)
+        draw_quadrilateral(ax, corners[t], PRED_COLOUR, linestyle="--")
+        ax.set_xlim(-16.5, wi + 15.5)
+        ax.set_ylim(hi + 15.5, -16.5)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
