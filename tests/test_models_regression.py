@@ -210,13 +210,29 @@ class TestRegressionNet:
         want = x.reshape(2, 96, 2, 96, 2, 2).mean(axis=(2, 4))
         np.testing.assert_allclose(resize(x).numpy(), want, rtol=1e-6)
 
+    def test_normalize_known_answer(self, rng):
+        packed = rng.random((2, 192, 192, 2)).astype(np.float64) * [0.5, 2.0] + [0.2, -1.0]
+        packed[:, :, :, 1] *= np.pad(np.ones((128, 128)), 32)[None]
+        out = R._standardize(tf.constant(packed, tf.float32)).numpy().astype(np.float64)
+        for i in range(2):
+            x0, t = packed[i, ..., 0], packed[i, 32:160, 32:160, 1]
+            np.testing.assert_allclose(out[i, ..., 0], (x0 - x0.mean()) / np.sqrt(x0.var() + 1e-4), atol=1e-4)
+            np.testing.assert_allclose(out[i, 32:160, 32:160, 1], (t - t.mean()) / np.sqrt(t.var() + 1e-4), atol=1e-4)
+        outside = out[..., 1].copy()
+        outside[:, 32:160, 32:160] = 0
+        assert np.all(outside == 0)
+        # brightness/contrast changes of either image do not change what the net sees (up to eps)
+        scaled = packed * [3.0, 0.5] + [0.1, 0.0]
+        scaled[:, :, :, 1] *= np.pad(np.ones((128, 128)), 32)[None]
+        np.testing.assert_allclose(R._standardize(tf.constant(scaled, tf.float32)).numpy(), out, atol=1e-2)
+
     def _random_weights(self, net, rng):
         for v in net.weights:
             v.assign(rng.normal(0, 0.3, v.shape).astype(np.float32) if "variance" not in v.path
                      else rng.uniform(0.5, 1.5, v.shape).astype(np.float32))
 
     def test_get_config_round_trip(self, rng):
-        net = R._net({**TINY, "dropout": 0.3, "batch_norm": True})
+        net = R._net({**TINY, "dropout": 0.3, "batch_norm": True, "normalize": True})
         self._random_weights(net, rng)
         config = net.get_config()
         assert config == json.loads(json.dumps(config))
@@ -327,7 +343,8 @@ class TestTask:
         batch = R.resample_perturbations(inputs, tf.constant([3, 4], tf.int64))
         ds = tf.data.Dataset.from_tensors(batch).repeat()
         task = R.RegressionTask(dict(filters=(8, 8), final_filters=8, dense_units=32, input_scale=0.25, dropout=0.0))
-        result = train(task, ds, TrainConfig(steps=60, learning_rate=3e-3, log_every=10, progress=False))
+        result = train(task, ds, TrainConfig(steps=60, learning_rate=3e-3, log_every=10, progress=False,
+                                             data_resume="restart"))
         first, last = result.history[0][1], result.history[-1][1]
         assert np.isfinite(last) and last < 0.3 * first
 
@@ -356,48 +373,82 @@ class TestResample:
 
 
 # ------------------------------------------------------------------------------------------
-# Checkpoints and methods
+# Checkpoints and methods: stages written by `train_stage` (through `deeplk.train.train`) from
+# nets with known constant outputs and a negligible learning rate, so their predictions are known.
+
+O_DHN = np.array([7, -3, -12, 4, 9, 11, -6, -8], np.float64)
+O_MHN = np.array([10, -8, -6, 4, 12, 9, -5, -11], np.float64)
 
 
-def write_constant_stage(checkpoint_dir, model, stage, offsets):
-    """Train one step with a negligible learning rate from a net that outputs `offsets`, through
-    `deeplk.train.train` into the stage's folder (what `train_stage` writes)."""
-    folder = R.stage_dir(checkpoint_dir, model, stage)
-    R.write_model_config(folder, TINY, model, stage)
-    init = folder.parent / f".init{stage}.weights.h5"
-    constant_net(offsets).save_weights(init)
-    task = R.RegressionTask(TINY, init_weights=init)
-    inputs = np.zeros((2, 192, 192, 3), np.float32)
-    batch = (inputs, np.zeros((2, 128, 128, 3), np.float32), np.broadcast_to(BASE, (2, 4, 2)).astype(np.float32))
-    train(task, tf.data.Dataset.from_tensors(batch).repeat(),
-          TrainConfig(steps=1, learning_rate=1e-12, optimizer="sgd", checkpoint_dir=folder, progress=False))
-    return folder
+def one_batch_dataset():
+    batch = (np.zeros((2, 192, 192, 3), np.float32), np.zeros((2, 128, 128, 3), np.float32),
+             np.broadcast_to(BASE, (2, 4, 2)).astype(np.float32))
+    return tf.data.Dataset.from_tensors(batch).repeat()
+
+
+def train_constant_stage(checkpoint_dir, model, stage, offsets=None):
+    """`train_stage` for one step, lr 1e-12: the stage keeps its initial weights, which output
+    `offsets` (stage 1) or, for later MHN stages, those of the previous stage."""
+    init = None
+    if offsets is not None:
+        init = checkpoint_dir / f"init_{model}{stage}.weights.h5"
+        constant_net(offsets).save_weights(init)
+    return R.train_stage(model, stage, one_batch_dataset(), checkpoint_dir, steps=1, learning_rate=1e-12,
+                         net_options=TINY if stage == 1 else None, init_weights=init, optimizer="sgd",
+                         progress=False, data_resume="restart")
+
+
+@pytest.fixture(scope="module")
+def dhn_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    result = train_constant_stage(root, "dhn", 1, O_DHN)
+    assert result.steps == 1
+    return root
+
+
+@pytest.fixture(scope="module")
+def mhn_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    train_constant_stage(root, "mhn", 1, O_MHN)
+    train_constant_stage(root, "mhn", 2)  # starts from stage 1's weights: the same offsets
+    return root
 
 
 class TestMethods:
-    def test_dhn_method_returns_known_corners(self, rng, tmp_path):
-        o = np.array([7, -3, -12, 4, 9, 11, -6, -8], np.float64)
-        folder = write_constant_stage(tmp_path, "dhn", 1, o)
+    def test_dhn_method_returns_known_corners(self, rng, dhn_dir):
+        folder = dhn_dir / "dhn"
         assert (folder / "final.weights.h5").is_file() and (folder / R.CONFIG_NAME).is_file()
         from deeplk.methods import get_method
 
-        predict = get_method("dhn", checkpoint_dir=tmp_path)
+        predict = get_method("dhn", checkpoint_dir=dhn_dir)
         corners, failed = predict(rng.random((3, 192, 192, 3)).astype(np.float32), rng.random((3, 128, 128, 3)).astype(np.float32))
         assert corners.shape == (3, 4, 2) and corners.dtype == np.float64 and not failed.any()
-        np.testing.assert_allclose(corners, np.broadcast_to(BASE + o.reshape(4, 2), (3, 4, 2)), atol=1e-4)
+        np.testing.assert_allclose(corners, np.broadcast_to(BASE + O_DHN.reshape(4, 2), (3, 4, 2)), atol=1e-4)
 
-    def test_mhn_method_composes_stages(self, rng, tmp_path):
-        o1 = np.array([10, -8, -6, 4, 12, 9, -5, -11], np.float64)
-        o2 = np.array([1, -2, 0.5, 2, -1, 1.5, 0, -0.5], np.float64)
-        write_constant_stage(tmp_path, "mhn", 1, o1)
-        write_constant_stage(tmp_path, "mhn", 2, o2)
-        predict = R.build_mhn_method(tmp_path, stages=2)
+    def test_checkpoint_holds_every_weight(self, dhn_dir):
+        # TensorFlow checkpoints only see layers held in attributes, not in lists: all the
+        # net's weights must be in the ckpt-* files `train` writes (and resumes from).
+        saved = {name for name, _ in tf.train.list_variables(str(dhn_dir / "dhn" / "ckpt-1")) if name.startswith("model/")}
+        assert len(saved) == len(R._net(TINY).weights)
+
+    def test_mhn_method_composes_stages(self, rng, mhn_dir):
+        record = R.read_model_config(mhn_dir / "mhn" / "stage2")
+        assert record["stage"] == 2 and record["model"] == "mhn" and record["net"]["input_scale"] == TINY["input_scale"]
+        predict = R.build_mhn_method(mhn_dir, stages=2)
         corners, failed = predict(rng.random((2, 192, 192, 3)).astype(np.float32), rng.random((2, 128, 128, 3)).astype(np.float32))
-        H1 = np_homography(TEMPLATE_CORNERS, BASE + o1.reshape(4, 2))
-        want = np_apply(H1 @ np.linalg.inv(C), BASE + o2.reshape(4, 2))
+        H1 = np_homography(TEMPLATE_CORNERS, BASE + O_MHN.reshape(4, 2))
+        want = np_apply(H1 @ np.linalg.inv(C), BASE + O_MHN.reshape(4, 2))
         np.testing.assert_allclose(corners, np.broadcast_to(want, (2, 4, 2)), atol=2e-3)
+        one, _ = R.build_mhn_method(mhn_dir, stages=1)(np.zeros((1, 192, 192, 3), np.float32), np.zeros((1, 128, 128, 3), np.float32))
+        np.testing.assert_allclose(one[0], BASE + O_MHN.reshape(4, 2), atol=1e-4)
         with pytest.raises(FileNotFoundError, match="stage3"):
-            R.build_mhn_method(tmp_path)  # stage 3 was never trained
+            R.build_mhn_method(mhn_dir)  # stage 3 was never trained
+
+    def test_train_stage_checks(self, tmp_path, mhn_dir):
+        with pytest.raises(ValueError, match="net_options"):
+            R.train_stage("mhn", 3, one_batch_dataset(), mhn_dir, steps=1, net_options={**TINY, "dense_units": 4})
+        with pytest.raises(FileNotFoundError, match="stage1"):
+            R.train_stage("mhn", 2, one_batch_dataset(), tmp_path, steps=1)
 
     def test_missing_checkpoint_names_folder(self, tmp_path):
         with pytest.raises(FileNotFoundError, match=str(tmp_path / "dhn")):
@@ -412,9 +463,8 @@ class TestMethods:
         with pytest.raises(ValueError, match=R.CONFIG_NAME):
             R.build_dhn_method(tmp_path)
 
-    def test_bad_shapes_in_predict(self, tmp_path):
-        write_constant_stage(tmp_path, "dhn", 1, np.zeros(8))
-        predict = R.build_dhn_method(tmp_path)
+    def test_bad_shapes_in_predict(self, dhn_dir):
+        predict = R.build_dhn_method(dhn_dir)
         with pytest.raises(ValueError, match="templates"):
             predict(np.zeros((1, 192, 192, 3), np.float32), np.zeros((1, 192, 192, 3), np.float32))
 
@@ -424,12 +474,19 @@ class TestMethods:
         assert set(R.METHOD_DESCRIPTIONS) == {"dhn", "mhn"}
         assert {"dhn", "mhn"} <= set(methods.available_methods())
 
+    def test_evaluate_stage(self, dhn_dir):
+        n = 5
+        true = np.broadcast_to(BASE, (n, 4, 2)).copy()
+        summaries, corners = R.evaluate_stage("dhn", 1, dhn_dir, np.zeros((n, 192, 192, 3), np.float32),
+                                              np.zeros((n, 128, 128, 3), np.float32), true, batch_size=2)
+        assert set(summaries) == {"identity", "dhn"}
+        assert summaries["identity"]["mean_pe"] == pytest.approx(0.0, abs=1e-9)
+        want = np.linalg.norm(O_DHN.reshape(4, 2), axis=-1).mean()
+        assert summaries["dhn"]["mean_pe"] == pytest.approx(want, abs=1e-4)
+        assert summaries["dhn"]["n"] == n and corners.shape == (n, 4, 2)
 
-class TestTrainStage:
-    def dataset(self, rng):
-        batch = R.resample_perturbations(smooth_images(rng, 2), tf.constant([0, 0], tf.int64))
-        return tf.data.Dataset.from_tensors(batch).repeat()
 
+class TestHelpers:
     def test_stage_dirs(self, tmp_path):
         assert R.stage_dir(tmp_path, "dhn") == tmp_path / "dhn"
         assert R.stage_dir(tmp_path, "mhn", 3) == tmp_path / "mhn" / "stage3"
@@ -438,37 +495,9 @@ class TestTrainStage:
         with pytest.raises(ValueError, match="model"):
             R.stage_dir(tmp_path, "cnn", 1)
 
-    def test_mhn_stages_chain(self, rng, tmp_path):
-        ds = self.dataset(rng)
-        r1 = R.train_stage("mhn", 1, ds, tmp_path, steps=2, net_options=TINY, progress=False)
-        assert r1.steps == 2
-        r2 = R.train_stage("mhn", 2, ds, tmp_path, steps=2, progress=False)
-        assert r2.steps == 2
-        record = R.read_model_config(tmp_path / "mhn" / "stage2")
-        assert record["stage"] == 2 and record["net"]["input_scale"] == TINY["input_scale"]
-        with pytest.raises(ValueError, match="net_options"):
-            R.train_stage("mhn", 3, ds, tmp_path, steps=1, net_options={**TINY, "dense_units": 4}, progress=False)
-
-    def test_stage_two_needs_stage_one(self, rng, tmp_path):
-        with pytest.raises(FileNotFoundError, match="stage1"):
-            R.train_stage("mhn", 2, self.dataset(rng), tmp_path, steps=1, progress=False)
-
     def test_benchmark_case(self):
         task, batch = R.benchmark_case("dhn_half", batch_size=2)
         assert batch[0].shape == (2, 192, 192, 3) and batch[1].shape == (2, 128, 128, 3)
+        assert task.net_config["input_scale"] == 0.5 and not task.previous
         with pytest.raises(ValueError, match="benchmark case"):
             R.benchmark_case("nope")
-
-
-class TestEvaluateStage:
-    def test_known_constant_prediction(self, rng, tmp_path):
-        o = np.array([4, 0, 0, -3, 0, 0, 0, 0], np.float64)
-        write_constant_stage(tmp_path, "dhn", 1, o)
-        n = 5
-        true = np.broadcast_to(BASE, (n, 4, 2)).copy()
-        summaries, corners = R.evaluate_stage("dhn", 1, tmp_path, np.zeros((n, 192, 192, 3), np.float32),
-                                              np.zeros((n, 128, 128, 3), np.float32), true, batch_size=2)
-        assert set(summaries) == {"identity", "dhn"}
-        assert summaries["identity"]["mean_pe"] == pytest.approx(0.0, abs=1e-9)
-        assert summaries["dhn"]["mean_pe"] == pytest.approx((4 + 3) / 4, abs=1e-4)
-        assert summaries["dhn"]["n"] == n and corners.shape == (n, 4, 2)

@@ -271,6 +271,9 @@ class RegressionNet(keras.Model):
             averaging) before the convolutions. Predictions stay in 192-frame pixels.
         batch_norm: batch normalisation after every conv (then the convs have no bias).
         offset_scale: the last dense layer predicts ``offsets / offset_scale``.
+        normalize: standardise each pair first: the input channel to zero mean and unit
+            variance over the image, the template channel over the template area (it stays 0
+            outside), so brightness and contrast differences between the two do not matter.
 
     Call: ``net(packed, training=None)`` with `packed` from `pack_pair`; returns ``(B, 8)``
     float32 corner offsets in pixels (see the module docstring for the layout).
@@ -278,8 +281,10 @@ class RegressionNet(keras.Model):
 
     def __init__(self, filters: Sequence[int] = (32, 64, 64, 128, 128), final_filters: int = 256,
                  dense_units: int = 1024, dropout: float = 0.2, input_scale: float = 1.0,
-                 batch_norm: bool = True, offset_scale: float = OFFSET_SCALE, **kwargs):
+                 batch_norm: bool = True, offset_scale: float = OFFSET_SCALE, normalize: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.normalize = bool(normalize)
         self.filters = tuple(int(f) for f in filters)
         if not self.filters or any(f <= 0 for f in self.filters):
             raise ValueError(f"`filters` must be a non-empty list of positive ints, got {filters!r}")
@@ -346,7 +351,7 @@ class RegressionNet(keras.Model):
         return [getattr(self, name) for name in self._layer_names]
 
     def call(self, packed, training=None):
-        x = packed
+        x = _standardize(packed) if self.normalize else packed
         for layer in self.stack:
             x = layer(x, training=training) if isinstance(layer, (keras.layers.BatchNormalization,
                                                                    keras.layers.Dropout)) else layer(x)
@@ -365,11 +370,26 @@ class RegressionNet(keras.Model):
             "input_scale": self.input_scale,
             "batch_norm": self.batch_norm,
             "offset_scale": self.offset_scale,
+            "normalize": self.normalize,
         }
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _standardize(packed: tf.Tensor, eps: float = 1e-4) -> tf.Tensor:
+    """Per pair: channel 0 to zero mean / unit variance over the image, channel 1 over the
+    template area ``[32:160, 32:160]`` (0 stays 0 outside)."""
+    lo, hi = PATCH_OFFSET, PATCH_OFFSET + TEMPLATE_SIZE
+    x0, x1 = packed[..., :1], packed[..., 1:]
+    m0, v0 = tf.nn.moments(x0, axes=[1, 2, 3], keepdims=True)
+    m1, v1 = tf.nn.moments(x1[:, lo:hi, lo:hi], axes=[1, 2, 3], keepdims=True)
+    inside = np.zeros((1, INPUT_SIZE, INPUT_SIZE, 1), np.float32)
+    inside[:, lo:hi, lo:hi] = 1.0
+    x0 = (x0 - m0) * tf.math.rsqrt(v0 + eps)
+    x1 = (x1 - m1) * tf.math.rsqrt(v1 + eps) * inside
+    return tf.concat([x0, x1], axis=-1)
 
 
 def _net(config: dict | None) -> RegressionNet:
@@ -586,13 +606,15 @@ def _same_net(a: dict, b: dict) -> bool:
 
 def train_stage(model: str, stage: int, dataset, checkpoint_dir="checkpoints", steps: int = 1000,
                 learning_rate: float = 1e-3, seed: int = 0, net_options: dict | None = None,
-                init_from_previous: bool = True, **train_options):
+                init_from_previous: bool = True, init_weights=None, **train_options):
     """Train DHN (``model="dhn"``) or one MHN stage with `deeplk.train.train`.
 
     The run's folder is `stage_dir` (checkpoints, ``final.weights.h5``, ``model_config.json``);
     a folder with checkpoints resumes. MHN stage ``k > 1`` needs stages ``1..k-1`` trained in
     the same `checkpoint_dir`; it uses their architecture (`net_options` must agree or be
     ``None``) and, with `init_from_previous`, starts from stage ``k - 1``'s weights.
+    `init_weights` (a ``.weights.h5`` of the same architecture) is another starting point; both
+    only apply to a fresh run (a folder with checkpoints resumes from them).
 
     Args:
         dataset: batches ``(input, template, corners)`` (e.g. `make_train_dataset`).
@@ -622,6 +644,10 @@ def train_stage(model: str, stage: int, dataset, checkpoint_dir="checkpoints", s
             init = dirs[-1] / "final.weights.h5"
             if not init.is_file():
                 raise FileNotFoundError(f"no final.weights.h5 in {dirs[-1]} to start stage {stage} from")
+    if init_weights is not None:
+        init = Path(init_weights)
+        if not init.is_file():
+            raise FileNotFoundError(f"`init_weights` file not found: {init}")
     net_config = RegressionNet(**(net_options or {})).get_config()
     if (folder / CONFIG_NAME).is_file():
         old = read_model_config(folder)["net"]
