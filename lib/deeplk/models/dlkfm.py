@@ -1,0 +1,887 @@
+"""DLKFM: per-level Siamese feature extractors, the convexity loss and coarse-to-fine inference.
+
+Deep Lucas-Kanade Feature Maps (Zhao, Huang & Zhang, "Deep Lucas-Kanade Homography for
+Multimodal Image Alignment", CVPR 2021) learn, for each of three pyramid levels, two feature
+extractors (one for the input image, one for the template, *separate weights*) whose outputs make
+the Lucas-Kanade objective convex-looking around the true homography even when the two images have
+different intensities (map vs satellite, seasons). Alignment then runs the classical
+inverse-compositional LK (`deeplk.lk`) on the learned features, coarse to fine.
+
+**Extractor** (`FeatureExtractor`, one per level and branch): conv3x3 + BN + LeakyReLU,
+``num_blocks`` residual blocks (conv-BN-LeakyReLU-conv-BN + skip, LeakyReLU), conv3x3 + BN +
+LeakyReLU, then a final conv3x3 to ``channels`` outputs: the "regular" features. The 1-channel
+"special" map is `deeplk.features.special_feature_map` of the regular output. Level 1 reads the
+RGB images (192 / 128); levels 2 and 3 read the previous level's regular features with a stride-2
+first conv (96 / 64, then 48 / 32). The stride-2 conv pads one pixel on each side and samples the
+centres ``2 i`` of the finer level, so the coordinates of consecutive levels are related by
+``x_coarse = x_fine / 2`` (``scale_homography(..., half_pixel_centers=False)``), used in training
+and inference alike.
+
+**Loss per level** (`dlkfm_loss`): with ``f(H)`` the mean squared difference between the
+template features and the input features warped by ``H`` (over the valid pixels,
+`alignment_mse`),
+
+    loss = f(H*) + convexity_weight * sum_{p, sign, k} max(0, margin * (d_k - d_{k-1}) - (f_k - f_{k-1}))
+
+where ``H*`` is the true homography at this level and, for each of ``P`` random perturbations
+``delta_p`` of the four template corners (uniform in ``[-perturbation, perturbation]`` pixels of
+the level per coordinate) and each direction ``sign = +-1``, ``f_k`` is ``f`` at the corners moved
+by ``sign * t_k * delta_p`` (``t = 0, 1, 2``; ``f_0 = f(H*)``) and ``d_k = t_k^2 rho_p^2`` with
+``rho_p^2`` the mean squared corner displacement in units of half the template side. The hinge asks
+the loss to grow at least quadratically (``f(t) - f(0) >= margin rho^2 t^2``) and monotonically
+along each sampled direction: the original code's formulation (its Eq. with ``t = 1, 2`` on both
+sides of ``H*``), except that the perturbations move the corners instead of scaling the entries of
+``H`` (a pixel-meaningful size at every level). The first term alone is minimised by constant
+features; the hinge forbids that.
+
+**Training** (`DLKFMTask`, through `deeplk.train.train`): level ``k``'s model holds the extractors
+of levels ``1..k``; levels ``< k`` are loaded from the level ``k - 1`` checkpoint, run in inference
+mode (batch-norm moving statistics) behind ``stop_gradient`` and are not among the trained
+variables, so they stay exactly as loaded. Level ``k``'s checkpoint therefore holds the whole chain
+``1..k`` it was trained with; inference loads the highest level's checkpoint (consistent even if a
+lower level is retrained later).
+
+**Checkpoint layout**: ``<checkpoint_dir>/dlkfm/config.json`` (the architecture, written
+atomically) and ``<checkpoint_dir>/dlkfm/level1|level2|level3/`` (each the ``checkpoint_dir`` of
+one `deeplk.train.train` call).
+
+**Inference** (`DLKFMAligner`, method ``dlkfm`` via `build_dlkfm_method`): features of every
+level, then `deeplk.lk.pyramid_lucas_kanade` from the coarsest level to level 1 with the
+homography rescaled between levels; the initial guess is the centred placement, SIFT + RANSAC
+(centred where SIFT fails) or the ``mhn`` regression method. No ground truth is used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from deeplk._checks import check_positive_int, check_shape
+from deeplk.features import special_feature_map
+from deeplk.geometry import (
+    corners_to_homography,
+    homography_to_corners,
+    scale_homography,
+)
+from deeplk.paths import resolve
+from deeplk.warp import warp_image
+
+__all__ = [
+    "LEVELS",
+    "FEATURE_TYPES",
+    "INITS",
+    "METHOD_DESCRIPTIONS",
+    "ResidualBlock",
+    "FeatureExtractor",
+    "DLKFMNet",
+    "alignment_mse",
+    "convexity_hinge",
+    "dlkfm_loss",
+    "level_homography",
+    "DLKFMTask",
+    "DLKFMAligner",
+    "dlkfm_root",
+    "level_dir",
+    "read_config",
+    "write_config",
+    "trained_levels",
+    "load_dlkfm",
+    "build_dlkfm_method",
+]
+
+log = logging.getLogger(__name__)
+
+#: The pyramid levels, finest (1, full resolution) to coarsest (3, quarter resolution).
+LEVELS = (1, 2, 3)
+FEATURE_TYPES = ("regular", "special")
+INITS = ("centred", "sift", "mhn")
+CONFIG_NAME = "config.json"
+#: Architecture keys of ``config.json`` (the constructor arguments of `DLKFMNet` but ``levels``).
+ARCH_KEYS = ("channels", "num_blocks", "leaky_alpha", "bn_momentum", "feature_type")
+#: Default corner perturbation (pixels of the level, per coordinate) of the convexity loss.
+DEFAULT_PERTURBATION = {1: 4.0, 2: 3.0, 3: 3.0}
+
+METHOD_DESCRIPTIONS = {
+    "dlkfm": "DLKFM: learned per-level Siamese features, inverse-compositional LK levels 3->2->1, "
+             "centred / SIFT / MHN start",
+}
+
+
+def _check_level(name: str, level) -> int:
+    if isinstance(level, bool) or level not in LEVELS:
+        raise ValueError(f"`{name}` must be one of {LEVELS}, got {level!r}")
+    return int(level)
+
+
+def _check_feature_type(value) -> str:
+    if value not in FEATURE_TYPES:
+        raise ValueError(f"`feature_type` must be one of {FEATURE_TYPES}, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="deeplk")
+class ResidualBlock(keras.layers.Layer):
+    """conv3x3-BN-LeakyReLU-conv3x3-BN plus the identity skip, then LeakyReLU.
+
+    ``(B, H, W, channels) -> (B, H, W, channels)``.
+
+    Args:
+        channels: feature channels (input and output).
+        leaky_alpha: negative slope of the LeakyReLU.
+        bn_momentum: batch-norm moving-average momentum.
+        **kwargs: `keras.layers.Layer` arguments.
+    """
+
+    def __init__(self, channels: int, leaky_alpha: float = 0.2, bn_momentum: float = 0.9,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.channels = check_positive_int("channels", channels)
+        self.leaky_alpha = float(leaky_alpha)
+        self.bn_momentum = float(bn_momentum)
+
+    def build(self, input_shape):
+        if input_shape[-1] is not None and input_shape[-1] != self.channels:
+            raise ValueError(f"ResidualBlock with {self.channels} channels got an input of shape "
+                             f"{tuple(input_shape)}")
+        shape = tuple(input_shape[:-1]) + (self.channels,)
+        self.conv1 = keras.layers.Conv2D(self.channels, 3, padding="same", use_bias=False,
+                                         name="conv1")
+        self.bn1 = keras.layers.BatchNormalization(momentum=self.bn_momentum, name="bn1")
+        self.conv2 = keras.layers.Conv2D(self.channels, 3, padding="same", use_bias=False,
+                                         name="conv2")
+        self.bn2 = keras.layers.BatchNormalization(momentum=self.bn_momentum, name="bn2")
+        for layer in (self.conv1, self.bn1, self.conv2, self.bn2):
+            layer.build(shape)
+
+    def call(self, x, training=None):
+        y = self.bn1(self.conv1(x), training=training)
+        y = tf.nn.leaky_relu(y, self.leaky_alpha)
+        y = self.bn2(self.conv2(y), training=training)
+        return tf.nn.leaky_relu(x + y, self.leaky_alpha)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.channels,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(channels=self.channels, leaky_alpha=self.leaky_alpha,
+                      bn_momentum=self.bn_momentum)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="deeplk")
+class FeatureExtractor(keras.layers.Layer):
+    """One DLKFM branch at one level: ``(B, H, W, C_in) -> (B, H / stride, W / stride, channels)``.
+
+    conv3x3 (stride 1 or 2) + BN + LeakyReLU, `num_blocks` `ResidualBlock`, conv3x3 + BN +
+    LeakyReLU, final conv3x3 (with bias, linear) to `channels`: the "regular" features. With
+    ``stride=2`` the first conv pads one pixel on each side and reads the pixels ``2 i - 1 .. 2 i +
+    1``: output pixel ``i`` is centred on input pixel ``2 i`` (``ceil(H / 2)`` outputs, 192 -> 96).
+
+    Args:
+        channels: output (and hidden) channels; 64 in the paper.
+        num_blocks: residual blocks; 3 in the paper.
+        stride: 1 (level 1) or 2 (levels 2, 3).
+        leaky_alpha, bn_momentum: see `ResidualBlock`.
+        **kwargs: `keras.layers.Layer` arguments.
+    """
+
+    def __init__(self, channels: int = 64, num_blocks: int = 3, stride: int = 1,
+                 leaky_alpha: float = 0.2, bn_momentum: float = 0.9, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = check_positive_int("channels", channels)
+        if isinstance(num_blocks, bool) or int(num_blocks) != num_blocks or num_blocks < 0:
+            raise ValueError(f"`num_blocks` must be an integer >= 0, got {num_blocks!r}")
+        self.num_blocks = int(num_blocks)
+        if stride not in (1, 2):
+            raise ValueError(f"`stride` must be 1 or 2, got {stride!r}")
+        self.stride = int(stride)
+        self.leaky_alpha = float(leaky_alpha)
+        self.bn_momentum = float(bn_momentum)
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 4:
+            raise ValueError(f"FeatureExtractor expects (B, H, W, C) inputs, got {input_shape}")
+        c = self.channels
+        if self.stride == 2:
+            self.stem = keras.layers.Conv2D(c, 3, strides=2, padding="valid", use_bias=False,
+                                            name="stem")
+        else:
+            self.stem = keras.layers.Conv2D(c, 3, padding="same", use_bias=False, name="stem")
+        self.stem_bn = keras.layers.BatchNormalization(momentum=self.bn_momentum, name="stem_bn")
+        for i in range(self.num_blocks):  # attributes, not a list (see `DLKFMNet.build`)
+            setattr(self, f"block{i}",
+                    ResidualBlock(c, self.leaky_alpha, self.bn_momentum, name=f"block{i}"))
+        self.mid = keras.layers.Conv2D(c, 3, padding="same", use_bias=False, name="mid")
+        self.mid_bn = keras.layers.BatchNormalization(momentum=self.bn_momentum, name="mid_bn")
+        self.head = keras.layers.Conv2D(c, 3, padding="same", name="head")
+        self.stem.build(input_shape)
+        hidden = (None, None, None, c)
+        self.stem_bn.build(hidden)
+        for block in self.blocks:
+            block.build(hidden)
+        for layer in (self.mid, self.mid_bn, self.head):
+            layer.build(hidden)
+
+    @property
+    def blocks(self) -> list:
+        return [getattr(self, f"block{i}") for i in range(self.num_blocks)]
+
+    def call(self, x, training=None):
+        if self.stride == 2:
+            x = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        x = tf.nn.leaky_relu(self.stem_bn(self.stem(x), training=training), self.leaky_alpha)
+        for block in self.blocks:
+            x = block(x, training=training)
+        x = tf.nn.leaky_relu(self.mid_bn(self.mid(x), training=training), self.leaky_alpha)
+        return self.head(x)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+        if self.stride == 2:
+            h = None if h is None else (h + 1) // 2
+            w = None if w is None else (w + 1) // 2
+        return (b, h, w, self.channels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(channels=self.channels, num_blocks=self.num_blocks, stride=self.stride,
+                      leaky_alpha=self.leaky_alpha, bn_momentum=self.bn_momentum)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="deeplk")
+class DLKFMNet(keras.Model):
+    """The Siamese DLKFM feature network for levels ``1..levels``.
+
+    ``call([images, templates])`` returns ``[input_1, template_1, ..., input_L, template_L]``, the
+    regular features of every level (level 1 at full resolution, each next level half the size).
+    `extract` does the same with per-level training flags and gradient stops (for training one
+    level with the earlier ones frozen); `lk_features` gives the maps LK aligns (regular or
+    special, by `feature_type`).
+
+    Args:
+        levels: number of levels built (1, 2 or 3).
+        channels, num_blocks, leaky_alpha, bn_momentum: of every `FeatureExtractor`.
+        feature_type: ``"regular"`` (LK on the ``channels``-channel features) or ``"special"``
+            (LK on `deeplk.features.special_feature_map` of them); used by the loss and by
+            inference.
+        seed: seed of ``loss_rng``, the `keras.random.SeedGenerator` the training loss draws its
+            perturbations from.
+        **kwargs: `keras.Model` arguments (``name``).
+    """
+
+    def __init__(self, levels: int = 3, channels: int = 64, num_blocks: int = 3,
+                 leaky_alpha: float = 0.2, bn_momentum: float = 0.9,
+                 feature_type: str = "regular", seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.levels = _check_level("levels", levels)
+        self.seed = int(seed)
+        self.channels = check_positive_int("channels", channels)
+        self.num_blocks = int(num_blocks)
+        self.leaky_alpha = float(leaky_alpha)
+        self.bn_momentum = float(bn_momentum)
+        self.feature_type = _check_feature_type(feature_type)
+        FeatureExtractor(self.channels, self.num_blocks)  # validates the arguments
+
+    def build(self, input_shape=None):
+        # Random state of the loss's perturbation sampler: a model variable, so that training
+        # checkpoints and resumes it.
+        self.loss_rng = keras.random.SeedGenerator(self.seed, name="loss_rng")
+        # One attribute per sublayer: `tf.train.Checkpoint` (the training loop's checkpoints)
+        # does not see layers held in a Python list by a Keras 3 layer.
+        for k in range(1, self.levels + 1):
+            stride = 1 if k == 1 else 2
+            c_in = 3 if k == 1 else self.channels
+            for branch in ("input", "template"):
+                ext = FeatureExtractor(self.channels, self.num_blocks, stride, self.leaky_alpha,
+                                       self.bn_momentum, name=f"level{k}_{branch}")
+                ext.build((None, None, None, c_in))
+                setattr(self, f"level{k}_{branch}", ext)
+        self.built = True
+
+    @property
+    def input_extractors(self) -> list:
+        """The input-branch `FeatureExtractor` of each level (level 1 first)."""
+        return [getattr(self, f"level{k}_input") for k in range(1, self.levels + 1)]
+
+    @property
+    def template_extractors(self) -> list:
+        """The template-branch `FeatureExtractor` of each level (level 1 first)."""
+        return [getattr(self, f"level{k}_template") for k in range(1, self.levels + 1)]
+
+    def extractor_variables(self, level: int, trainable_only: bool = True) -> list:
+        """Variables of the two extractors of `level` (trainable ones only by default)."""
+        level = _check_level("level", level)
+        if level > self.levels:
+            raise ValueError(f"this model has {self.levels} levels, asked for level {level}")
+        layers = (self.input_extractors[level - 1], self.template_extractors[level - 1])
+        if trainable_only:
+            return [v for layer in layers for v in layer.trainable_variables]
+        return [v for layer in layers for v in layer.weights]
+
+    def extract(self, images, templates, train_level: Optional[int] = None, training=False):
+        """Regular features per level: ``[(input_1, template_1), ..., (input_L, template_L)]``.
+
+        Args:
+            images: ``(B, Hi, Wi, 3)`` input images in [0, 1].
+            templates: ``(B, h, w, 3)`` templates.
+            train_level: the level being trained (``None``: inference). Levels below it run in
+                inference mode behind ``stop_gradient``; levels above it are not computed.
+            training: batch-norm mode of `train_level` (or of every level if it is ``None``).
+        """
+        images = tf.convert_to_tensor(images)
+        templates = tf.convert_to_tensor(templates)
+        check_shape("images", images, (None, None, None, 3), "B x H x W x 3 RGB")
+        check_shape("templates", templates, (None, None, None, 3), "B x h x w x 3 RGB")
+        last = self.levels if train_level is None else _check_level("train_level", train_level)
+        if last > self.levels:
+            raise ValueError(f"`train_level` {last} is above the model's {self.levels} levels")
+        out, x, t = [], images, templates
+        for k in range(1, last + 1):
+            frozen = train_level is not None and k < train_level
+            mode = False if frozen else training
+            x = self.input_extractors[k - 1](x, training=mode)
+            t = self.template_extractors[k - 1](t, training=mode)
+            if frozen:
+                x, t = tf.stop_gradient(x), tf.stop_gradient(t)
+            out.append((x, t))
+        return out
+
+    def lk_features(self, features, feature_type: Optional[str] = None):
+        """The maps LK aligns for one level's regular features (a pair or a single tensor)."""
+        kind = self.feature_type if feature_type is None else _check_feature_type(feature_type)
+        if kind == "regular":
+            return features
+        if isinstance(features, (tuple, list)):
+            return type(features)(special_feature_map(f) for f in features)
+        return special_feature_map(features)
+
+    def call(self, inputs, training=None):
+        if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+            raise ValueError("DLKFMNet expects [images, templates]")
+        pairs = self.extract(inputs[0], inputs[1], training=training)
+        return [f for pair in pairs for f in pair]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(levels=self.levels, channels=self.channels, num_blocks=self.num_blocks,
+                      leaky_alpha=self.leaky_alpha, bn_momentum=self.bn_momentum,
+                      feature_type=self.feature_type, seed=self.seed)
+        return config
+
+    def architecture(self) -> dict:
+        """The `ARCH_KEYS` of this model (what ``config.json`` records)."""
+        return {k: getattr(self, k) for k in ARCH_KEYS}
+
+
+def make_dlkfm_net(levels: int, seed: int = 0, **arch) -> DLKFMNet:
+    """A built `DLKFMNet` (any input size and batch)."""
+    model = DLKFMNet(levels=levels, seed=seed, **arch)
+    model.build([(None, None, None, 3), (None, None, None, 3)])
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Loss
+# --------------------------------------------------------------------------------------------
+
+
+def alignment_mse(input_features, template_features, input_H_template) -> tf.Tensor:
+    """Mean squared feature difference after warping the input features onto the template.
+
+    Args:
+        input_features: ``(B, Hi, Wi, C)`` features of the input image.
+        template_features: ``(B, h, w, C)`` features of the template (static ``h, w``).
+        input_H_template: ``(B, 3, 3)`` template pixels -> input pixels (at this level).
+
+    Returns:
+        ``(B,)`` mean over the valid pixels (those sampling inside the input) and channels of
+        ``(warp(input) - template)^2``; 0 where no pixel is valid.
+    """
+    fi = tf.convert_to_tensor(input_features)
+    ft = tf.convert_to_tensor(template_features, fi.dtype)
+    check_shape("input_features", fi, (None, None, None, None), "B x Hi x Wi x C")
+    check_shape("template_features", ft, (None, None, None, fi.shape[-1]), "B x h x w x C")
+    H = tf.cast(tf.convert_to_tensor(input_H_template), fi.dtype)
+    check_shape("input_H_template", H, (None, 3, 3), "B x 3 x 3")
+    h, w = ft.shape[1], ft.shape[2]
+    if h is None or w is None:
+        raise ValueError(f"`template_features` must have a static size, got {tuple(ft.shape)}")
+    warped, mask = warp_image(fi, H, (int(h), int(w)))
+    sq = tf.reduce_sum(tf.square(warped - ft) * mask, axis=[1, 2, 3])
+    count = tf.reduce_sum(mask, axis=[1, 2, 3]) * tf.cast(tf.shape(ft)[-1], fi.dtype)
+    return sq / tf.maximum(count, 1.0)
+
+
+def convexity_hinge(losses, sq_distances, margin: float = 1.0) -> tf.Tensor:
+    """The paper's convexity hinge along sampled rays from the true parameters.
+
+    Args:
+        losses: ``(..., T + 1)`` loss values ``f(t_0 = 0), f(t_1), ..., f(t_T)`` along a ray
+            (``t`` increasing).
+        sq_distances: ``(..., T + 1)`` matching squared distances ``d(t_k)`` from the true
+            parameters (``d(t_0) = 0``).
+        margin: required growth per unit squared distance.
+
+    Returns:
+        ``(...)``: ``sum_k max(0, margin * (d_k - d_{k-1}) - (f_k - f_{k-1}))``, zero iff the loss
+        grows along the ray by at least ``margin`` times the growth of the squared distance at
+        every step (e.g. ``f(t) = a t^2 + c`` with ``d = t^2``, ``a >= margin``).
+    """
+    f = tf.convert_to_tensor(losses)
+    d = tf.cast(tf.convert_to_tensor(sq_distances), f.dtype)
+    if f.shape.rank is None or f.shape.rank < 1 or (f.shape[-1] is not None and f.shape[-1] < 2):
+        raise ValueError(f"`losses` must have a last axis of at least 2 values, got shape "
+                         f"{tuple(f.shape)}")
+    if d.shape != f.shape:
+        raise ValueError(f"`sq_distances` must have the shape of `losses` {tuple(f.shape)}, got "
+                         f"{tuple(d.shape)}")
+    gain = f[..., 1:] - f[..., :-1]
+    need = margin * (d[..., 1:] - d[..., :-1])
+    return tf.reduce_sum(tf.nn.relu(need - gain), axis=-1)
+
+
+def dlkfm_loss(input_features, template_features, input_H_template, perturbations,
+               convexity_weight: float = 0.2, margin: float = 1.0,
+               steps: Sequence[float] = (1.0, 2.0)):
+    """DLKFM's per-level loss: ``f(H*) + convexity_weight * hinge`` (see the module docstring).
+
+    Args:
+        input_features: ``(B, Hi, Wi, C)`` input features at this level (regular or special).
+        template_features: ``(B, h, w, C)`` template features.
+        input_H_template: ``(B, 3, 3)`` true homography at this level.
+        perturbations: ``(B, P, 4, 2)`` corner displacements ``delta_p`` (pixels of the level);
+            each is applied as ``+- t * delta_p`` for every ``t`` in `steps`.
+        convexity_weight: weight of the hinge (0.1-0.2 in the paper).
+        margin: see `convexity_hinge`; distances are mean squared corner displacements in units
+            of half the template side.
+        steps: increasing positive multiples ``t`` of each perturbation.
+
+    Returns:
+        ``(total, mse, hinge)``, each ``(B,)``; ``total = mse + convexity_weight * hinge``, the
+        hinge summed over perturbations, both directions and the steps.
+    """
+    fi = tf.convert_to_tensor(input_features)
+    ft = tf.convert_to_tensor(template_features, fi.dtype)
+    H = tf.stop_gradient(tf.cast(tf.convert_to_tensor(input_H_template), fi.dtype))
+    delta = tf.cast(tf.convert_to_tensor(perturbations), fi.dtype)
+    check_shape("perturbations", delta, (None, None, 4, 2), "B x P x 4 corners x (x, y)")
+    steps = [float(s) for s in steps]
+    if not steps or any(s <= 0 for s in steps) or sorted(steps) != steps:
+        raise ValueError(f"`steps` must be increasing positive numbers, got {steps!r}")
+    h, w = int(ft.shape[1]), int(ft.shape[2])
+    half = max(h - 1, w - 1, 1) / 2.0
+    mse = alignment_mse(fi, ft, H)
+    hinge = tf.zeros_like(mse)
+    num_p = delta.shape[1]
+    if num_p is None:
+        raise ValueError("`perturbations` must have a static number P of perturbations")
+    if num_p > 0 and convexity_weight > 0:
+        corners = tf.stop_gradient(homography_to_corners(H, (h, w)))
+        for p in range(num_p):
+            d = delta[:, p]
+            rho2 = tf.reduce_mean(tf.reduce_sum(tf.square(d / half), axis=-1), axis=-1)  # (B,)
+            for sign in (1.0, -1.0):
+                fs, ds = [mse], [tf.zeros_like(rho2)]
+                for t in steps:
+                    Hp = tf.stop_gradient(corners_to_homography(corners + sign * t * d, (h, w)))
+                    fs.append(alignment_mse(fi, ft, Hp))
+                    ds.append(rho2 * t * t)
+                hinge += convexity_hinge(tf.stack(fs, -1), tf.stack(ds, -1), margin)
+    return mse + convexity_weight * hinge, mse, hinge
+
+
+def level_homography(corners, level: int, template_size=(128, 128)) -> tf.Tensor:
+    """The true ``input_H_template`` at `level` from full-resolution corners ``(B, 4, 2)``.
+
+    Coordinates of consecutive levels are related by ``x_coarse = x_fine / 2`` (the stride-2
+    layers sample the even pixels), hence ``scale_homography(H, 0.5 ** (level - 1),
+    half_pixel_centers=False)``.
+    """
+    level = _check_level("level", level)
+    H = corners_to_homography(corners, template_size)
+    if level == 1:
+        return H
+    return scale_homography(H, 0.5 ** (level - 1), half_pixel_centers=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoint layout and config
+# --------------------------------------------------------------------------------------------
+
+
+def dlkfm_root(checkpoint_dir=None) -> Path:
+    """``<checkpoint_dir>/dlkfm`` (``checkpoint_dir`` defaults to ``checkpoints``; relative paths
+    are under the project root)."""
+    return resolve("checkpoints" if checkpoint_dir is None else checkpoint_dir) / "dlkfm"
+
+
+def level_dir(checkpoint_dir, level: int) -> Path:
+    """``<checkpoint_dir>/dlkfm/level<k>``: the `deeplk.train.TrainConfig.checkpoint_dir` of
+    level ``k``."""
+    return dlkfm_root(checkpoint_dir) / f"level{_check_level('level', level)}"
+
+
+def read_config(checkpoint_dir) -> dict:
+    """The architecture recorded in ``<checkpoint_dir>/dlkfm/config.json``.
+
+    Raises:
+        FileNotFoundError: naming the folder, if there is no DLKFM config there.
+        ValueError: the file is not a valid config.
+    """
+    root = dlkfm_root(checkpoint_dir)
+    path = root / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no trained DLKFM in {root}: {CONFIG_NAME} is missing (train the levels with "
+            f"notebooks/03_train_dlkfm.ipynb, level=1, 2, 3, checkpoint_dir={root.parent})"
+        )
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    missing = [k for k in ARCH_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"{path} lacks the keys {missing}")
+    return {k: config[k] for k in ARCH_KEYS}
+
+
+def write_config(checkpoint_dir, arch: dict) -> Path:
+    """Write the architecture to ``<checkpoint_dir>/dlkfm/config.json`` atomically."""
+    from deeplk.utils import write_text_atomic
+
+    root = dlkfm_root(checkpoint_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / CONFIG_NAME
+    write_text_atomic(path, json.dumps({k: arch[k] for k in ARCH_KEYS}, indent=2) + "\n")
+    return path
+
+
+def _has_weights(folder: Path) -> bool:
+    from deeplk.train import FINAL_WEIGHTS_NAME, latest_step
+
+    return folder.is_dir() and ((folder / FINAL_WEIGHTS_NAME).is_file()
+                                or latest_step(folder) is not None)
+
+
+def trained_levels(checkpoint_dir) -> list[int]:
+    """Levels whose folder under ``<checkpoint_dir>/dlkfm`` holds weights."""
+    return [k for k in LEVELS if _has_weights(level_dir(checkpoint_dir, k))]
+
+
+# --------------------------------------------------------------------------------------------
+# Training task
+# --------------------------------------------------------------------------------------------
+
+
+class DLKFMTask:
+    """`deeplk.train.TrainTask` for one DLKFM level (earlier levels frozen).
+
+    Batches are ``(inputs (B, 192, 192, 3), templates (B, 128, 128, 3), corners (B, 4, 2))`` as
+    from `deeplk.data.load_dataset`. Train with
+    ``TrainConfig(checkpoint_dir=task.checkpoint_dir, ...)``.
+
+    Args:
+        level: 1, 2 or 3. Levels 2 and 3 need the level below trained in the same
+            `checkpoint_dir` (its weights of levels ``< level`` are loaded and frozen).
+        checkpoint_dir: the parent of ``dlkfm/`` (e.g. ``checkpoints``).
+        channels, num_blocks, leaky_alpha, bn_momentum, feature_type: the architecture
+            (`DLKFMNet`); for levels 2 and 3 ``None`` (default) reads it from ``config.json``,
+            an explicit value must match it.
+        num_perturbations: ``P`` corner perturbations per sample (2-4 in the paper).
+        convexity_weight, margin, steps: see `dlkfm_loss`.
+        perturbation: maximum corner displacement (pixels of the level, per coordinate) at
+            ``t = 1``; ``None``: `DEFAULT_PERTURBATION` of the level.
+        seed: seed of the perturbation sampler (checkpointed with the model).
+        load_previous: load the frozen levels from the level below (False: leave them
+            initialised, e.g. when the caller restores a checkpoint of this level anyway).
+        jit_compile: compile the loss (features, warps, perturbations) with XLA. Off by
+            default: on the shared 2-core CPU XLA took ~90 s to compile the step and ran it no
+            faster than graph mode (faster on an idle machine; measure with bench/dlkfm.py).
+    """
+
+    def __init__(self, level: int, checkpoint_dir="checkpoints", *, channels=None,
+                 num_blocks=None, leaky_alpha=None, bn_momentum=None, feature_type=None,
+                 num_perturbations: int = 2, convexity_weight: float = 0.2,
+                 margin: float = 1.0, steps: Sequence[float] = (1.0, 2.0),
+                 perturbation: Optional[float] = None, seed: int = 0,
+                 load_previous: bool = True, jit_compile: bool = False):
+        self.level = _check_level("level", level)
+        self.root_parent = checkpoint_dir
+        self.checkpoint_dir = level_dir(checkpoint_dir, self.level)
+        given = dict(channels=channels, num_blocks=num_blocks, leaky_alpha=leaky_alpha,
+                     bn_momentum=bn_momentum, feature_type=feature_type)
+        defaults = dict(channels=64, num_blocks=3, leaky_alpha=0.2, bn_momentum=0.9,
+                        feature_type="regular")
+        config_path = dlkfm_root(checkpoint_dir) / CONFIG_NAME
+        saved = read_config(checkpoint_dir) if config_path.is_file() else None
+        if self.level > 1 and saved is None:
+            raise FileNotFoundError(
+                f"level {self.level} needs level {self.level - 1} trained first, but "
+                f"{dlkfm_root(checkpoint_dir)} has no {CONFIG_NAME}"
+            )
+        if saved is not None and self.level > 1:
+            for k, v in given.items():
+                if v is not None and v != saved[k]:
+                    raise ValueError(
+                        f"`{k}`={v!r} differs from {saved[k]!r} recorded in {config_path} "
+                        f"(levels 2 and 3 must use the architecture of level 1)")
+            self.arch = dict(saved)
+        else:
+            self.arch = {k: defaults[k] if v is None else v for k, v in given.items()}
+        _check_feature_type(self.arch["feature_type"])
+        if isinstance(num_perturbations, bool) or int(num_perturbations) != num_perturbations \
+                or num_perturbations < 0:
+            raise ValueError(f"`num_perturbations` must be an integer >= 0, got "
+                             f"{num_perturbations!r}")
+        self.num_perturbations = int(num_perturbations)
+        if not (np.isfinite(convexity_weight) and convexity_weight >= 0):
+            raise ValueError(f"`convexity_weight` must be >= 0, got {convexity_weight!r}")
+        self.convexity_weight = float(convexity_weight)
+        self.margin = float(margin)
+        self.steps = tuple(float(s) for s in steps)
+        p = DEFAULT_PERTURBATION[self.level] if perturbation is None else perturbation
+        if not (np.isfinite(p) and p > 0):
+            raise ValueError(f"`perturbation` must be a positive number, got {perturbation!r}")
+        self.perturbation = float(p)
+        self.seed = int(seed)
+        self.load_previous = bool(load_previous)
+        self.jit_compile = bool(jit_compile)
+        self._compiled: dict = {}
+        if self.level > 1 and self.load_previous:
+            below = level_dir(checkpoint_dir, self.level - 1)
+            if not _has_weights(below):
+                raise FileNotFoundError(
+                    f"level {self.level} needs level {self.level - 1} trained first: no "
+                    f"checkpoint in {below}")
+
+    def build_model(self) -> DLKFMNet:
+        model = make_dlkfm_net(self.level, seed=self.seed, **self.arch)
+        if self.level > 1 and self.load_previous:
+            previous = load_dlkfm(self.root_parent, self.level - 1)
+            for k in range(1, self.level):
+                for a, b in ((model.input_extractors, previous.input_extractors),
+                             (model.template_extractors, previous.template_extractors)):
+                    a[k - 1].set_weights(b[k - 1].get_weights())
+        if self.level == 1 and self.load_previous:
+            write_config(self.root_parent, self.arch)
+        return model
+
+    def trainable_variables(self, model: DLKFMNet) -> list:
+        return model.extractor_variables(self.level)
+
+    def compute_loss(self, model: DLKFMNet, batch, training: bool):
+        if self.jit_compile:
+            fn = self._compiled.get(id(model))
+            if fn is None:
+                fn = tf.function(self._loss, jit_compile=True, autograph=False)
+                self._compiled = {id(model): fn}
+            loss, mse, hinge = fn(model, batch, training)
+        else:
+            loss, mse, hinge = self._loss(model, batch, training)
+        return loss, {"mse": mse, "convexity": hinge}
+
+    def _loss(self, model: DLKFMNet, batch, training: bool):
+        inputs, templates, corners = batch
+        fi, ft = model.extract(inputs, templates, train_level=self.level, training=training)[-1]
+        fi, ft = model.lk_features((fi, ft))
+        H = level_homography(corners, self.level, tuple(templates.shape[1:3]))
+        batch_size = tf.shape(corners)[0]
+        delta = keras.random.uniform(
+            tf.stack([batch_size, self.num_perturbations, 4, 2]), -self.perturbation,
+            self.perturbation, seed=model.loss_rng)
+        total, mse, hinge = dlkfm_loss(fi, ft, H, delta, self.convexity_weight, self.margin,
+                                       self.steps)
+        return tf.reduce_mean(total), tf.reduce_mean(mse), tf.reduce_mean(hinge)
+
+
+def load_dlkfm(checkpoint_dir, levels: int = 3) -> DLKFMNet:
+    """The trained `DLKFMNet` with levels ``1..levels`` from ``<checkpoint_dir>/dlkfm/level<levels>``.
+
+    Raises:
+        FileNotFoundError: naming the folder, if the config or the level's weights are missing.
+    """
+    from deeplk.train import load_latest
+
+    levels = _check_level("levels", levels)
+    arch = read_config(checkpoint_dir)
+    folder = level_dir(checkpoint_dir, levels)
+    if not _has_weights(folder):
+        raise FileNotFoundError(f"no DLKFM level-{levels} checkpoint in {folder} (train level "
+                                f"{levels} first)")
+    task = DLKFMTask(levels, checkpoint_dir, load_previous=False, **arch)
+    return load_latest(task, folder)
+
+
+# --------------------------------------------------------------------------------------------
+# Inference
+# --------------------------------------------------------------------------------------------
+
+
+def _centred_H(batch: int, input_hw, template_hw) -> np.ndarray:
+    from deeplk.baselines import centred_homography
+
+    return np.repeat(centred_homography(input_hw, template_hw)[None], batch, axis=0)
+
+
+class DLKFMAligner:
+    """Coarse-to-fine LK on the features of a `DLKFMNet` (the ``dlkfm`` method's predictor).
+
+    ``aligner(inputs, templates) -> (corners (B, 4, 2) float64, NaN where failed, failed (B,))``.
+
+    Args:
+        model: a `DLKFMNet` (its ``levels`` are used, coarsest first).
+        init: ``"centred"``, ``"sift"`` (SIFT + RANSAC, plausible results only, else centred) or
+            ``"mhn"`` (the ``mhn`` method; centred where it fails).
+        init_predictor: ``predict(inputs, templates) -> (corners, failed)`` giving the initial
+            corners for ``init="mhn"`` (default: ``deeplk.methods.get_method("mhn",
+            checkpoint_dir)``).
+        feature_type: ``None`` (the model's), ``"regular"`` or ``"special"``.
+        max_iterations, tolerance, damping: per level, coarsest first, passed to
+            `deeplk.lk.pyramid_lucas_kanade`.
+        batch_size: pairs per feature/LK call (bounds the memory of the feature maps).
+        jit_compile: XLA for the LK loop.
+    """
+
+    def __init__(self, model: DLKFMNet, init: str = "centred",
+                 init_predictor: Optional[Callable] = None, checkpoint_dir=None,
+                 feature_type: Optional[str] = None, max_iterations=None,
+                 tolerance=1e-2, damping: float = 1e-4, batch_size: int = 16,
+                 jit_compile: bool = True):
+        if init not in INITS:
+            raise ValueError(f"`init` must be one of {INITS}, got {init!r}")
+        self.model = model
+        self.init = init
+        self.feature_type = model.feature_type if feature_type is None else \
+            _check_feature_type(feature_type)
+        self.max_iterations = max_iterations
+        self.tolerance = tolerance
+        self.damping = float(damping)
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.jit_compile = bool(jit_compile)
+        self.init_predictor = init_predictor
+        if init == "mhn" and init_predictor is None:
+            self.init_predictor = _mhn_predictor(checkpoint_dir)
+        self._features = tf.function(self._features_eager, reduce_retracing=True)
+
+    def _features_eager(self, images, templates):
+        pairs = self.model.extract(images, templates, training=False)
+        pairs = [self.model.lk_features(p, self.feature_type) for p in pairs]
+        return [p[0] for p in pairs][::-1], [p[1] for p in pairs][::-1]  # coarsest first
+
+    def initial_homographies(self, inputs: np.ndarray, templates: np.ndarray) -> np.ndarray:
+        """``(B, 3, 3)`` float64 initial ``input_H_template`` (never uses a label)."""
+        b = len(inputs)
+        H = _centred_H(b, inputs.shape[1:3], templates.shape[1:3])
+        if self.init == "sift":
+            from deeplk import baselines
+
+            for i in range(b):
+                Hs = baselines.plausible_homography(
+                    baselines.feature_homography(inputs[i], templates[i], "sift"),
+                    inputs[i], templates[i])
+                if Hs is not None:
+                    H[i] = Hs
+        elif self.init == "mhn":
+            corners, failed = self.init_predictor(inputs, templates)
+            corners = np.asarray(corners, np.float64)
+            ok = ~np.asarray(failed, bool) & np.all(np.isfinite(corners), axis=(1, 2))
+            if ok.any():
+                H[ok] = corners_to_homography(corners[ok], tuple(templates.shape[1:3])).numpy()
+        return H
+
+    def align(self, inputs, templates, init_H=None):
+        """`deeplk.lk.LKResult` (full resolution) for one batch; `init_H` ``(B, 3, 3)`` or the
+        configured initial guess."""
+        from deeplk.lk import pyramid_lucas_kanade
+
+        inputs = np.asarray(inputs, np.float32)
+        templates = np.asarray(templates, np.float32)
+        if init_H is None:
+            init_H = self.initial_homographies(inputs, templates)
+        ip, tp = self._features(tf.constant(inputs), tf.constant(templates))
+        return pyramid_lucas_kanade(
+            ip, tp, tf.constant(init_H, tf.float32), max_iterations=self.max_iterations,
+            tolerance=self.tolerance, damping=self.damping, half_pixel_centers=False,
+            jit_compile=self.jit_compile)
+
+    def __call__(self, inputs, templates):
+        inputs = np.asarray(inputs, np.float32)
+        templates = np.asarray(templates, np.float32)
+        check_shape("inputs", inputs, (None, None, None, 3), "B x Hi x Wi x 3 RGB in [0, 1]")
+        check_shape("templates", templates, (len(inputs), None, None, 3),
+                    "B x h x w x 3 RGB in [0, 1], same B as inputs")
+        n = len(inputs)
+        corners = np.full((n, 4, 2), np.nan)
+        failed = np.zeros(n, dtype=bool)
+        size = tuple(templates.shape[1:3])
+        for start in range(0, n, self.batch_size):
+            stop = min(start + self.batch_size, n)
+            result = self.align(inputs[start:stop], templates[start:stop])
+            c = homography_to_corners(tf.cast(result.H, tf.float64), size).numpy()
+            f = result.failed.numpy() | ~np.all(np.isfinite(c), axis=(1, 2))
+            c[f] = np.nan
+            corners[start:stop], failed[start:stop] = c, f
+        return corners, failed
+
+
+def _mhn_predictor(checkpoint_dir):
+    from deeplk import methods
+
+    try:
+        return methods.get_method("mhn", checkpoint_dir=checkpoint_dir)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        raise RuntimeError(
+            f"init='mhn' needs the trained `mhn` method (checkpoints under "
+            f"{resolve(checkpoint_dir or 'checkpoints') / 'mhn'}): {e}") from e
+
+
+def build_dlkfm_method(checkpoint_dir=None, init: str = "centred", levels: Optional[int] = None,
+                       feature_type: Optional[str] = None,
+                       init_predictor: Optional[Callable] = None, **options) -> DLKFMAligner:
+    """The ``dlkfm`` method: ``predict(inputs, templates) -> (corners, failed)``.
+
+    Args:
+        checkpoint_dir: parent of ``dlkfm/`` (default ``checkpoints``).
+        init: ``"centred"``, ``"sift"`` or ``"mhn"`` (see `DLKFMAligner`).
+        levels: use levels ``1..levels`` (coarsest = `levels`); ``None``: the highest trained
+            level (a warning if it is below 3).
+        feature_type: override the trained ``feature_type`` (``"regular"`` / ``"special"``).
+        init_predictor: stand-in for the ``mhn`` method (tests, other initialisers).
+        **options: `DLKFMAligner` options (``max_iterations``, ``tolerance``, ``damping``,
+            ``batch_size``, ``jit_compile``).
+
+    Raises:
+        FileNotFoundError: naming ``<checkpoint_dir>/dlkfm`` (or the level folder) when no
+            trained model is there.
+        RuntimeError: ``init="mhn"`` without a usable ``mhn`` method.
+    """
+    if init not in INITS:
+        raise ValueError(f"`init` must be one of {INITS}, got {init!r}")
+    read_config(checkpoint_dir)  # clear error naming the folder
+    if levels is None:
+        available = trained_levels(checkpoint_dir)
+        if not available:
+            raise FileNotFoundError(f"no trained DLKFM level in {dlkfm_root(checkpoint_dir)}")
+        levels = max(available)
+        if levels < 3:
+            warnings.warn(f"DLKFM in {dlkfm_root(checkpoint_dir)} has levels up to {levels} "
+                          "only: aligning with those", stacklevel=2)
+    model = load_dlkfm(checkpoint_dir, levels)
+    return DLKFMAligner(model, init=init, init_predictor=init_predictor,
+                        checkpoint_dir=checkpoint_dir, feature_type=feature_type, **options)

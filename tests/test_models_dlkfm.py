@@ -1,0 +1,478 @@
+"""Tests of deeplk.models.dlkfm: extractors, Siamese model, loss, per-level training, inference.
+
+Tiny models (4 channels, 0-1 residual blocks) keep the tests fast. The inference test builds a
+model whose weights make every level's features a sub-sampled copy of the image (identity
+kernels), so that LK on the "features" must recover a homography on a textured mono-modal pair;
+it goes through the checkpoint layout and the method registry like a trained model.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+
+import cv2
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplk import geometry, methods
+from deeplk.features import special_feature_map
+from deeplk.models import dlkfm as D
+from deeplk.train import FINAL_WEIGHTS_NAME, TrainConfig, train
+
+CENTRE_192 = np.array([[32, 32], [159, 32], [159, 159], [32, 159]], dtype=np.float64)
+TINY = dict(channels=4, num_blocks=1)
+
+
+@functools.lru_cache(maxsize=None)
+def smooth_rgb(sigma: float = 4.0, seed: int = 0, size: int = 192) -> np.ndarray:
+    """``(size, size, 3)`` float32 smoothed noise in [0, 1] (three decorrelated channels)."""
+    noise = np.random.default_rng(seed).random((size, size, 3)).astype(np.float32)
+    image = cv2.GaussianBlur(noise, (0, 0), sigma)
+    return ((image - image.min()) / (image.max() - image.min())).astype(np.float32)
+
+
+def make_pairs(image: np.ndarray, dst: np.ndarray):
+    """Inputs ``(B, 192, 192, 3)`` and templates ``(B, 128, 128, 3)`` for input-frame corners
+    ``dst`` ``(B, 4, 2)`` (template = input warped by the true H, OpenCV)."""
+    H = geometry.corners_to_homography(dst, 128).numpy().astype(np.float64)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    templates = np.stack([cv2.warpPerspective(image, h, (128, 128), flags=flags) for h in H])
+    inputs = np.repeat(image[None], len(dst), axis=0)
+    return inputs, templates.astype(np.float32)
+
+
+def identity_feature_net(levels: int = 3) -> D.DLKFMNet:
+    """3 channels, no residual blocks; identity centre taps everywhere, so level 1 returns the
+    image (scaled by the batch norms' 1 / sqrt(1 + eps)) and each next level the even pixels of
+    the previous one."""
+    model = D.make_dlkfm_net(levels, channels=3, num_blocks=0)
+    eye = np.zeros((3, 3, 3, 3), np.float32)
+    eye[1, 1] = np.eye(3)
+    for ext in model.input_extractors + model.template_extractors:
+        ext.stem.kernel.assign(eye)
+        ext.mid.kernel.assign(eye)
+        ext.head.kernel.assign(eye)
+        ext.head.bias.assign(np.zeros(3, np.float32))
+    return model
+
+
+def save_as_checkpoint(model: D.DLKFMNet, checkpoint_dir) -> None:
+    """Lay `model` out as a trained DLKFM under ``<checkpoint_dir>/dlkfm``."""
+    D.write_config(checkpoint_dir, model.architecture())
+    folder = D.level_dir(checkpoint_dir, model.levels)
+    folder.mkdir(parents=True)
+    model.save_weights(str(folder / FINAL_WEIGHTS_NAME))
+
+
+# --------------------------------------------------------------------------------------------
+# Extractors and the Siamese model
+# --------------------------------------------------------------------------------------------
+
+
+class TestModel:
+    def test_level_sizes(self):
+        model = D.make_dlkfm_net(3, **TINY)
+        x = np.random.default_rng(0).random((2, 192, 192, 3), np.float32)
+        t = np.random.default_rng(1).random((2, 128, 128, 3), np.float32)
+        shapes = [tuple(f.shape) for f in model([x, t])]
+        assert shapes == [(2, 192, 192, 4), (2, 128, 128, 4), (2, 96, 96, 4), (2, 64, 64, 4),
+                          (2, 48, 48, 4), (2, 32, 32, 4)]
+
+    @pytest.mark.parametrize("batch", [1, 3])
+    def test_any_batch_size(self, batch):
+        model = D.make_dlkfm_net(2, **TINY)
+        out = model([np.zeros((batch, 24, 24, 3), np.float32), np.zeros((batch, 16, 16, 3),
+                                                                        np.float32)])
+        assert [o.shape[0] for o in out] == [batch] * 4
+
+    def test_separate_branch_weights(self):
+        model = D.make_dlkfm_net(3, **TINY)
+        for k in D.LEVELS:
+            a = {id(v) for v in model.input_extractors[k - 1].weights}
+            b = {id(v) for v in model.template_extractors[k - 1].weights}
+            assert a and b and not a & b
+        # Same image through both branches: different (independently initialised) features.
+        x = np.random.default_rng(0).random((1, 32, 32, 3), np.float32)
+        fi, ft = model.extract(x, x)[0]
+        assert np.abs(fi.numpy() - ft.numpy()).max() > 1e-3
+        # Changing the template branch leaves the input branch alone.
+        before = fi.numpy()
+        for v in model.template_extractors[0].trainable_variables:
+            v.assign(v + 0.5)
+        fi2, ft2 = model.extract(x, x)[0]
+        np.testing.assert_array_equal(fi2.numpy(), before)
+        assert np.abs(ft2.numpy() - ft.numpy()).max() > 1e-3
+
+    def test_stride_two_samples_even_pixels(self):
+        """Level 2 of the identity network is the level-1 map at the even pixels (the
+        ``x_coarse = x_fine / 2`` convention of `level_homography`)."""
+        model = identity_feature_net(2)
+        x = smooth_rgb()[None, :40, :40]
+        (f1, _), (f2, _) = model.extract(x, x[:, :16, :16])
+        np.testing.assert_allclose(f1.numpy(), x / np.sqrt(1 + 1e-3) ** 2, rtol=1e-5)
+        np.testing.assert_allclose(f2.numpy(), f1.numpy()[:, ::2, ::2] / (1 + 1e-3), rtol=1e-5)
+
+    def test_special_output(self):
+        model = D.make_dlkfm_net(1, **TINY)
+        x = np.random.default_rng(0).random((2, 20, 20, 3), np.float32)
+        fi, ft = model.extract(x, x[:, :12, :12])[0]
+        si, st = model.lk_features((fi, ft), "special")
+        assert si.shape == (2, 20, 20, 1) and st.shape == (2, 12, 12, 1)
+        np.testing.assert_allclose(si.numpy(), special_feature_map(fi).numpy(), rtol=1e-6)
+        # Against the definition (Gram matrix of the centred 3x3xC patch) at an inner pixel.
+        f = fi.numpy()[0].astype(np.float64)
+        patch = f[4:7, 7:10].reshape(9, -1).T  # C x 9
+        patch = patch - patch.mean(axis=0, keepdims=True)
+        G = patch.T @ patch
+        rows = G.sum(axis=1)
+        expected = (rows.max() + rows.min()) / 2 / (np.trace(G) + 1e-6)
+        np.testing.assert_allclose(si.numpy()[0, 5, 8, 0], expected, rtol=1e-4)
+        # A special-type model aligns the special maps by default.
+        special = D.make_dlkfm_net(1, feature_type="special", **TINY)
+        assert special.lk_features(fi).shape[-1] == 1
+
+    def test_config_round_trip(self, tmp_path):
+        ext = D.FeatureExtractor(channels=5, num_blocks=2, stride=2, leaky_alpha=0.1,
+                                 bn_momentum=0.8, name="e")
+        clone = D.FeatureExtractor.from_config(ext.get_config())
+        assert clone.get_config() == ext.get_config()
+        block = D.ResidualBlock(6, 0.3, 0.7)
+        assert D.ResidualBlock.from_config(block.get_config()).get_config() == block.get_config()
+
+        model = D.make_dlkfm_net(2, channels=4, num_blocks=1, leaky_alpha=0.1,
+                                 feature_type="special", seed=3)
+        config = model.get_config()
+        for key, value in dict(levels=2, channels=4, num_blocks=1, leaky_alpha=0.1,
+                               feature_type="special", seed=3).items():
+            assert config[key] == value
+        x = np.random.default_rng(0).random((2, 24, 24, 3), np.float32)
+        t = x[:, 4:20, 4:20]
+        expected = [o.numpy() for o in model([x, t])]
+        path = tmp_path / "dlkfm.keras"
+        model.save(path)
+        loaded = keras.saving.load_model(path)
+        assert isinstance(loaded, D.DLKFMNet) and loaded.get_config() == config
+        for a, b in zip(loaded([x, t]), expected):
+            np.testing.assert_allclose(a.numpy(), b, rtol=1e-6, atol=1e-6)
+
+    def test_exceptions(self):
+        with pytest.raises(ValueError, match="levels"):
+            D.DLKFMNet(levels=4)
+        with pytest.raises(ValueError, match="feature_type"):
+            D.DLKFMNet(feature_type="fancy")
+        with pytest.raises(ValueError, match="stride"):
+            D.FeatureExtractor(stride=3)
+        with pytest.raises(ValueError, match="num_blocks"):
+            D.FeatureExtractor(num_blocks=-1)
+        model = D.make_dlkfm_net(1, **TINY)
+        with pytest.raises(ValueError, match="images"):
+            model.extract(np.zeros((1, 8, 8, 1), np.float32), np.zeros((1, 8, 8, 3), np.float32))
+        with pytest.raises(ValueError, match="train_level"):
+            model.extract(np.zeros((1, 8, 8, 3), np.float32), np.zeros((1, 8, 8, 3), np.float32),
+                          train_level=2)
+
+
+# --------------------------------------------------------------------------------------------
+# Loss
+# --------------------------------------------------------------------------------------------
+
+
+class TestAlignmentMSE:
+    def test_identical_features_identity_zero(self):
+        f = np.random.default_rng(0).random((2, 16, 16, 5), np.float32)
+        mse = D.alignment_mse(f, f, np.repeat(np.eye(3, dtype=np.float32)[None], 2, 0))
+        np.testing.assert_allclose(mse.numpy(), 0.0, atol=1e-12)
+
+    def test_matches_opencv_masked_mean(self, rng):
+        image = smooth_rgb(3.0)
+        template = rng.random((1, 128, 128, 3)).astype(np.float32)
+        dst = CENTRE_192 + rng.uniform(-40, 40, size=(1, 4, 2))
+        H = geometry.corners_to_homography(dst, 128).numpy().astype(np.float64)
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        warped = cv2.warpPerspective(image.astype(np.float64), H[0], (128, 128), flags=flags)
+        # Valid: the sample position lies inside the input.
+        xs, ys = np.meshgrid(np.arange(128.0), np.arange(128.0))
+        p = H[0] @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
+        u, v = p[0] / p[2], p[1] / p[2]
+        valid = ((u >= 0) & (u <= 191) & (v >= 0) & (v <= 191)).reshape(128, 128)
+        assert 0.3 < valid.mean() < 1.0  # part of the template falls outside
+        sq = ((warped - template[0]) ** 2).sum(axis=-1)
+        expected = sq[valid].sum() / (valid.sum() * 3)
+        got = D.alignment_mse(image[None], template, H.astype(np.float32)).numpy()[0]
+        np.testing.assert_allclose(got, expected, rtol=2e-3)
+
+    def test_gradient_float64(self, rng):
+        fi = tf.constant(rng.random((1, 6, 6, 1)))
+        ft = tf.constant(rng.random((1, 4, 4, 1)))
+        H = tf.constant([[[0.9, 0.1, 0.7], [-0.05, 1.1, 0.6], [0.01, 0.02, 1.0]]], tf.float64)
+        theoretical, numerical = tf.test.compute_gradient(
+            lambda a, b: D.alignment_mse(a, b, H), [fi, ft], delta=1e-6)
+        for t, n in zip(theoretical, numerical):
+            np.testing.assert_allclose(t, n, atol=1e-6)
+
+    def test_exceptions(self):
+        with pytest.raises(ValueError, match="template_features"):
+            D.alignment_mse(np.zeros((1, 8, 8, 2), np.float32), np.zeros((1, 4, 4, 3), np.float32),
+                            np.eye(3, dtype=np.float32)[None])
+        with pytest.raises(ValueError, match="input_H_template"):
+            D.alignment_mse(np.zeros((1, 8, 8, 2), np.float32), np.zeros((1, 4, 4, 2), np.float32),
+                            np.eye(3, dtype=np.float32))
+
+
+class TestConvexityHinge:
+    t = np.array([0.0, 1.0, 2.0])
+
+    def test_zero_for_convex_enough(self):
+        d = 0.01 * self.t ** 2
+        for a in (1.0, 1.5, 10.0):  # f = a d + c grows at least `margin` per unit d
+            f = 0.3 + a * d
+            assert D.convexity_hinge(f[None], d[None], margin=1.0).numpy()[0] == pytest.approx(0.0)
+
+    def test_positive_otherwise(self):
+        d = 0.01 * self.t ** 2
+        # Flat: every step misses by margin * (d_k - d_{k-1}), in total margin * d_max.
+        flat = np.full(3, 0.3)
+        assert D.convexity_hinge(flat, d, margin=2.0).numpy() == pytest.approx(2.0 * 0.04)
+        # Too shallow (a = 0.5 < margin 1): misses by (1 - 0.5) * d_max.
+        assert D.convexity_hinge(0.5 * d, d, 1.0).numpy() == pytest.approx(0.5 * 0.04)
+        # Rises then falls: only the falling step is penalised, by its drop plus its margin.
+        f = np.array([0.0, 0.05, 0.02])
+        assert D.convexity_hinge(f, d, 1.0).numpy() == pytest.approx(0.03 + 0.03)
+
+    def test_batched_and_exceptions(self):
+        f = np.stack([0.3 + 2 * self.t ** 2, np.full(3, 0.3)])
+        np.testing.assert_allclose(D.convexity_hinge(f, np.stack([self.t ** 2] * 2)).numpy(),
+                                   [0.0, 4.0])
+        with pytest.raises(ValueError, match="sq_distances"):
+            D.convexity_hinge(np.zeros(3), np.zeros(2))
+        with pytest.raises(ValueError, match="losses"):
+            D.convexity_hinge(np.zeros(1), np.zeros(1))
+
+
+class TestDLKFMLoss:
+    def test_constant_features_known_answer(self, rng):
+        """Constant features: every warp matches, so the MSE is 0 and each direction misses its
+        whole margin: hinge = sum_p 2 * margin * rho_p^2 * t_max^2."""
+        fi = np.full((2, 48, 48, 3), 0.7, np.float32)
+        ft = np.full((2, 32, 32, 3), 0.7, np.float32)
+        corners = np.array([[8, 8], [39, 8], [39, 39], [8, 39]], np.float64)[None] + \
+            rng.uniform(-3, 3, (2, 4, 2))
+        H = geometry.corners_to_homography(corners, 32).numpy().astype(np.float32)
+        delta = rng.uniform(-2, 2, (2, 3, 4, 2)).astype(np.float32)
+        total, mse, hinge = D.dlkfm_loss(fi, ft, H, delta, convexity_weight=0.2, margin=1.5)
+        rho2 = ((delta.astype(np.float64) / 15.5) ** 2).sum(-1).mean(-1)  # (B, P)
+        expected = (2 * 1.5 * rho2 * 4.0).sum(axis=1)
+        np.testing.assert_allclose(mse.numpy(), 0.0, atol=1e-12)
+        np.testing.assert_allclose(hinge.numpy(), expected, rtol=1e-4)
+        np.testing.assert_allclose(total.numpy(), 0.2 * expected, rtol=1e-4)
+
+    def test_textured_features_convex_no_hinge(self, rng):
+        """Smooth texture, template cut exactly at the true H: the loss is 0 at H* and grows
+        with the displacement, so with a small margin the hinge vanishes."""
+        image = smooth_rgb(4.0)
+        dst = CENTRE_192[None] + rng.uniform(-8, 8, (2, 4, 2))
+        inputs, templates = make_pairs(image, dst)
+        H = geometry.corners_to_homography(dst, 128).numpy().astype(np.float32)
+        delta = rng.uniform(-3, 3, (2, 2, 4, 2)).astype(np.float32)
+        total, mse, hinge = D.dlkfm_loss(inputs, templates, H, delta, margin=0.01)
+        assert np.all(mse.numpy() < 1e-4)
+        np.testing.assert_allclose(hinge.numpy(), 0.0, atol=1e-7)
+        # The same pair with a huge margin: the hinge is positive.
+        _, _, hinge_big = D.dlkfm_loss(inputs, templates, H, delta, margin=1e3)
+        assert np.all(hinge_big.numpy() > 0)
+
+    def test_level_homography_matches_even_pixel_sampling(self):
+        corners = CENTRE_192[None] + np.array([[[3, -2], [5, 1], [-4, 6], [2, 2]]], np.float64)
+        H3 = D.level_homography(corners.astype(np.float32), 3).numpy()
+        # x_coarse = x_fine / 4: the 32-template corner (31, 31) is the fine corner (124, 124).
+        fine = geometry.transform_points(
+            geometry.corners_to_homography(corners, 128), np.array([[[124.0, 124.0]]]))
+        coarse = geometry.transform_points(H3.astype(np.float64), np.array([[[31.0, 31.0]]]))
+        np.testing.assert_allclose(coarse.numpy() * 4, fine.numpy(), atol=1e-3)
+
+    def test_exceptions(self):
+        f = np.zeros((1, 16, 16, 2), np.float32)
+        H = np.eye(3, dtype=np.float32)[None]
+        with pytest.raises(ValueError, match="perturbations"):
+            D.dlkfm_loss(f, f[:, :8, :8], H, np.zeros((1, 4, 2), np.float32))
+        with pytest.raises(ValueError, match="steps"):
+            D.dlkfm_loss(f, f[:, :8, :8], H, np.zeros((1, 1, 4, 2), np.float32), steps=(2, 1))
+
+
+# --------------------------------------------------------------------------------------------
+# Training task
+# --------------------------------------------------------------------------------------------
+
+
+def tiny_dataset(n: int = 4, batch: int = 2, seed: int = 0):
+    """48 x 48 inputs, 32 x 32 templates (the task reads the sizes from the batch)."""
+    rng = np.random.default_rng(seed)
+    dst = CENTRE_192[None] / 4 + rng.uniform(-4, 4, (n, 4, 2))
+    dst = dst * (31 / 31.75)  # corners of a 32 template in a 48 input, about centred
+    H = geometry.corners_to_homography(dst, 32).numpy().astype(np.float64)
+    image = smooth_rgb(1.5, seed, size=48)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    templates = np.stack([cv2.warpPerspective(image, h, (32, 32), flags=flags) for h in H])
+    inputs = np.repeat(image[None], n, axis=0)
+    return tf.data.Dataset.from_tensor_slices(
+        (inputs, templates.astype(np.float32), dst.astype(np.float32))).batch(batch)
+
+
+def variables_by_path(model):
+    """Weights by path inside the model (without the model's own, instance-numbered name)."""
+    return {v.path.split("/", 1)[1]: v.numpy().copy() for v in model.weights}
+
+
+class TestTraining:
+    def test_levels_chain_and_freeze(self, tmp_path):
+        ds = tiny_dataset()
+        config = dict(steps=2, learning_rate=1e-2, progress=False, log_every=1)
+        task1 = D.DLKFMTask(1, tmp_path, channels=3, num_blocks=0, num_perturbations=1)
+        r1 = train(task1, ds, TrainConfig(checkpoint_dir=task1.checkpoint_dir, **config))
+        assert np.isfinite(r1.final_loss) and set(r1.metrics) == {"mse", "convexity"}
+        assert json.loads((tmp_path / "dlkfm" / "config.json").read_text())["channels"] == 3
+        assert D.trained_levels(tmp_path) == [1]
+        level1 = variables_by_path(r1.model)
+
+        # Level 2: the architecture comes from config.json; level 1 is loaded and frozen.
+        task2 = D.DLKFMTask(2, tmp_path, num_perturbations=1)
+        assert task2.arch["channels"] == 3
+        model2 = task2.build_model()
+        trained_ids = {id(v) for v in task2.trainable_variables(model2)}
+        assert trained_ids == {id(v) for v in model2.extractor_variables(2)}
+        r2 = train(task2, ds, TrainConfig(checkpoint_dir=task2.checkpoint_dir, **config))
+        after = variables_by_path(r2.model)
+        # Every level-1 weight, batch-norm moving statistics included, is unchanged ...
+        frozen = [p for p in level1 if p.startswith("level1_")]
+        assert len(frozen) == len(r1.model.extractor_variables(1, trainable_only=False))
+        assert any("moving_variance" in p for p in frozen)
+        for path in frozen:
+            np.testing.assert_array_equal(after[path], level1[path], err_msg=path)
+        # ... while level 2 did train.
+        fresh = variables_by_path(D.DLKFMTask(2, tmp_path, load_previous=False).build_model())
+        changed = [p for p in after if p.startswith("level2_") and "kernel" in p
+                   and not np.array_equal(after[p], fresh[p])]
+        assert changed
+        assert D.trained_levels(tmp_path) == [1, 2]
+
+    def test_missing_previous_level(self, tmp_path):
+        with pytest.raises(FileNotFoundError, match="level 1"):
+            D.DLKFMTask(2, tmp_path)
+        D.write_config(tmp_path, dict(channels=3, num_blocks=0, leaky_alpha=0.2,
+                                      bn_momentum=0.9, feature_type="regular"))
+        with pytest.raises(FileNotFoundError, match=str(tmp_path / "dlkfm" / "level2")):
+            D.DLKFMTask(3, tmp_path)
+        with pytest.raises(ValueError, match="channels"):
+            D.DLKFMTask(2, tmp_path, channels=8, load_previous=False)
+
+    def test_task_exceptions(self, tmp_path):
+        with pytest.raises(ValueError, match="level"):
+            D.DLKFMTask(0, tmp_path)
+        with pytest.raises(ValueError, match="num_perturbations"):
+            D.DLKFMTask(1, tmp_path, num_perturbations=-1)
+        with pytest.raises(ValueError, match="perturbation"):
+            D.DLKFMTask(1, tmp_path, perturbation=0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Inference and the method
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def identity_checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dlkfm_ckpt")
+    save_as_checkpoint(identity_feature_net(3), root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def textured_problem():
+    rng = np.random.default_rng(5)
+    dst = CENTRE_192[None] + rng.uniform(-12, 12, (3, 4, 2))
+    inputs, templates = make_pairs(smooth_rgb(4.0, seed=2), dst)
+    return inputs, templates, dst
+
+
+class TestInference:
+    def test_recovers_homography_through_registry(self, identity_checkpoint, textured_problem):
+        inputs, templates, dst = textured_problem
+        predict = methods.get_method("dlkfm", checkpoint_dir=identity_checkpoint,
+                                     jit_compile=False)
+        corners, failed = predict(inputs, templates)
+        assert corners.shape == (3, 4, 2) and corners.dtype == np.float64
+        assert not failed.any()
+        pe = np.linalg.norm(corners - dst, axis=-1).mean(-1)
+        start = np.linalg.norm(CENTRE_192[None] - dst, axis=-1).mean(-1)
+        assert np.all(start > 4) and np.all(pe < 0.5), (start, pe)
+
+    def test_batches_and_special_maps(self, identity_checkpoint, textured_problem):
+        inputs, templates, dst = textured_problem
+        whole = D.build_dlkfm_method(identity_checkpoint, jit_compile=False)(inputs, templates)[0]
+        chunked = D.build_dlkfm_method(identity_checkpoint, jit_compile=False,
+                                       batch_size=2)(inputs, templates)[0]
+        np.testing.assert_allclose(chunked, whole, atol=1e-3)
+        special = D.build_dlkfm_method(identity_checkpoint, feature_type="special",
+                                       jit_compile=False)
+        assert special.feature_type == "special"
+        corners, failed = special(inputs, templates)
+        assert corners.shape == (3, 4, 2) and np.isnan(corners[failed]).all()
+
+    def test_no_ground_truth_in_signature(self, identity_checkpoint):
+        predict = D.build_dlkfm_method(identity_checkpoint, jit_compile=False)
+        assert list(inspect.signature(predict).parameters) == ["inputs", "templates"]
+        assert "dlkfm" in D.METHOD_DESCRIPTIONS
+        assert methods._LAZY["dlkfm"] == "deeplk.models.dlkfm:build_dlkfm_method"
+
+    def test_mhn_start_uses_the_predictor(self, identity_checkpoint, textured_problem):
+        inputs, templates, dst = textured_problem
+        calls = []
+
+        def stand_in(i, t):
+            calls.append((i.shape, t.shape))
+            corners = dst + 1.0
+            corners[1] = np.nan  # a failure: that sample starts centred
+            return corners, np.array([False, True, False])
+
+        aligner = D.build_dlkfm_method(identity_checkpoint, init="mhn", init_predictor=stand_in,
+                                       jit_compile=False)
+        H0 = aligner.initial_homographies(inputs, templates)
+        assert calls == [(inputs.shape, templates.shape)]
+        start = geometry.homography_to_corners(H0, 128).numpy()
+        np.testing.assert_allclose(start[[0, 2]], dst[[0, 2]] + 1.0, atol=1e-6)
+        np.testing.assert_allclose(start[1], CENTRE_192, atol=1e-9)
+        corners, failed = aligner(inputs, templates)
+        assert not failed.any() and np.linalg.norm(corners - dst, axis=-1).mean() < 0.5
+
+    def test_sift_start(self, identity_checkpoint, textured_problem):
+        inputs, templates, dst = textured_problem
+        aligner = D.build_dlkfm_method(identity_checkpoint, init="sift", jit_compile=False)
+        sharp = make_pairs(smooth_rgb(1.5, seed=3), dst)
+        flat = np.full_like(inputs, 0.5), np.full_like(templates, 0.5)
+        H_sharp = aligner.initial_homographies(*sharp)
+        H_flat = aligner.initial_homographies(*flat)
+        # SIFT matches the textured pairs; the textureless ones fall back to the centred start.
+        err = np.linalg.norm(geometry.homography_to_corners(H_sharp, 128).numpy() - dst, axis=-1)
+        assert err.mean() < 1.0
+        np.testing.assert_allclose(geometry.homography_to_corners(H_flat, 128).numpy(),
+                                   np.broadcast_to(CENTRE_192, (3, 4, 2)), atol=1e-9)
+
+    def test_mhn_missing_is_a_clear_error(self, identity_checkpoint, tmp_path):
+        with pytest.raises(RuntimeError, match="mhn"):
+            D.build_dlkfm_method(identity_checkpoint, init="mhn")
+
+    def test_missing_checkpoint_names_folder(self, tmp_path):
+        with pytest.raises(FileNotFoundError, match=str(tmp_path / "dlkfm")):
+            methods.get_method("dlkfm", checkpoint_dir=tmp_path)
+        D.write_config(tmp_path, dict(channels=3, num_blocks=0, leaky_alpha=0.2,
+                                      bn_momentum=0.9, feature_type="regular"))
+        with pytest.raises(FileNotFoundError, match=str(tmp_path / "dlkfm")):
+            D.build_dlkfm_method(tmp_path)
+        with pytest.raises(FileNotFoundError, match=str(tmp_path / "dlkfm" / "level3")):
+            D.build_dlkfm_method(tmp_path, levels=3)
+        with pytest.raises(ValueError, match="init"):
+            D.build_dlkfm_method(tmp_path, init="orb")
