@@ -32,7 +32,8 @@ def write_text_atomic(path, text: str) -> None:
     """Write `text` to `path` through a temporary file in the same folder, then `os.replace`.
 
     A reader (or a rerun after a crash) sees the old file or the complete new one, never half of
-    it; the temporary file is removed if writing fails.
+    it; the temporary file is removed if writing fails. The file gets the ordinary permissions
+    of a new file (``0o666`` minus the umask), not ``mkstemp``'s private ``0o600``.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -41,7 +42,14 @@ def write_text_atomic(path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
