@@ -282,6 +282,32 @@ class TestCheckpoints:
         assert tf.train.load_variable(result.checkpoint_path,
                                       "step/.ATTRIBUTES/VARIABLE_VALUE") == 25
 
+    def test_layers_held_in_a_python_list_are_checkpointed(self, tmp_path):
+        # TensorFlow's object graph does not reach Keras 3 layers kept in a plain list; the
+        # checkpoint must hold their weights anyway (load_latest restores them, not init values).
+        @keras.saving.register_keras_serializable(package="deeplk_tests")
+        class ListModel(keras.Model):
+            def __init__(self, **kw):
+                super().__init__(**kw)
+                self.blocks = [keras.layers.Dense(3), keras.layers.Dense(2)]
+
+            def call(self, x):
+                for b in self.blocks:
+                    x = b(x)
+                return x
+
+        class ListTask(LinearTask):
+            def build_model(self):
+                m = ListModel()
+                m(tf.zeros((1, 4)))
+                return m
+
+        result = train(ListTask(), make_dataset(), config(steps=5, checkpoint_dir=tmp_path))
+        (tmp_path / T.FINAL_WEIGHTS_NAME).unlink()  # only the checkpoint can restore them
+        restored = load_latest(ListTask(), tmp_path)
+        assert len(restored.weights) == 4
+        assert_weights_equal(weights(restored), weights(result.model))
+
     def test_keeps_the_last_k(self, tmp_path):
         train(LinearTask(), make_dataset(),
               config(steps=25, checkpoint_dir=tmp_path, checkpoint_every=5, keep_checkpoints=2))

@@ -54,7 +54,7 @@ Design notes (what is guaranteed and how):
   as TensorFlow requires every worker to take part in a save. All workers restore from
   `checkpoint_dir`, so it must be on a file system they share. The data position is restored
   by skipping batches.
-* **Checkpoints.** ``tf.train.Checkpoint(model, optimizer, step, skipped, rng[, data])`` managed
+* **Checkpoints.** ``tf.train.Checkpoint(model, weights, optimizer, step, skipped, rng[, data])`` managed
   by ``tf.train.CheckpointManager`` (``ckpt-<step>``), every `checkpoint_every` steps, at the
   end, and when the run is interrupted by ``KeyboardInterrupt``. A crash while writing cannot
   spoil the latest good checkpoint: TensorFlow writes a new checkpoint's shards into a
@@ -542,6 +542,16 @@ def _checkpoint_candidates(ckpt_dir: Path) -> list[str]:
 _UNREADABLE = (tf.errors.OpError, IndexError, OSError)
 
 
+def _weight_list(model: keras.Model) -> list:
+    """Every weight of `model`, in `model.weights` order, for the checkpoint.
+
+    TensorFlow's object-graph tracking does not reach the weights of Keras 3 layers that a model
+    holds in a plain Python list (``self.blocks = [Dense(..), ...]``), so ``Checkpoint(model=...)``
+    alone would silently drop them; listing the weights explicitly saves them all (a variable
+    reached through two paths is stored once)."""
+    return list(model.weights)
+
+
 def _restore_latest(ckpt: tf.train.Checkpoint, ckpt_dir: Path, task) -> str | None:
     """Restore the newest readable checkpoint into `ckpt`; return its prefix (None if none)."""
     candidates = _checkpoint_candidates(ckpt_dir)
@@ -918,8 +928,8 @@ def train(task: TrainTask, dataset: tf.data.Dataset, config: TrainConfig) -> Tra
     weights_ids = {id(v) for v in model.weights}
     rng_state = [v for v in model.variables if id(v) not in weights_ids]  # SeedGenerator states
     signature = _model_signature(model, variables)
-    state = dict(model=model, optimizer=optimizer, step=step_var, skipped=skipped_var,
-                 rng=rng_state)
+    state = dict(model=model, weights=_weight_list(model), optimizer=optimizer, step=step_var,
+                 skipped=skipped_var, rng=rng_state)
 
     ckpt_dir = None if config.checkpoint_dir is None else resolve(config.checkpoint_dir)
     restored = None
@@ -1126,7 +1136,8 @@ def load_latest(task: TrainTask, checkpoint_dir) -> keras.Model:
     if _checkpoint_candidates(ckpt_dir):
         weights_ids = {id(v) for v in model.weights}
         rng_state = [v for v in model.variables if id(v) not in weights_ids]
-        if _restore_latest(tf.train.Checkpoint(model=model, rng=rng_state), ckpt_dir, task):
+        if _restore_latest(tf.train.Checkpoint(model=model, weights=_weight_list(model), rng=rng_state),
+                           ckpt_dir, task):
             return model
     final = ckpt_dir / FINAL_WEIGHTS_NAME
     if final.is_file():
