@@ -78,6 +78,7 @@ __all__ = [
     "UnsupervisedTask",
     "make_task",
     "stage_dir",
+    "stage_exists",
     "latest_stage",
     "train_stage",
     "load_stage_model",
@@ -140,6 +141,10 @@ def vgg19_backbone(weights="imagenet") -> keras.Model:
         if not path.is_file():
             raise FileNotFoundError(f"`vgg_weights` file not found: {path}")
         weights = str(path)
+    if weights is None:  # the same layers, without building blocks 4 and 5 (20M unused weights)
+        backbone = _vgg19_to_block3()
+        backbone.trainable = False
+        return backbone
     try:
         vgg = keras.applications.VGG19(include_top=False, weights=weights, input_shape=(None, None, 3))
     except Exception as e:  # noqa: BLE001 - the download raises plain Exception
@@ -155,6 +160,19 @@ def vgg19_backbone(weights="imagenet") -> keras.Model:
     backbone = keras.Model(vgg.input, vgg.get_layer(VGG_LAYER).output, name="vgg19_block3_conv4")
     backbone.trainable = False
     return backbone
+
+
+def _vgg19_to_block3() -> keras.Model:
+    """The first layers of ``keras.applications.VGG19`` up to `VGG_LAYER`, same names and
+    initialisers (random weights)."""
+    inputs = keras.Input((None, None, 3), name="input_layer")
+    x = inputs
+    for block, (filters, convs) in enumerate([(64, 2), (128, 2), (256, 4)], start=1):
+        for i in range(1, convs + 1):
+            x = keras.layers.Conv2D(filters, 3, activation="relu", padding="same", name=f"block{block}_conv{i}")(x)
+        if block < 3:
+            x = keras.layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
+    return keras.Model(inputs, x, name="vgg19_block3_conv4")
 
 
 def vgg_preprocess(images):
@@ -186,33 +204,41 @@ class InceptionBlock(keras.layers.Layer):
             raise ValueError(f"`filters` must be a positive integer, got {filters!r}")
         self.filters = int(filters)
 
-    def _unit(self, name: str, kernel: int):
-        return [
-            keras.layers.Conv2D(self.filters, kernel, padding="same", use_bias=False, name=f"{name}_conv"),
-            keras.layers.BatchNormalization(name=f"{name}_bn"),
-        ]
-
     def build(self, input_shape):
-        f = self.filters
-        self.branches = [
-            self._unit("b1_1x1", 1),
-            self._unit("b2_1x1", 1) + self._unit("b2_3x3", 3),
-            self._unit("b3_1x1", 1) + self._unit("b3_3x3a", 3) + self._unit("b3_3x3b", 3),
-            [keras.layers.MaxPooling2D(3, strides=1, padding="same", name="b4_pool")] + self._unit("b4_1x1", 1),
+        # Sublayers are attributes (not nested lists): tf.train.Checkpoint tracks attributes of
+        # Keras layers but not layers kept in Python lists.
+        spec = [
+            [("b1_1x1", 1)],
+            [("b2_1x1", 1), ("b2_3x3", 3)],
+            [("b3_1x1", 1), ("b3_3x3a", 3), ("b3_3x3b", 3)],
+            [("b4_pool", None), ("b4_1x1", 1)],
         ]
-        for branch in self.branches:
+        self._branch_names = []
+        for branch in spec:
+            names = []
             shape = tuple(input_shape)
-            for layer in branch:
-                layer.build(shape)
-                shape = layer.compute_output_shape(shape)
-        assert shape[-1] == f
+            for name, kernel in branch:
+                if kernel is None:
+                    layers = [(name, keras.layers.MaxPooling2D(3, strides=1, padding="same", name=name))]
+                else:
+                    layers = [(f"{name}_conv", keras.layers.Conv2D(self.filters, kernel, padding="same",
+                                                                   use_bias=False, name=f"{name}_conv")),
+                              (f"{name}_bn", keras.layers.BatchNormalization(name=f"{name}_bn"))]
+                for attr, layer in layers:
+                    layer.build(shape)
+                    shape = layer.compute_output_shape(shape)
+                    setattr(self, attr, layer)
+                    names.append(attr)
+            self._branch_names.append(tuple(names))
+        self._branch_names = tuple(self._branch_names)
         self.built = True
 
     def call(self, x, training=None):
         outs = []
-        for branch in self.branches:
+        for names in self._branch_names:
             h = x
-            for layer in branch:
+            for attr in names:
+                layer = getattr(self, attr)
                 if isinstance(layer, keras.layers.BatchNormalization):
                     h = tf.nn.relu(layer(h, training=training))
                 else:
@@ -296,18 +322,23 @@ class HomographyNet(keras.Model):
             return
         s_in, s_t, s_off = self._sizes
         self.backbone = vgg19_backbone(self.vgg_weights)
-        self.blocks = []
+        # Layers are attributes (tf.train.Checkpoint does not track layers kept in lists);
+        # `_block_names` is their order.
+        names = []
         fs = s_in // _STRIDE
         shape = (None, fs, fs, 2 * 256)
         for i in range(self.num_inception_blocks):
             block = InceptionBlock(self.inception_filters, name=f"inception_{i + 1}")
             block.build(shape)
             shape = block.compute_output_shape(shape)
-            self.blocks.append(block)
+            setattr(self, block.name, block)
+            names.append(block.name)
             if i % 2 == 1 and i + 1 < self.num_inception_blocks:
                 pool = keras.layers.MaxPooling2D(2, padding="same", name=f"pool_{i + 1}")
                 shape = pool.compute_output_shape(shape)
-                self.blocks.append(pool)
+                setattr(self, pool.name, pool)
+                names.append(pool.name)
+        self._block_names = tuple(names)
         flat = int(np.prod(shape[1:]))
         self.hidden = keras.layers.Dense(self.dense_units, activation="relu", name="fc")
         self.hidden.build((None, flat))
@@ -332,7 +363,8 @@ class HomographyNet(keras.Model):
         pad = s_off // _STRIDE
         t = tf.pad(t, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
         h = tf.concat([x, t], axis=-1)
-        for layer in self.blocks:
+        for name in self._block_names:
+            layer = getattr(self, name)
             h = layer(h, training=training) if isinstance(layer, InceptionBlock) else layer(h)
         h = tf.reshape(h, [tf.shape(h)[0], -1])
         h = self.drop(self.hidden(h), training=training)
@@ -344,6 +376,11 @@ class HomographyNet(keras.Model):
         self((tf.zeros((1, self.input_size, self.input_size, 3)),
               tf.zeros((1, self.template_size, self.template_size, 3))), training=False)
         return self
+
+    @property
+    def blocks(self) -> list:
+        """The inception blocks and poolings, in order."""
+        return [getattr(self, name) for name in self._block_names]
 
     @property
     def base_corners(self) -> np.ndarray:
@@ -517,6 +554,11 @@ def _has_weights(path: Path) -> bool:
     return (path / MODEL_CONFIG_NAME).is_file() and (
         (path / FINAL_WEIGHTS_NAME).is_file() or latest_step(path) is not None
     )
+
+
+def stage_exists(checkpoint_dir, mode: str, rho: int) -> bool:
+    """Whether stage `rho` of `mode` has ``model_config.json`` and weights under `checkpoint_dir`."""
+    return _has_weights(stage_dir(checkpoint_dir, mode, rho))
 
 
 def latest_stage(checkpoint_dir, mode: str) -> int | None:

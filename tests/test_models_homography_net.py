@@ -1,0 +1,383 @@
+"""HomographyNet (`deeplk.models.homography_net`): backbone, model serialisation, the masked
+photometric L1 (known answers, finite differences), frozen training, the rho curriculum and the
+evaluation methods. Tiny configurations: 48 / 32 px pairs, or 192 / 128 at ``input_scale=0.25``.
+"""
+
+import json
+
+import cv2
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplk import methods
+from deeplk.data import generate_dataset
+from deeplk.geometry import corners_to_homography
+from deeplk.models import homography_net as hn
+from deeplk.train import TrainConfig, load_latest, train
+
+TINY = dict(vgg_weights=None, input_size=48, template_size=32, inception_filters=4,
+            num_inception_blocks=3, dense_units=16)
+# The DLK sizes at a quarter resolution before the backbone (what the demo profile uses).
+DLK_TINY = dict(vgg_weights=None, input_scale=0.25, inception_filters=4, num_inception_blocks=2,
+                dense_units=16)
+
+
+def texture(size, seed=0, channels=3, dtype=np.float32):
+    """A smooth random texture in [0, 1] (blurred noise), (size, size, channels)."""
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.random((size, size, channels)), (0, 0), 1.5)
+    img = (img - img.min()) / (img.max() - img.min())
+    return img.astype(dtype)
+
+
+def randomize_head(model, seed=0):
+    """Give the zero-initialised output layer random weights (so outputs depend on the inputs)."""
+    rng = np.random.default_rng(seed)
+    model.out.kernel.assign(rng.normal(0, 0.05, model.out.kernel.shape).astype(np.float32))
+    model.out.bias.assign(rng.normal(0, 0.05, model.out.bias.shape).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    model = hn.HomographyNet(**TINY).build_for_inputs()
+    randomize_head(model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny_pairs():
+    """Three 48 / 32 pairs with known corners (offsets up to 6 px)."""
+    rng = np.random.default_rng(3)
+    inputs = np.stack([texture(48, seed=s) for s in range(3)])
+    base = hn.centred_corners(48, 32).astype(np.float32)
+    corners = base + rng.uniform(-6, 6, (3, 4, 2)).astype(np.float32)
+    templates = hn.warp_image(inputs, corners_to_homography(corners, 32), 32, return_mask=False).numpy()
+    return inputs, templates, corners
+
+
+# ------------------------------------------------------------------------------------------
+# Backbone
+
+
+class TestBackbone:
+    def test_preprocess_matches_keras(self):
+        x = np.random.default_rng(0).random((2, 5, 6, 3)).astype(np.float32)
+        ref = keras.applications.vgg19.preprocess_input(x * 255.0)
+        np.testing.assert_allclose(hn.vgg_preprocess(x).numpy(), ref, atol=1e-4)
+
+    def test_cut_frozen_and_local_weights_file(self, tmp_path):
+        vgg = keras.applications.VGG19(include_top=False, weights=None, input_shape=(None, None, 3))
+        path = tmp_path / "vgg19_notop.weights.h5"
+        vgg.save_weights(str(path))
+        backbone = hn.vgg19_backbone(str(path))
+        assert backbone.output_shape == (None, None, None, 256)
+        assert backbone.layers[-1].name == hn.VGG_LAYER
+        assert not backbone.trainable and backbone.trainable_weights == []
+        for layer in backbone.layers[1:]:
+            for mine, ref in zip(layer.weights, vgg.get_layer(layer.name).weights):
+                np.testing.assert_array_equal(mine.numpy(), ref.numpy())
+        assert backbone(tf.zeros((1, 16, 24, 3))).shape == (1, 4, 6, 256)
+        # vgg_weights=None builds the same layers directly (no blocks 4-5): same outputs with
+        # the same weights.
+        random = hn.vgg19_backbone(None)
+        assert [l.name for l in random.layers[1:]] == [l.name for l in backbone.layers[1:]]
+        assert not random.trainable
+        random.set_weights(backbone.get_weights())
+        x = np.random.default_rng(1).random((2, 20, 20, 3)).astype(np.float32)
+        np.testing.assert_allclose(random(x).numpy(), backbone(x).numpy(), rtol=1e-5, atol=1e-4)
+
+    def test_missing_file_and_no_network(self, tmp_path, monkeypatch):
+        with pytest.raises(FileNotFoundError, match="nope.h5"):
+            hn.vgg19_backbone(tmp_path / "nope.h5")
+
+        def offline(*args, **kwargs):
+            raise Exception("URL fetch failure: no network")
+
+        monkeypatch.setattr("keras.src.utils.file_utils.get_file", offline)
+        with pytest.raises(RuntimeError, match=hn.VGG_NOTOP_FILE) as info:
+            hn.vgg19_backbone("imagenet")
+        assert "vgg_weights=None" in str(info.value) and "storage.googleapis.com" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------
+# Model
+
+
+class TestModel:
+    def test_any_batch_size_and_independent_samples(self, tiny_model, tiny_pairs):
+        inputs, templates, _ = tiny_pairs
+        full = tiny_model((inputs, templates), training=False).numpy()
+        assert full.shape == (3, 4, 2) and full.dtype == np.float32
+        for b in (1, 2):
+            part = tiny_model((inputs[:b], templates[:b]), training=False).numpy()
+            np.testing.assert_allclose(part, full[:b], atol=1e-5)
+        assert np.abs(full[0] - full[1]).max() > 1e-4  # outputs depend on the pair
+
+    def test_fresh_model_predicts_the_centred_guess(self, tiny_pairs):
+        inputs, templates, _ = tiny_pairs
+        model = hn.HomographyNet(**TINY).build_for_inputs()
+        np.testing.assert_array_equal(model((inputs, templates)).numpy(), 0.0)
+        np.testing.assert_array_equal(model.predict_corners(inputs, templates).numpy(),
+                                      np.broadcast_to(hn.centred_corners(48, 32), (3, 4, 2)))
+
+    def test_config_and_save_load_round_trip(self, tiny_model, tiny_pairs, tmp_path):
+        inputs, templates, _ = tiny_pairs
+        expected = tiny_model((inputs, templates), training=False).numpy()
+        config = tiny_model.get_config()
+        assert {k: config[k] for k in TINY} == TINY
+        clone = hn.HomographyNet.from_config(config).build_for_inputs()
+        clone.set_weights(tiny_model.get_weights())
+        np.testing.assert_array_equal(clone((inputs, templates), training=False).numpy(), expected)
+        path = tmp_path / "hnet.keras"
+        tiny_model.save(path)
+        loaded = keras.saving.load_model(path)
+        assert isinstance(loaded, hn.HomographyNet)
+        np.testing.assert_array_equal(loaded((inputs, templates), training=False).numpy(), expected)
+        block = hn.InceptionBlock(3, name="b")
+        assert hn.InceptionBlock.from_config(block.get_config()).filters == 3
+        assert block.compute_output_shape((None, 5, 5, 7)) == (None, 5, 5, 12)
+
+    def test_paper_defaults(self):
+        model = hn.HomographyNet(vgg_weights=None)
+        assert (model.input_size, model.template_size, model.input_scale, model.inception_filters,
+                model.num_inception_blocks, model.dense_units) == (192, 128, 1.0, 64, 7, 1024)
+
+    def test_bad_options_and_inputs(self, tiny_model, tiny_pairs):
+        with pytest.raises(ValueError, match="input_scale"):
+            hn.HomographyNet(vgg_weights=None, input_scale=0.3)
+        with pytest.raises(ValueError, match="inception_filters"):
+            hn.HomographyNet(vgg_weights=None, inception_filters=0)
+        with pytest.raises(ValueError, match="input_size"):
+            hn.HomographyNet(vgg_weights=None, input_size=129)
+        with pytest.raises(ValueError, match="templates"):
+            tiny_model((tiny_pairs[0], tiny_pairs[0]))
+
+
+# ------------------------------------------------------------------------------------------
+# Photometric loss
+
+
+def translation(tx, ty, batch=1, dtype=np.float32):
+    H = np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]], dtype)
+    return np.broadcast_to(H, (batch, 3, 3)).copy()
+
+
+class TestPhotometricLoss:
+    def test_identity_is_exactly_zero_and_does_not_shrink(self):
+        img = texture(48)[None]
+        crop = img[:, 8:40, 8:40]
+        loss, per_sample, valid = hn.masked_photometric_l1(img, crop, translation(8, 8), return_per_sample=True)
+        assert float(loss) == 0.0 and float(valid[0]) == 1.0
+        # The same through the corners and TensorDLT (float64): no shrinking of the identity.
+        H = corners_to_homography(hn.centred_corners(48, 32)[None], 32)
+        warped, _ = hn.warp_image(img.astype(np.float64), H, 32)
+        np.testing.assert_allclose(warped.numpy(), crop, atol=1e-6)
+        assert float(hn.masked_photometric_l1(img.astype(np.float64), crop, H)) < 1e-6
+
+    def test_true_homography_beats_perturbed(self, tiny_pairs):
+        inputs, templates, corners = tiny_pairs
+        true = hn.masked_photometric_l1(inputs, templates, corners_to_homography(corners, 32), True)[1]
+        for shift in (1.0, 3.0):
+            off = corners + np.float32(shift) * np.array([[1, -1], [-1, 1], [1, 1], [-1, -1]], np.float32)
+            worse = hn.masked_photometric_l1(inputs, templates, corners_to_homography(off, 32), True)[1]
+            assert np.all(worse.numpy() > true.numpy() + 1e-3), (true, worse)
+        assert np.all(true.numpy() < 1e-5)
+
+    def test_masked_pixels_do_not_contribute(self):
+        """Known answer: the template's left half samples outside the input (mask 0); it holds
+        garbage there and (input + 0.1) elsewhere: the loss is exactly 0.1."""
+        img = texture(16, channels=2, dtype=np.float64)[None]
+        H = translation(-4, 0, dtype=np.float64)  # template x in [0, 7] reads input x - 4
+        warped, mask = hn.warp_image(img, H, 8)
+        mask = mask.numpy()
+        assert 0 < mask.mean() < 1
+        template = np.where(mask > 0, warped.numpy() + 0.1, 7.0)
+        loss = hn.masked_photometric_l1(img, template, H)
+        np.testing.assert_allclose(float(loss), 0.1, atol=1e-12)
+        # An all-invalid sample counts as 0 in the batch mean, without NaN.
+        far = np.concatenate([H, translation(100, 100, dtype=np.float64)])
+        both = hn.masked_photometric_l1(np.concatenate([img, img]), np.concatenate([template, template]),
+                                        far, return_per_sample=True)
+        np.testing.assert_allclose(both[1].numpy(), [0.1, 0.0], atol=1e-12)
+        np.testing.assert_allclose(float(both[0]), 0.05, atol=1e-12)
+        assert both[2].numpy()[1] == 0.0
+
+    def test_gradient_wrt_offsets_finite_differences(self):
+        # Smooth image, float64, sampling positions away from integers.
+        yy, xx = np.mgrid[0:24, 0:24].astype(np.float64)
+        img = np.stack([0.5 + 0.4 * np.sin(0.37 * xx + 0.21 * yy), 0.5 + 0.3 * np.cos(0.29 * yy - 0.13 * xx)], -1)[None]
+        base = hn.centred_corners(24, 16)[None]
+        truth = base + np.array([[[0.7, -0.4], [-0.3, 0.6], [0.5, 0.5], [-0.6, -0.2]]])
+        template = hn.warp_image(img, corners_to_homography(truth, 16), 16, return_mask=False).numpy()
+        offsets0 = np.array([[[0.31, 0.17], [-0.23, 0.41], [0.13, -0.37], [0.27, 0.19]]])
+
+        def loss(offsets):
+            return hn.masked_photometric_l1(img, template, corners_to_homography(base + offsets, 16))
+
+        theoretical, numerical = tf.test.compute_gradient(loss, [tf.constant(offsets0)], delta=1e-6)
+        np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-3, atol=1e-6)
+        assert np.abs(theoretical[0]).max() > 1e-3
+
+    def test_shape_errors(self):
+        with pytest.raises(ValueError, match="input_H_template"):
+            hn.masked_photometric_l1(np.zeros((1, 8, 8, 1)), np.zeros((1, 4, 4, 1)), np.eye(3))
+        with pytest.raises(ValueError, match="templates"):
+            hn.masked_photometric_l1(np.zeros((1, 8, 8, 1)), np.zeros((1, 4, 4, 3)), np.eye(3)[None])
+
+
+# ------------------------------------------------------------------------------------------
+# Tasks and training
+
+
+class TestTasks:
+    def test_supervised_loss_known_answer(self, tiny_pairs):
+        inputs, templates, corners = tiny_pairs
+        task = hn.SupervisedTask(TINY)
+        model = task.build_model()  # zero head: predicts offset 0
+        loss, metrics = task.compute_loss(model, tiny_pairs, training=False)
+        target = corners - hn.centred_corners(48, 32)
+        np.testing.assert_allclose(float(loss), np.mean((target / 32.0) ** 2), rtol=1e-5)
+        np.testing.assert_allclose(float(metrics["mace"]), np.linalg.norm(target, axis=-1).mean(), rtol=1e-5)
+
+    def test_unsupervised_loss_is_photometric_at_prediction(self, tiny_pairs):
+        inputs, templates, corners = tiny_pairs
+        task = hn.UnsupervisedTask(TINY)
+        model = task.build_model()
+        loss, metrics = task.compute_loss(model, tiny_pairs, training=False)
+        H = corners_to_homography(np.broadcast_to(hn.centred_corners(48, 32), (3, 4, 2)), 32)
+        np.testing.assert_allclose(float(loss), float(hn.masked_photometric_l1(inputs, templates, H)), rtol=1e-5)
+        assert float(metrics["valid"]) == 1.0
+        with pytest.raises(ValueError, match="mode"):
+            hn.make_task("semi", TINY)
+        with pytest.raises(ValueError, match="unknown HomographyNet options"):
+            hn.SupervisedTask({"filters": 3})
+
+    def test_training_moves_the_head_not_the_backbone(self, tiny_pairs):
+        task = hn.SupervisedTask(TINY)
+        ds = tf.data.Dataset.from_tensors(tuple(tf.constant(x) for x in tiny_pairs))
+        keras.utils.set_random_seed(0)  # as train() does: the same initial weights
+        reference = task.build_model()
+        trainable_ids = {id(v) for v in task.trainable_variables(reference)}
+        assert not any(id(v) in trainable_ids for v in reference.backbone.weights)
+        result = train(task, ds, TrainConfig(steps=3, learning_rate=1e-2, progress=False, seed=0))
+        model = result.model
+        for before, after in zip(reference.backbone.weights, model.backbone.weights):
+            np.testing.assert_array_equal(before.numpy(), after.numpy())
+        assert np.abs(model.out.kernel.numpy()).max() > 0  # was zero
+        changed = [np.abs(a.numpy() - b.numpy()).max() > 0 for a, b in
+                   zip(reference.blocks[0].trainable_weights, model.blocks[0].trainable_weights)]
+        assert any(changed)
+        assert np.isfinite(result.final_loss)
+
+
+# ------------------------------------------------------------------------------------------
+# Curriculum and methods (DLK sizes at input_scale 0.25)
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hnet") / "Demo"
+    generate_dataset("demo", root, num_train=6, num_val=3, seed=0, progress=False)
+    return root
+
+
+class TestCurriculum:
+    def test_rho32_starts_from_rho16(self, demo_root, tmp_path):
+        ckpt = tmp_path / "ckpt"
+        kw = dict(steps=2, batch_size=3, learning_rate=1e-2, progress=False, log_every=1)
+        r16 = hn.train_stage("supervised", 16, demo_root, ckpt, DLK_TINY, **kw)
+        assert r16.steps == 2
+        folder = ckpt / "hnet_sup" / "rho16"
+        meta = json.loads((folder / hn.MODEL_CONFIG_NAME).read_text())
+        assert meta["model"] == DLK_TINY and meta["pairs"] == "synthetic" and meta["rho"] == 16
+        model16, _ = hn.load_stage_model(ckpt, "supervised", 16)
+        w16 = [w.numpy() for w in model16.weights]
+        # The task of stage 32 builds its model from stage 16's weights ...
+        task = hn.make_task("supervised", DLK_TINY, init_from=folder)
+        for a, b in zip(task.build_model().weights, w16):
+            np.testing.assert_array_equal(a.numpy(), b)
+        fresh = hn.make_task("supervised", DLK_TINY).build_model()
+        assert np.abs(fresh.out.kernel.numpy() - model16.out.kernel.numpy()).max() > 0  # not scratch
+        # ... and train_stage wires it: one tiny SGD step away from stage 16's head.
+        r32 = hn.train_stage("supervised", 32, demo_root, ckpt, DLK_TINY, optimizer="sgd",
+                             **{**kw, "steps": 1, "learning_rate": 1e-6})
+        meta32 = json.loads((ckpt / "hnet_sup" / "rho32" / hn.MODEL_CONFIG_NAME).read_text())
+        assert meta32["init_from"] == str(folder) and meta32["pairs"] == "dlk"
+        w32 = [w.numpy() for w in r32.model.trainable_weights]
+        t16 = [w.numpy() for w in model16.trainable_weights]
+        assert max(np.abs(a - b).max() for a, b in zip(w32, t16)) < 1e-4
+        assert max(np.abs(a - b).max() for a, b in zip(w32, t16)) > 0
+        # Resuming stage 32 continues from its own checkpoint, not from stage 16 again.
+        again = hn.train_stage("supervised", 32, demo_root, ckpt, DLK_TINY, optimizer="sgd",
+                               **{**kw, "steps": 2, "learning_rate": 1e-6})
+        assert again.start_step == 1 and again.steps == 2
+        assert hn.latest_stage(ckpt, "supervised") == 32
+        with pytest.raises(ValueError, match="other model options"):
+            hn.train_stage("supervised", 32, demo_root, ckpt, {**DLK_TINY, "dense_units": 8}, **kw)
+
+    def test_unsupervised_stage_runs(self, demo_root, tmp_path):
+        r = hn.train_stage("unsupervised", 16, demo_root, tmp_path, DLK_TINY, steps=2, batch_size=2,
+                           learning_rate=1e-2, progress=False)
+        assert np.isfinite(r.final_loss) and 0 < r.metrics["valid"] <= 1
+        keras.utils.set_random_seed(0)  # as train() does: the initial weights
+        initial = hn.UnsupervisedTask(DLK_TINY).build_model()
+        for before, after in zip(initial.backbone.weights, r.model.backbone.weights):
+            np.testing.assert_array_equal(before.numpy(), after.numpy())
+        assert np.abs(r.model.out.kernel.numpy()).max() > 0  # the head moved (zero at the start)
+        assert hn.latest_stage(tmp_path, "unsupervised") == 16
+        assert hn.latest_stage(tmp_path, "supervised") is None
+
+    def test_bad_arguments(self, demo_root, tmp_path):
+        with pytest.raises(ValueError, match="rho"):
+            hn.train_stage("supervised", 24, demo_root, tmp_path, DLK_TINY)
+        with pytest.raises(ValueError, match="pairs"):
+            hn.train_stage("supervised", 16, demo_root, tmp_path, DLK_TINY, pairs="coco")
+        with pytest.raises(ValueError, match="input_scale"):
+            hn.train_stage("supervised", 16, demo_root, tmp_path, {**DLK_TINY, "input_scale": 0.3})
+
+
+def write_stage(ckpt, mode, rho, offsets):
+    """A stage folder by hand: a model whose output is the constant `offsets` (bias only)."""
+    folder = hn.stage_dir(ckpt, mode, rho)
+    folder.mkdir(parents=True)
+    (folder / hn.MODEL_CONFIG_NAME).write_text(json.dumps({"mode": mode, "rho": rho, "model": DLK_TINY}))
+    model = hn.HomographyNet(**DLK_TINY).build_for_inputs()
+    model.out.bias.assign(np.asarray(offsets, np.float32).reshape(8) / model.offset_scale)
+    model.save_weights(str(folder / "final.weights.h5"))
+
+
+class TestMethods:
+    def test_latest_stage_and_corner_frame(self, tmp_path):
+        inputs = np.random.default_rng(0).random((5, 192, 192, 3), dtype=np.float32)
+        templates = inputs[:, 32:160, 32:160]
+        off16 = np.arange(8, dtype=np.float32).reshape(4, 2) - 4
+        off32 = -2 * off16
+        write_stage(tmp_path, "unsupervised", 16, off16)
+        pred, failed = methods.get_method("hnet_unsup", checkpoint_dir=tmp_path)(inputs, templates)
+        assert pred.shape == (5, 4, 2) and pred.dtype == np.float64 and not failed.any()
+        centred = np.array([[32, 32], [159, 32], [159, 159], [32, 159]], np.float64)
+        np.testing.assert_allclose(pred, np.broadcast_to(centred + off16, (5, 4, 2)), atol=1e-4)
+        write_stage(tmp_path, "unsupervised", 32, off32)
+        predict = hn.build_hnet_unsup_method(checkpoint_dir=tmp_path, batch_size=2)  # 2 + 2 + 1
+        pred, _ = predict(inputs, templates)
+        np.testing.assert_allclose(pred, np.broadcast_to(centred + off32, (5, 4, 2)), atol=1e-4)
+        pred16, _ = hn.build_hnet_unsup_method(checkpoint_dir=tmp_path, rho=16)(inputs[:1], templates[:1])
+        np.testing.assert_allclose(pred16[0], centred + off16, atol=1e-4)
+
+    def test_missing_checkpoint(self, tmp_path):
+        with pytest.raises(FileNotFoundError, match="no trained hnet_sup"):
+            methods.get_method("hnet_sup", checkpoint_dir=tmp_path)
+        assert "hnet_sup" in methods.available_methods()
+        assert set(hn.METHOD_DESCRIPTIONS) == {"hnet_sup", "hnet_unsup"}
+
+
+def test_benchmark_case():
+    task, (inputs, templates, corners) = hn.benchmark_case("hnet_unsup", batch_size=2, **TINY)
+    assert isinstance(task, hn.UnsupervisedTask)
+    assert inputs.shape == (2, 48, 48, 3) and templates.shape == (2, 32, 32, 3) and corners.shape == (2, 4, 2)
+    loss = hn.masked_photometric_l1(inputs, templates, corners_to_homography(corners, 32))
+    assert float(loss) < 1e-5
+    with pytest.raises(ValueError, match="name"):
+        hn.benchmark_case("dhn")
