@@ -178,6 +178,62 @@ class TestModel:
                           train_level=2)
 
 
+class TestNormalize:
+    def test_standardize_matches_numpy_float64(self, rng):
+        x = rng.normal(3.0, 2.0, (2, 9, 7, 4)).astype(np.float64)
+        x[1, ..., 2] = 5.0  # a constant channel becomes 0
+        out = D.standardize_features(x, epsilon=1e-3).numpy()
+        mean = x.mean(axis=(1, 2), keepdims=True)
+        var = x.var(axis=(1, 2), keepdims=True)
+        np.testing.assert_allclose(out, (x - mean) / np.sqrt(var + 1e-3), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(out[1, ..., 2], 0.0, atol=1e-12)
+        with pytest.raises(ValueError, match="features"):
+            D.standardize_features(np.zeros((3, 3, 2), np.float32))
+        with pytest.raises(ValueError, match="epsilon"):
+            D.standardize_features(x, epsilon=0.0)
+
+    def test_scale_fixed_loss(self, rng):
+        """With normalize, the loss cannot shrink by scaling the features: a per-channel affine
+        change (positive gain) of either branch leaves the LK maps (almost) unchanged."""
+        model = D.make_dlkfm_net(1, normalize=True, **TINY)
+        fi = tf.constant(rng.normal(size=(2, 20, 20, 4)), tf.float32)
+        ft = tf.constant(rng.normal(size=(2, 12, 12, 4)), tf.float32)
+        gain, bias = np.array([0.1, 5.0, 1.0, 30.0], np.float32), np.float32(-7.0)
+        a, b = model.lk_features((fi, ft))
+        c, d = model.lk_features((fi * gain + bias, ft * gain))
+        np.testing.assert_allclose(c.numpy(), a.numpy(), atol=2e-3)
+        np.testing.assert_allclose(d.numpy(), b.numpy(), atol=2e-3)
+        # Special maps are taken of the standardised features.
+        special = D.make_dlkfm_net(1, normalize=True, feature_type="special", **TINY)
+        np.testing.assert_allclose(special.lk_features(fi).numpy(),
+                                   special_feature_map(D.standardize_features(fi)).numpy(),
+                                   rtol=1e-6)
+        # Without normalize the maps are the raw features.
+        raw = D.make_dlkfm_net(1, **TINY)
+        assert raw.normalize is False
+        np.testing.assert_array_equal(raw.lk_features(fi).numpy(), fi.numpy())
+        with pytest.raises(ValueError, match="normalize"):
+            D.DLKFMNet(normalize="yes")
+
+    def test_config(self, tmp_path):
+        model = D.make_dlkfm_net(2, normalize=True, **TINY)
+        assert model.get_config()["normalize"] is True
+        assert D.DLKFMNet.from_config(model.get_config()).normalize is True
+        # An older config.json without the key reads as normalize=False.
+        D.write_config(tmp_path, dict(channels=3, num_blocks=0, leaky_alpha=0.2,
+                                      bn_momentum=0.9, feature_type="regular"))
+        path = tmp_path / "dlkfm" / "config.json"
+        saved = json.loads(path.read_text())
+        del saved["normalize"]
+        path.write_text(json.dumps(saved))
+        assert D.read_config(tmp_path)["normalize"] is False
+        # New training tasks normalise by default and record it.
+        task = D.DLKFMTask(1, tmp_path / "new", **TINY)
+        assert task.arch["normalize"] is True
+        assert task.build_model().normalize is True
+        assert D.read_config(tmp_path / "new")["normalize"] is True
+
+
 # --------------------------------------------------------------------------------------------
 # Loss
 # --------------------------------------------------------------------------------------------

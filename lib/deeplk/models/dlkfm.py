@@ -82,11 +82,13 @@ __all__ = [
     "ResidualBlock",
     "FeatureExtractor",
     "DLKFMNet",
+    "standardize_features",
     "alignment_mse",
     "convexity_hinge",
     "dlkfm_loss",
     "level_homography",
     "DLKFMTask",
+    "train_level",
     "DLKFMAligner",
     "dlkfm_root",
     "level_dir",
@@ -105,7 +107,10 @@ FEATURE_TYPES = ("regular", "special")
 INITS = ("centred", "sift", "mhn")
 CONFIG_NAME = "config.json"
 #: Architecture keys of ``config.json`` (the constructor arguments of `DLKFMNet` but ``levels``).
-ARCH_KEYS = ("channels", "num_blocks", "leaky_alpha", "bn_momentum", "feature_type")
+ARCH_KEYS = ("channels", "num_blocks", "leaky_alpha", "bn_momentum", "feature_type",
+             "normalize")
+#: Value of an `ARCH_KEYS` entry missing from an older ``config.json``.
+ARCH_FALLBACK = {"normalize": False}
 #: Default corner perturbation (pixels of the level, per coordinate) of the convexity loss.
 DEFAULT_PERTURBATION = {1: 4.0, 2: 3.0, 3: 3.0}
 
@@ -280,6 +285,11 @@ class DLKFMNet(keras.Model):
         feature_type: ``"regular"`` (LK on the ``channels``-channel features) or ``"special"``
             (LK on `deeplk.features.special_feature_map` of them); used by the loss and by
             inference.
+        normalize: standardise the regular features the loss and LK consume, per sample and
+            channel over the map (`standardize_features`), before the special map if any. The
+            regular features have no fixed scale otherwise: training can shrink them until the
+            convexity hinge is met in absolute terms while the landscape is flat (seen on the
+            multimodal demo); standardised, the MSE is ``2 (1 - correlation)`` per channel.
         seed: seed of ``loss_rng``, the `keras.random.SeedGenerator` the training loss draws its
             perturbations from.
         **kwargs: `keras.Model` arguments (``name``).
@@ -287,9 +297,13 @@ class DLKFMNet(keras.Model):
 
     def __init__(self, levels: int = 3, channels: int = 64, num_blocks: int = 3,
                  leaky_alpha: float = 0.2, bn_momentum: float = 0.9,
-                 feature_type: str = "regular", seed: int = 0, **kwargs):
+                 feature_type: str = "regular", normalize: bool = False, seed: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.levels = _check_level("levels", levels)
+        if not isinstance(normalize, (bool, np.bool_)):
+            raise ValueError(f"`normalize` must be a bool, got {normalize!r}")
+        self.normalize = bool(normalize)
         self.seed = int(seed)
         self.channels = check_positive_int("channels", channels)
         self.num_blocks = int(num_blocks)
@@ -365,11 +379,15 @@ class DLKFMNet(keras.Model):
     def lk_features(self, features, feature_type: Optional[str] = None):
         """The maps LK aligns for one level's regular features (a pair or a single tensor)."""
         kind = self.feature_type if feature_type is None else _check_feature_type(feature_type)
-        if kind == "regular":
-            return features
+
+        def one(f):
+            if self.normalize:
+                f = standardize_features(f)
+            return f if kind == "regular" else special_feature_map(f)
+
         if isinstance(features, (tuple, list)):
-            return type(features)(special_feature_map(f) for f in features)
-        return special_feature_map(features)
+            return type(features)(one(f) for f in features)
+        return one(features)
 
     def call(self, inputs, training=None):
         if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
@@ -381,7 +399,8 @@ class DLKFMNet(keras.Model):
         config = super().get_config()
         config.update(levels=self.levels, channels=self.channels, num_blocks=self.num_blocks,
                       leaky_alpha=self.leaky_alpha, bn_momentum=self.bn_momentum,
-                      feature_type=self.feature_type, seed=self.seed)
+                      feature_type=self.feature_type, normalize=self.normalize,
+                      seed=self.seed)
         return config
 
     def architecture(self) -> dict:
@@ -399,6 +418,27 @@ def make_dlkfm_net(levels: int, seed: int = 0, **arch) -> DLKFMNet:
 # --------------------------------------------------------------------------------------------
 # Loss
 # --------------------------------------------------------------------------------------------
+
+
+def standardize_features(features, epsilon: float = 1e-5) -> tf.Tensor:
+    """Per-sample, per-channel standardisation over the spatial axes.
+
+    Args:
+        features: ``(B, H, W, C)`` floating feature maps.
+        epsilon: added to the variance (a constant channel becomes 0, not 0/0).
+
+    Returns:
+        ``(features - mean) / sqrt(var + epsilon)`` with the mean and (biased) variance of each
+        sample's channel over its ``H x W`` pixels; same shape and dtype.
+    """
+    x = tf.convert_to_tensor(features)
+    check_shape("features", x, (None, None, None, None), "B x H x W x C feature maps")
+    if not x.dtype.is_floating:
+        raise ValueError(f"`features` must be a floating tensor, got dtype {x.dtype.name}")
+    if not (np.isfinite(epsilon) and epsilon > 0):
+        raise ValueError(f"`epsilon` must be a positive number, got {epsilon!r}")
+    mean, var = tf.nn.moments(x, axes=[1, 2], keepdims=True)
+    return (x - mean) * tf.math.rsqrt(var + tf.cast(epsilon, x.dtype))
 
 
 def alignment_mse(input_features, template_features, input_H_template) -> tf.Tensor:
@@ -555,6 +595,7 @@ def read_config(checkpoint_dir) -> dict:
         config = json.loads(path.read_text())
     except ValueError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
+    config = {**ARCH_FALLBACK, **config}
     missing = [k for k in ARCH_KEYS if k not in config]
     if missing:
         raise ValueError(f"{path} lacks the keys {missing}")
@@ -568,6 +609,7 @@ def write_config(checkpoint_dir, arch: dict) -> Path:
     root = dlkfm_root(checkpoint_dir)
     root.mkdir(parents=True, exist_ok=True)
     path = root / CONFIG_NAME
+    arch = {**ARCH_FALLBACK, **arch}
     write_text_atomic(path, json.dumps({k: arch[k] for k in ARCH_KEYS}, indent=2) + "\n")
     return path
 
@@ -600,9 +642,10 @@ class DLKFMTask:
         level: 1, 2 or 3. Levels 2 and 3 need the level below trained in the same
             `checkpoint_dir` (its weights of levels ``< level`` are loaded and frozen).
         checkpoint_dir: the parent of ``dlkfm/`` (e.g. ``checkpoints``).
-        channels, num_blocks, leaky_alpha, bn_momentum, feature_type: the architecture
-            (`DLKFMNet`); for levels 2 and 3 ``None`` (default) reads it from ``config.json``,
-            an explicit value must match it.
+        channels, num_blocks, leaky_alpha, bn_momentum, feature_type, normalize: the
+            architecture (`DLKFMNet`; new models default to ``normalize=True``); for levels 2
+            and 3 ``None`` (default) reads it from ``config.json``, an explicit value must match
+            it.
         num_perturbations: ``P`` corner perturbations per sample (2-4 in the paper).
         convexity_weight, margin, steps: see `dlkfm_loss`.
         perturbation: maximum corner displacement (pixels of the level, per coordinate) at
@@ -617,7 +660,7 @@ class DLKFMTask:
 
     def __init__(self, level: int, checkpoint_dir="checkpoints", *, channels=None,
                  num_blocks=None, leaky_alpha=None, bn_momentum=None, feature_type=None,
-                 num_perturbations: int = 2, convexity_weight: float = 0.2,
+                 normalize=None, num_perturbations: int = 2, convexity_weight: float = 0.2,
                  margin: float = 1.0, steps: Sequence[float] = (1.0, 2.0),
                  perturbation: Optional[float] = None, seed: int = 0,
                  load_previous: bool = True, jit_compile: bool = False):
@@ -625,9 +668,9 @@ class DLKFMTask:
         self.root_parent = checkpoint_dir
         self.checkpoint_dir = level_dir(checkpoint_dir, self.level)
         given = dict(channels=channels, num_blocks=num_blocks, leaky_alpha=leaky_alpha,
-                     bn_momentum=bn_momentum, feature_type=feature_type)
+                     bn_momentum=bn_momentum, feature_type=feature_type, normalize=normalize)
         defaults = dict(channels=64, num_blocks=3, leaky_alpha=0.2, bn_momentum=0.9,
-                        feature_type="regular")
+                        feature_type="regular", normalize=True)
         config_path = dlkfm_root(checkpoint_dir) / CONFIG_NAME
         saved = read_config(checkpoint_dir) if config_path.is_file() else None
         if self.level > 1 and saved is None:
@@ -708,6 +751,34 @@ class DLKFMTask:
         total, mse, hinge = dlkfm_loss(fi, ft, H, delta, self.convexity_weight, self.margin,
                                        self.steps)
         return tf.reduce_mean(total), tf.reduce_mean(mse), tf.reduce_mean(hinge)
+
+
+def train_level(level: int, dataset, checkpoint_dir="checkpoints", steps: int = 1000,
+                learning_rate: float = 1e-3, seed: int = 0, task_options: Optional[dict] = None,
+                **train_options):
+    """Train one DLKFM level with `deeplk.train.train` (levels below it frozen).
+
+    The run's folder is `level_dir` (``<checkpoint_dir>/dlkfm/level<k>``); a folder with
+    checkpoints resumes. Level ``k > 1`` needs level ``k - 1`` trained in the same
+    `checkpoint_dir` (a `FileNotFoundError` naming the folder otherwise).
+
+    Args:
+        dataset: batches ``(inputs, templates, corners)`` (e.g. `deeplk.data.load_dataset` with
+            ``shuffle=True, repeat=True``).
+        task_options: `DLKFMTask` keyword arguments (architecture for level 1,
+            ``num_perturbations``, ``convexity_weight``, ``perturbation`` ...).
+        train_options: further `deeplk.train.TrainConfig` fields (``log_every``, ``progress``,
+            ``checkpoint_every``, ``log_dir``, ``clipnorm`` ...).
+
+    Returns:
+        The `deeplk.train.TrainResult`.
+    """
+    from deeplk.train import TrainConfig, train
+
+    task = DLKFMTask(level, checkpoint_dir, seed=seed, **(task_options or {}))
+    config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=seed,
+                         checkpoint_dir=task.checkpoint_dir, **train_options)
+    return train(task, dataset, config)
 
 
 def load_dlkfm(checkpoint_dir, levels: int = 3) -> DLKFMNet:
