@@ -42,3 +42,25 @@ def test_time_call_counts_calls_and_validates():
 def test_matmul_gflops_is_positive_and_finite():
     g = perf.matmul_gflops(n=256, repeats=2)
     assert 0 < g < 1e6
+
+
+def test_graph_flops_skips_backward_ops_nobody_asked_for():
+    # A frozen first layer is watched by the tape (its variables are trainable for TensorFlow),
+    # but only the head's gradient is returned: the frozen conv's backward ops must not count.
+    frozen = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)
+    head = keras.layers.Dense(1, use_bias=False)
+    x_spec = tf.TensorSpec((2, 8, 8, 1))
+    frozen.build(x_spec.shape)
+    head.build((2, 8, 8, 4))
+    frozen.trainable = False
+
+    def grads(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(head(frozen(x)))
+        return tape.gradient(loss, head.trainable_variables)
+
+    forward_conv = 2 * 2 * 8 * 8 * 4 * 9
+    counted = perf.graph_flops(grads, x_spec)
+    # forward conv + head forward + head weight gradient + small element-wise ops; a backward
+    # conv (input or filter gradient) would add another forward_conv at least.
+    assert forward_conv <= counted < 2 * forward_conv

@@ -5,8 +5,8 @@ do: achieved GFLOP/s (counted FLOPs of the graph / measured time) as a fraction 
 a large float32 matrix product measured in the same run (`matmul_gflops`).
 
 - `graph_flops(fn, *specs)`: floating-point operations of one call of ``fn`` on tensors of the
-  given specs, counted by TensorFlow's graph profiler
-  (``tf.compat.v1.profiler.ProfileOptionBuilder.float_operation``): a convolution counts
+  given specs, summed over the ops its outputs depend on with TensorFlow's per-op FLOP
+  statistics (the ones ``tf.compat.v1.profiler`` uses): a convolution counts
   ``2 * k_h * k_w * C_in`` per output value, a matmul ``2 * K`` per output value, element-wise
   ops one per value. Training steps are counted as the graph of forward + backward.
 - `time_call(fn, *args)`: median seconds per call after warm-up calls (tracing/compilation
@@ -31,11 +31,27 @@ def graph_flops(fn: Callable, *specs) -> int:
     for i, s in enumerate(specs):
         if not isinstance(s, tf.TensorSpec) or not s.shape.is_fully_defined():
             raise ValueError(f"specs[{i}] must be a tf.TensorSpec with a fully defined shape, got {s!r}")
+    from tensorflow.python.framework import ops as tf_ops  # the profiler's per-op FLOP registry
+
     func = fn if isinstance(fn, tf.types.experimental.PolymorphicFunction) else tf.function(fn)
-    graph = func.get_concrete_function(*specs).graph
-    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-    options["output"] = "none"
-    return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
+    concrete = func.get_concrete_function(*specs)
+    graph = concrete.graph
+    # Count only the ops the outputs depend on: a GradientTape also records backward ops towards
+    # variables that are watched but whose gradients nobody asked for (e.g. a frozen backbone);
+    # TensorFlow prunes them when it runs the function, so they must not be counted either.
+    outputs = [t.op.name for t in tf.nest.flatten(concrete.outputs)]
+    sub = tf.compat.v1.graph_util.extract_sub_graph(graph.as_graph_def(), outputs) if outputs else None
+    needed = {n.name for n in sub.node} if sub is not None else set()
+    total = 0
+    for op in graph.get_operations():
+        if op.name not in needed:
+            continue
+        try:
+            stats = tf_ops.get_stats_for_node_def(graph, op.node_def, "flops")
+        except ValueError:  # no FLOP statistics registered for this op type
+            continue
+        total += int(stats.value or 0)
+    return total
 
 
 def time_call(fn: Callable, *args, warmup: int = 2, repeats: int = 5, sync: Callable | None = None) -> float:
