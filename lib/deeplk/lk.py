@@ -137,6 +137,10 @@ class _Config(NamedTuple):
     return_history: bool
     template_shapes: tuple = ()  # (h, w, C) per level, static even if a trace generalises
     preprocess: tuple = ()  # (levels, grayscale, blur_sigma) for `align_images`, else ()
+    algorithms: tuple = ()  # "inverse_compositional" or "esm", one per level
+    input_shapes: tuple = ()  # (H, W[, C]) per level as handed to the core
+    preprocess_template_shape: tuple = ()  # (h, w[, C]) of the template before preprocessing
+    coarse_motions: tuple = ()  # ((motion, max_iterations), ...) before the coarsest level
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,6 +332,7 @@ class _Template:
         self.S_h = tf.constant(_hessian_selector(), tf.float64)
 
         s = N_inv[0, 0]
+        self.scale = float(s)
         gx, gy = _template_gradients(T)
         # Gradients with respect to the normalised coordinates.
         self.gx, self.gy = gx * s, gy * s
@@ -377,14 +382,55 @@ class _Template:
         return tf.matmul(m, self.S_b)
 
     @staticmethod
-    def damped_inverse(hessian: tf.Tensor, ok: tf.Tensor, lam) -> tf.Tensor:
-        """``(Hessian + lam * trace / 8 * I)^-1`` (``lam`` scalar or ``(B,)``); the identity where
-        ``ok`` is False (never raises)."""
+    def damped_inverse(hessian: tf.Tensor, ok: tf.Tensor, lam, free=None) -> tf.Tensor:
+        """``(Hessian + lam * trace / n * I)^-1`` (``lam`` scalar or ``(B,)``); the identity where
+        ``ok`` is False (never raises). With ``free`` (8 flags, a motion model), the inverse of
+        the Hessian restricted to the free parameters, zero in the rows and columns of the
+        others (so ``dp`` leaves them at 0)."""
         eye = tf.eye(8, dtype=tf.float64)[None]
         lam = tf.reshape(tf.cast(lam, tf.float64), [-1, 1, 1])
-        scale = tf.linalg.trace(hessian)[:, None, None] / 8.0
+        n = 8.0
+        if free is not None:
+            P = tf.constant(np.outer(free, free), tf.float64)[None]
+            hessian = hessian * P
+            n = float(np.sum(free))
+        scale = tf.linalg.trace(hessian)[:, None, None] / n
         damped = hessian + lam * scale * eye
-        return tf.linalg.inv(tf.where(ok[:, None, None], damped, eye))
+        inv = tf.linalg.inv(tf.where(ok[:, None, None], damped, eye))
+        return inv if free is None else inv * P
+
+
+def _esm_system(tmpl: "_Template", error: tf.Tensor, mask: tf.Tensor):
+    """Gauss-Newton system of the ESM update (Benhimane & Malis 2004): the steepest-descent images
+    use the mean of the template's gradient and the gradient of the warped input (central
+    differences of the warped input on the template grid, i.e. the gradient of ``I(W(x))``);
+    pixels next to the edge of the valid area are left out. Returns ``(Hessian (B, 8, 8),
+    b (B, 8))`` float64 for the masked error ``(B, h, w[, C])`` and mask ``(B, h, w)``."""
+    m = mask if tmpl.c == 1 else mask[..., None]
+    warped = error + tmpl.T * m
+    gwx, gwy = _template_gradients(warped)
+    dmx, dmy = _template_gradients(mask)
+    mg = mask * tf.cast(tf.equal(dmx, 0.0) & tf.equal(dmy, 0.0), mask.dtype)
+    mgc = mg if tmpl.c == 1 else mg[..., None]
+    gx = 0.5 * (tmpl.gx + tmpl.scale * gwx) * mgc
+    gy = 0.5 * (tmpl.gy + tmpl.scale * gwy) * mgc
+    st = tf.stack([_channel_sum(gx * gx, tmpl.c), _channel_sum(gx * gy, tmpl.c),
+                   _channel_sum(gy * gy, tmpl.c)], axis=1)
+    mom = tf.cast(_moments(st, tmpl.X4, tmpl.Y4), tf.float64)
+    hess = tf.reshape(tf.matmul(mom, tmpl.S_h), [-1, 8, 8])
+    b = tmpl.gradient(_channel_sum(error * gx, tmpl.c), _channel_sum(error * gy, tmpl.c))
+    return hess, b
+
+
+#: Free parameters of the increment ``W(dp) = I + [[p0, p1, p2], [p3, p4, p5], [p6, p7, 0]]``
+#: (normalised template frame) of the motion models of the coarse stages.
+_MOTIONS = {
+    "translation": (0, 0, 1, 0, 0, 1, 0, 0),
+    "affine": (1, 1, 1, 1, 1, 1, 0, 0),
+}
+
+#: Update rules of `lucas_kanade` (``algorithm``).
+_ALGORITHMS = ("inverse_compositional", "esm")
 
 
 class _Plan(NamedTuple):
@@ -505,6 +551,8 @@ def _lk_level(
     tolerance: tf.Tensor,
     damping: tf.Tensor,
     config: _Config,
+    free=None,
+    level: int = 0,
 ):
     """Inverse-compositional LK at one level.
 
@@ -528,8 +576,10 @@ def _lk_level(
     eye3 = tf.eye(3, dtype=tf.float64)[None]
     zeros_b = tf.zeros(tf.stack([batch, 1]), tf.float64)
     min_count = config.min_valid_fraction * tmpl.n
+    esm = config.algorithms[level] == "esm"
+    masked = masked or esm  # ESM: a new Hessian at every iteration
     if not (masked or adaptive):
-        hessian_inv = tmpl.damped_inverse(tmpl.hessian_full, tmpl.ok, damping)
+        hessian_inv = tmpl.damped_inverse(tmpl.hessian_full, tmpl.ok, damping, free)
 
     def to_pixels(Hn):
         return _safe_normalize(tf.matmul(Hn, tmpl.N[None]))[0]
@@ -545,13 +595,18 @@ def _lk_level(
         # The trial estimate was warped at the end of the previous iteration (loop-carried, so
         # XLA materialises the error once); here one reduction and the update.
         error, mask = st.evaluation
-        ex = _channel_sum(error * tmpl.gx, tmpl.c)  # (B, h, w)
-        ey = _channel_sum(error * tmpl.gy, tmpl.c)
-        b = tmpl.gradient(ex, ey)  # (B, 8) float64
         count = tf.reduce_sum(mask, axis=[1, 2])
         valid = count >= min_count
         first = tf.equal(st.i, 0)
         active = st.active
+        if esm:
+            hess, b = _esm_system(tmpl, error, mask)
+        else:
+            if masked:
+                hess = tmpl.hessian(mask)
+            ex = _channel_sum(error * tmpl.gx, tmpl.c)  # (B, h, w)
+            ey = _channel_sum(error * tmpl.gy, tmpl.c)
+            b = tmpl.gradient(ex, ey)  # (B, 8) float64
         if adaptive:
             sse = tf.reduce_sum(tf.square(error), axis=list(range(1, error.shape.rank)))
             E = tf.cast(tf.stop_gradient(sse / (count * tmpl.c + 1e-30)), tf.float64)
@@ -561,7 +616,6 @@ def _lk_level(
             E = st.E_acc
             better = valid & _all_finite(b, [1])
         if masked:
-            hess = tmpl.hessian(mask)
             better = better & _all_finite(hess, [1, 2]) & (tf.linalg.trace(hess) > 0)
         # Accept (move the base point) or, adaptive only, reject (stay and damp more).
         take = active & better
@@ -581,7 +635,7 @@ def _lk_level(
         if masked or adaptive:
             hess_base = hess_acc if masked else tmpl.hessian_full
             ok = tmpl.ok & _all_finite(hess_base, [1, 2]) & (tf.linalg.trace(hess_base) > 0)
-            hinv = tmpl.damped_inverse(hess_base, ok, lam)
+            hinv = tmpl.damped_inverse(hess_base, ok, lam, free)
         else:
             hinv = hessian_inv
         dp = tf.linalg.matvec(hinv, b_acc)
@@ -682,8 +736,11 @@ def _pyramid_core(inputs, templates, init_H, tolerance, damping, config: _Config
     """Coarse-to-fine LK on lists of tensors (coarsest first), or on single images when
     ``config.preprocess`` is set. Returns ``(H, iterations, converged, failed, histories,
     steps)`` (the last two are tuples, one entry per level, empty without history)."""
+    # `reduce_retracing` may relax the traced shapes: image sizes and channels are static.
+    inputs = [tf.ensure_shape(x, (None,) + shape) for x, shape in zip(inputs, config.input_shapes)]
     if config.preprocess:
         levels, grayscale, sigma = config.preprocess
+        templates = [tf.ensure_shape(templates[0], (None,) + config.preprocess_template_shape)]
         with tf.name_scope("preprocess"):
             inputs = _preprocess(inputs[0], levels, grayscale, sigma)
             templates = _preprocess(templates[0], levels, grayscale, sigma)
@@ -700,27 +757,42 @@ def _pyramid_core(inputs, templates, init_H, tolerance, damping, config: _Config
     failed_everywhere = tf.ones(tf.stack([batch]), tf.bool)
     converged = failed
     histories, steps = [], []
+
+    def record(hist, st, k):
+        to_full = 2.0 ** (levels - 1 - k)
+        if to_full != 1.0:
+            T = tf.shape(hist)[0]
+            hist = tf.reshape(
+                scale_homography(tf.reshape(hist, [-1, 3, 3]), to_full,
+                                 config.half_pixel_centers),
+                tf.stack([T, batch, 3, 3]),
+            )
+        histories.append(tf.cast(hist, dtype))
+        steps.append(st)
+
     for k in range(levels):
         with tf.name_scope(f"template_{k}"):
             tmpl = _Template(templates[k], config.min_rcond)
+        if k == 0:
+            # Restricted motion models first (widen the basin); a sample that fails here goes
+            # on unchanged (its initial guess), only the full homography levels report failure.
+            for j, (motion, n_it) in enumerate(config.coarse_motions):
+                with tf.name_scope(f"stage_{j}_{motion}"):
+                    H, it, _, _, hist, st = _lk_level(
+                        inputs[k], tmpl, H, n_it, tolerance[k], damping, config, level=k,
+                        free=_MOTIONS[motion])
+                iterations += it
+                if config.return_history:
+                    record(hist, st, k)
         with tf.name_scope(f"level_{k}"):
             H, it, converged, fl, hist, st = _lk_level(
-                inputs[k], tmpl, H, config.max_iterations[k], tolerance[k], damping, config
-            )
+                inputs[k], tmpl, H, config.max_iterations[k], tolerance[k], damping, config,
+                level=k)
         iterations += it
         failed |= fl
         failed_everywhere &= fl
-        to_full = 2.0 ** (levels - 1 - k)
         if config.return_history:
-            if to_full != 1.0:
-                T = tf.shape(hist)[0]
-                hist = tf.reshape(
-                    scale_homography(tf.reshape(hist, [-1, 3, 3]), to_full,
-                                     config.half_pixel_centers),
-                    tf.stack([T, batch, 3, 3]),
-                )
-            histories.append(tf.cast(hist, dtype))
-            steps.append(st)
+            record(hist, st, k)
         if k + 1 < levels:
             H = scale_homography(H, 2.0, config.half_pixel_centers)
     # A sample that failed at every level gets its initial guess back exactly (no round trip
@@ -761,6 +833,11 @@ def _run(inputs, templates, init_H, tolerance, damping, config: _Config, jit_com
         # One channel: hand (B, H, W) tensors to the compiled function (faster with XLA).
         inputs = [_squeeze_channel(x) for x in inputs]
         templates = [_squeeze_channel(t) for t in templates]
+    config = config._replace(
+        input_shapes=tuple(tuple(x.shape[1:]) for x in inputs),
+        preprocess_template_shape=(tuple(templates[0].shape[1:]) if config.preprocess else ()),
+    )
+    if tf.executing_eagerly():
         out = _compiled(bool(jit_compile))(inputs, templates, init_H, tol, damp, config)
     else:
         out = _pyramid_core(list(inputs), list(templates), init_H, tol, damp, config)
@@ -839,6 +916,12 @@ def _non_negative(name: str, value) -> float:
 _PYRAMID_ITERATIONS = (30, 10, 5)
 
 
+#: Defaults of `align_images` (coarsest, intermediate, finest level): with ESM at the coarse
+#: levels the finest level starts within a pixel, 2 updates reach ~0.01 px.
+_ALIGN_ITERATIONS = (15, 5, 2)
+_ALIGN_TOLERANCES = (0.1, 0.05, 0.01)
+
+
 def _default_iterations(levels: int) -> tuple:
     coarsest, middle, finest = _PYRAMID_ITERATIONS
     if levels == 1:
@@ -856,6 +939,33 @@ def _check_settings(levels, max_iterations, tolerance, damping, min_rcond, min_v
     if not 0 <= _non_negative("min_valid_fraction", min_valid_fraction) <= 1:
         raise ValueError(f"`min_valid_fraction` must be in [0, 1], got {min_valid_fraction!r}")
     return iters, tols
+
+
+def _check_algorithm(levels: int, algorithm) -> tuple:
+    """One update rule per level from a name or a sequence of names."""
+    def check(name, value):
+        if value not in _ALGORITHMS:
+            raise ValueError(f"`{name}` must be one of {_ALGORITHMS}, got {value!r}")
+        return value
+
+    if isinstance(algorithm, str):
+        return (check("algorithm", algorithm),) * levels
+    return _per_level("algorithm", list(algorithm), levels, check)
+
+
+def _check_motions(coarse_motions) -> tuple:
+    """``((motion, max_iterations), ...)`` with motions from `_MOTIONS`."""
+    if coarse_motions is None:
+        return ()
+    out = []
+    for stage in coarse_motions:
+        if isinstance(stage, str) or len(stage) != 2 or stage[0] not in _MOTIONS:
+            raise ValueError(
+                f"`coarse_motions` must be a sequence of (motion, max_iterations) with motion in "
+                f"{tuple(_MOTIONS)}, got {coarse_motions!r}"
+            )
+        out.append((stage[0], check_positive_int("coarse_motions iterations", stage[1])))
+    return tuple(out)
 
 
 def _check_H(init_H, dtype) -> tf.Tensor:
@@ -885,6 +995,7 @@ def lucas_kanade(
     min_valid_fraction: float = 0.1,
     return_history: bool = False,
     jit_compile: bool = True,
+    algorithm: str = "inverse_compositional",
 ) -> LKResult:
     """Inverse-compositional Lucas-Kanade for homographies, batched (see the module docstring).
 
@@ -905,6 +1016,10 @@ def lucas_kanade(
         return_history: also return the per-iteration estimates (for animations).
         jit_compile: compile with XLA when called eagerly (inside a `tf.function` the loop is
             built inline and the caller decides).
+        algorithm: ``"inverse_compositional"`` (template Jacobian and Hessian computed once) or
+            ``"esm"`` (efficient second-order minimisation: mean of the template's and the
+            warped input's gradients, a new Hessian per iteration; much wider basin, about
+            twice the cost per iteration; see the module docstring).
 
     Returns:
         `LKResult` ``(H, iterations, converged, failed, history)``, H in the features' dtype.
@@ -921,7 +1036,8 @@ def lucas_kanade(
     iters, tols = _check_settings(1, max_iterations, tolerance, damping, min_rcond,
                                   min_valid_fraction)
     config = _Config(iters, bool(masked_hessian), bool(adaptive_damping), float(min_rcond),
-                     float(min_valid_fraction), True, bool(return_history))
+                     float(min_valid_fraction), True, bool(return_history),
+                     algorithms=_check_algorithm(1, algorithm))
     return _run([inp], [tmpl], H0, tols, damping, config, jit_compile)
 
 
@@ -940,6 +1056,8 @@ def pyramid_lucas_kanade(
     min_valid_fraction: float = 0.1,
     return_history: bool = False,
     jit_compile: bool = True,
+    algorithm: Union[str, Sequence[str]] = "inverse_compositional",
+    coarse_motions: Sequence = (),
 ) -> LKResult:
     """Coarse-to-fine Lucas-Kanade over feature pyramids (one compiled program for all levels).
 
@@ -967,7 +1085,15 @@ def pyramid_lucas_kanade(
             average pooling and ``cv2.resize(..., INTER_AREA)``; False: corner-aligned, e.g.
             ``img[::2, ::2]``).
         return_history: also return every iteration's estimate at every level, expressed at
-            full resolution.
+            full resolution (coarse motion stages included, before the coarsest level).
+        algorithm: update rule, one name or one per level (coarsest first):
+            ``"inverse_compositional"`` or ``"esm"`` (see `lucas_kanade`).
+        coarse_motions: stages with a restricted motion model run at the coarsest level before
+            the full homography, e.g. ``(("translation", 5),)`` or ``(("translation", 5),
+            ("affine", 5))``: ``(motion, max_iterations)`` with motion ``"translation"`` or
+            ``"affine"`` (the increment keeps the other parameters at 0). They widen the basin
+            when the initial guess is far; a sample that fails in such a stage continues from
+            its guess (only the homography levels set ``failed``).
 
     Returns:
         `LKResult` at full resolution; ``iterations`` summed over the levels.
@@ -1013,10 +1139,20 @@ def pyramid_lucas_kanade(
                         f"shape {tuple(pyr[k].shape)}, level {k + 1} has "
                         f"{tuple(pyr[k + 1].shape)}"
                     )
+    if max_iterations is None:
+        max_iterations = _ALIGN_ITERATIONS[:1] + _ALIGN_ITERATIONS[1:2] * (levels - 2) + (
+            _ALIGN_ITERATIONS[2:] if levels > 1 else ())
+    if tolerance is None:
+        tolerance = _ALIGN_TOLERANCES[:1] + _ALIGN_TOLERANCES[1:2] * (levels - 2) + (
+            _ALIGN_TOLERANCES[2:] if levels > 1 else ())
+    if algorithm is None:
+        algorithm = ("esm",) * (levels - 1) + ("inverse_compositional",)
     iters, tols = _check_settings(levels, max_iterations, tolerance, damping, min_rcond,
                                   min_valid_fraction)
     config = _Config(iters, bool(masked_hessian), bool(adaptive_damping), float(min_rcond),
-                     float(min_valid_fraction), bool(half_pixel_centers), bool(return_history))
+                     float(min_valid_fraction), bool(half_pixel_centers), bool(return_history),
+                     algorithms=_check_algorithm(levels, algorithm),
+                     coarse_motions=_check_motions(coarse_motions))
     return _run(inputs, templates, H0, tols, damping, config, jit_compile)
 
 
@@ -1114,19 +1250,24 @@ def align_images(
     init_H=None,
     levels: int = 3,
     max_iterations: Union[None, int, Sequence[int]] = None,
-    tolerance: Union[float, Sequence[float]] = 1e-2,
+    tolerance: Union[None, float, Sequence[float]] = None,
     damping: float = 1e-4,
     *,
     grayscale: bool = True,
     blur_sigma: float = 1.0,
     return_history: bool = False,
     jit_compile: bool = True,
+    algorithm: Union[None, str, Sequence[str]] = None,
+    coarse_motions: Sequence = (("translation", 5),),
     **kwargs,
 ) -> LKResult:
     """Classical coarse-to-fine LK on image intensities (the ``lk`` method of the evaluation).
 
     Grey conversion, the 2x2 average pyramid, the blur and the LK iterations run in one compiled
-    program.
+    program. Defaults (chosen on MSCOCO-protocol pairs, ``bench/lk_vs_ecc.py``): a translation
+    stage at the coarsest level, ESM updates at every level but the finest (wide basin),
+    inverse-compositional updates at the finest (cheap, the estimate is already within a pixel),
+    iteration caps (15, 5, 2) for 3 levels and tolerances 0.1 / 0.05 / 0.01 pixels of the level.
 
     Args:
         inputs: ``(B, Hi, Wi, C)`` input images in [0, 1] (e.g. 192 x 192 RGB), static size.
@@ -1134,13 +1275,21 @@ def align_images(
         init_H: ``(B, 3, 3)`` initial ``input_H_template``; ``None`` = the centred placement
             (`centered_homography`, corners (32, 32) ... (159, 159) for 128 in 192).
         levels: pyramid levels (2x2 average pooling).
-        max_iterations, tolerance, damping: as in `pyramid_lucas_kanade` (per level allowed).
+        max_iterations: as in `pyramid_lucas_kanade`; ``None``: 15 at the coarsest level, 5 at
+            the others, 2 at the finest.
+        tolerance: as in `pyramid_lucas_kanade`; ``None``: 0.1 at the coarsest level, 0.05 at
+            the others, 0.01 at the finest (pixels of each level).
+        damping: as in `pyramid_lucas_kanade`.
         grayscale: convert RGB to luma first (else align all channels jointly).
         blur_sigma: Gaussian blur (normalised convolution, pixels of the level) of both
             pyramids. A number blurs every level except the finest (wider basin at the coarse
             levels; blurring the finest level would bias the result by ~0.1 px because the
             template's border is blurred differently from the input); or one value per level,
             coarsest first; 0 disables.
+        algorithm: as in `pyramid_lucas_kanade`; ``None``: ``"esm"`` at every level except the
+            finest, ``"inverse_compositional"`` there.
+        coarse_motions: as in `pyramid_lucas_kanade` (default: 5 translation-only iterations at
+            the coarsest level); ``()`` disables.
         return_history, jit_compile, **kwargs: as in `pyramid_lucas_kanade`
             (``adaptive_damping``, ``masked_hessian``, ``min_rcond``, ``min_valid_fraction``).
 
@@ -1182,6 +1331,14 @@ def align_images(
         raise TypeError(f"align_images() got unexpected keyword arguments {sorted(unknown)}")
     min_rcond = kwargs.get("min_rcond", 1e-7)
     min_valid_fraction = kwargs.get("min_valid_fraction", 0.1)
+    if max_iterations is None:
+        max_iterations = _ALIGN_ITERATIONS[:1] + _ALIGN_ITERATIONS[1:2] * (levels - 2) + (
+            _ALIGN_ITERATIONS[2:] if levels > 1 else ())
+    if tolerance is None:
+        tolerance = _ALIGN_TOLERANCES[:1] + _ALIGN_TOLERANCES[1:2] * (levels - 2) + (
+            _ALIGN_TOLERANCES[2:] if levels > 1 else ())
+    if algorithm is None:
+        algorithm = ("esm",) * (levels - 1) + ("inverse_compositional",)
     iters, tols = _check_settings(levels, max_iterations, tolerance, damping, min_rcond,
                                   min_valid_fraction)
     config = _Config(
@@ -1189,6 +1346,8 @@ def align_images(
         bool(kwargs.get("adaptive_damping", False)), float(min_rcond), float(min_valid_fraction),
         bool(kwargs.get("half_pixel_centers", True)), bool(return_history),
         preprocess=(levels, bool(grayscale), sigmas),
+        algorithms=_check_algorithm(levels, algorithm),
+        coarse_motions=_check_motions(coarse_motions),
     )
     return _run([inputs], [templates], H0, tols, damping, config, jit_compile)
 
@@ -1208,7 +1367,7 @@ class LucasKanadeLayer(keras.layers.Layer):
 
     Args:
         max_iterations, tolerance, damping, adaptive_damping, masked_hessian, min_rcond,
-            min_valid_fraction: as in `lucas_kanade`.
+            min_valid_fraction, algorithm: as in `lucas_kanade`.
         **kwargs: `keras.layers.Layer` arguments (``name``, ``dtype``, ...).
     """
 
@@ -1221,10 +1380,13 @@ class LucasKanadeLayer(keras.layers.Layer):
         masked_hessian: bool = False,
         min_rcond: float = 1e-7,
         min_valid_fraction: float = 0.1,
+        algorithm: str = "inverse_compositional",
         **kwargs,
     ):
         super().__init__(**kwargs)
         _check_settings(1, max_iterations, tolerance, damping, min_rcond, min_valid_fraction)
+        _check_algorithm(1, algorithm)
+        self.algorithm = str(algorithm)
         self.max_iterations = int(max_iterations)
         self.tolerance = float(tolerance)
         self.damping = float(damping)
@@ -1249,7 +1411,7 @@ class LucasKanadeLayer(keras.layers.Layer):
             max_iterations=self.max_iterations, tolerance=self.tolerance, damping=self.damping,
             adaptive_damping=self.adaptive_damping, masked_hessian=self.masked_hessian,
             min_rcond=self.min_rcond, min_valid_fraction=self.min_valid_fraction,
-            return_history=return_history, jit_compile=False,
+            return_history=return_history, jit_compile=False, algorithm=self.algorithm,
         )
 
     def call(self, inputs):
@@ -1268,5 +1430,6 @@ class LucasKanadeLayer(keras.layers.Layer):
             masked_hessian=self.masked_hessian,
             min_rcond=self.min_rcond,
             min_valid_fraction=self.min_valid_fraction,
+            algorithm=self.algorithm,
         )
         return config
