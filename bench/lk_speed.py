@@ -132,7 +132,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed runs (best is kept)")
     parser.add_argument("--iterations", type=int, nargs="+", default=None,
                         help="max iterations per level, coarsest first (default: library's)")
-    parser.add_argument("--tolerance", type=float, default=1e-2)
+    parser.add_argument("--tolerance", type=float, nargs="+", default=None,
+                        help="per level, coarsest first (default: library's)")
     parser.add_argument("--blur", type=float, default=1.0, help="blur sigma (coarse levels)")
     parser.add_argument("--no-batch1", action="store_true", help="skip the batch-1 runs")
     parser.add_argument("--xla", choices=["both", "on", "off"], default="both")
@@ -144,7 +145,7 @@ def main(argv=None):
     inputs, templates, corners = make_pairs(source_images(args.data, args.pairs, rng), args.rho,
                                             rng)
     print(f"{args.pairs} {args.data} pairs, rho {args.rho}, 3-level LK on grey 192/128, "
-          f"iterations {args.iterations or 'default'}, tolerance {args.tolerance}, "
+          f"iterations {args.iterations or 'default'}, tolerance {args.tolerance or 'default'}, "
           f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs")
     identity = np.tile(lk.centered_homography(192, 128).numpy(), (args.pairs, 1, 1))
     report("identity (centred guess)", 0.0, identity, corners)

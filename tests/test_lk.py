@@ -128,12 +128,27 @@ class TestLucasKanade:
         result = run(channels(inputs[:3]), channels(templates[:3]), init[:3])
         assert pe(result.H, dst[:3]).max() < 0.1
 
-    @pytest.mark.parametrize("option", ["masked_hessian", "adaptive_damping"])
+    @pytest.mark.parametrize("option", [{"masked_hessian": True}, {"adaptive_damping": True},
+                                        {"algorithm": "esm"},
+                                        {"algorithm": "esm", "adaptive_damping": True}])
     def test_options_converge(self, single_level_problem, option):
         inputs, templates, init, dst, _ = single_level_problem
-        result = run(inputs[:3], templates[:3], init[:3], **{option: True})
+        result = run(inputs[:3], templates[:3], init[:3], **option)
         assert pe(result.H, dst[:3]).max() < 0.1
         assert result.converged.numpy().all()
+
+    def test_esm_widens_the_basin(self):
+        """Far from the answer (10-14 px corner offsets at a 64 template) ESM converges on
+        every pair, the inverse-compositional update with the same caps on fewer."""
+        rng = np.random.default_rng(7)
+        centre = np.array([[16, 16], [79, 16], [79, 79], [16, 79]], np.float64)
+        dst = centre + rng.uniform(10, 14, (8, 4, 2)) * rng.choice([-1, 1], (8, 4, 2))
+        inputs, templates, _ = make_pairs(smooth_image(3.0, seed=4, size=96), dst, size=64)
+        init = lk.centered_homography(96, 64, batch=8)
+        ic = run(inputs, templates, init, max_iterations=30)
+        esm = run(inputs, templates, init, max_iterations=30, algorithm="esm")
+        assert (pe(esm.H, dst, 64) < 0.1).sum() > (pe(ic.H, dst, 64) < 0.1).sum()
+        assert (pe(esm.H, dst, 64) < 0.1).sum() >= 6
 
     def test_xla_matches_graph_mode(self, single_level_problem):
         inputs, templates, init, _, _ = single_level_problem
@@ -264,6 +279,19 @@ class TestGradients:
         )
         np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-4, atol=1e-6)
 
+    def test_esm_gradient_wrt_both_feature_maps_float64(self):
+        inputs, templates, init = _gradient_problem()
+        for index, arg in ((0, inputs), (1, templates)):
+            def f(x, index=index):
+                args = [inputs, templates, init]
+                args[index] = x
+                return lk.lucas_kanade(*args, max_iterations=2, tolerance=0.0,
+                                       jit_compile=False, algorithm="esm").H
+
+            theoretical, numerical = tf.test.compute_gradient(f, [arg], delta=1e-5)
+            assert np.abs(theoretical[0]).max() > 1e-3
+            np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-4, atol=1e-6)
+
     def test_gradient_through_layer_float32(self):
         inputs, templates, init = (tf.cast(x, tf.float32) for x in _gradient_problem())
         layer = LucasKanadeLayer(max_iterations=3, tolerance=0.0)
@@ -366,9 +394,62 @@ class TestPyramid:
             lk.pyramid_lucas_kanade([pi[0][:, :40], pi[1]], pt, h)
         with pytest.raises(ValueError, match="max_iterations"):
             lk.pyramid_lucas_kanade(pi, pt, h, max_iterations=(10, 10, 10))
+        with pytest.raises(ValueError, match="algorithm"):
+            lk.pyramid_lucas_kanade(pi, pt, h, algorithm="gauss")
+        with pytest.raises(ValueError, match="algorithm"):
+            lk.pyramid_lucas_kanade(pi, pt, h, algorithm=("esm",))
+        with pytest.raises(ValueError, match="coarse_motions"):
+            lk.pyramid_lucas_kanade(pi, pt, h, coarse_motions=(("rotation", 3),))
+        with pytest.raises(ValueError, match="coarse_motions"):
+            lk.pyramid_lucas_kanade(pi, pt, h, coarse_motions=("translation",))
+
+    @pytest.mark.parametrize("motion", ["translation", "affine"])
+    def test_coarse_motion_stage_recovers_its_motion_exactly(self, motion):
+        """A pure translation (or affine warp) is recovered by the restricted stage alone (the
+        homography level gets no iteration to speak of), and the stage never moves the
+        perspective row of H (nor, for translation, the linear part)."""
+        rng = np.random.default_rng(11)
+        image = smooth_image(4.0, seed=2, size=96)
+        shift = rng.uniform(-5, 5, (4, 1, 2))
+        centre = np.array([[16, 16], [79, 16], [79, 79], [16, 79]], np.float64)
+        if motion == "translation":
+            dst = centre + shift
+        else:
+            A = np.eye(2) + rng.uniform(-0.06, 0.06, (4, 2, 2))
+            dst = (centre - 47.5) @ np.transpose(A, (0, 2, 1)) + 47.5 + shift
+        inputs, templates, _ = make_pairs(image, dst, size=64)
+        init = lk.centered_homography(96, 64, batch=4)
+        stage_only = lk.pyramid_lucas_kanade(
+            [inputs], [templates], init, max_iterations=1, tolerance=1e-3,
+            coarse_motions=((motion, 50),), jit_compile=False, return_history=True)
+        history = stage_only.history.numpy()
+        # The stage's estimates: all but the last two rows (initial guess of the homography level
+        # and its single update).
+        stage = history[:-2]
+        np.testing.assert_allclose(stage[..., 2, :2], 0.0, atol=1e-7)
+        if motion == "translation":
+            np.testing.assert_allclose(stage[..., :2, :2],
+                                       np.broadcast_to(np.eye(2), stage[..., :2, :2].shape),
+                                       atol=1e-6)
+        assert pe(stage[-1], dst, 64).max() < 0.02
+        assert pe(stage_only.H, dst, 64).max() < 0.02
 
 
 class TestAlignImages:
+    def test_defaults_are_the_benchmarked_settings(self):
+        """Intentional: align_images (the `lk` method) runs a translation stage, ESM at the
+        coarse levels and IC at the finest; its result equals the explicit call."""
+        rng = np.random.default_rng(5)
+        dst = CENTRE_192 + rng.uniform(-24, 24, (3, 4, 2))
+        inputs, templates, _ = make_pairs(smooth_image(8.0, seed=3), dst)
+        default = lk.align_images(inputs, templates, jit_compile=False)
+        explicit = lk.align_images(
+            inputs, templates, jit_compile=False, max_iterations=(15, 5, 2),
+            tolerance=(0.1, 0.05, 0.01), algorithm=("esm", "esm", "inverse_compositional"),
+            coarse_motions=(("translation", 5),))
+        np.testing.assert_array_equal(default.H.numpy(), explicit.H.numpy())
+        assert pe(default.H, dst).max() < 0.1
+
     def test_rgb_from_centred_guess(self):
         rng = np.random.default_rng(5)  # three perturbations inside the basin
         dst = CENTRE_192 + rng.uniform(16, 32, (3, 4, 2)) * rng.choice([-1, 1], (3, 4, 2))
@@ -428,12 +509,22 @@ class TestLucasKanadeLayer:
         assert isinstance(full, LKResult) and full.history is not None
         config = layer.get_config()
         for key in ("max_iterations", "tolerance", "damping", "adaptive_damping",
-                    "masked_hessian", "min_rcond", "min_valid_fraction"):
+                    "masked_hessian", "min_rcond", "min_valid_fraction", "algorithm"):
             assert key in config
         clone = LucasKanadeLayer.from_config(config)
         assert clone.get_config() == config
         revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
         assert isinstance(revived, LucasKanadeLayer) and revived.get_config() == config
+
+    def test_esm_layer_matches_function(self, single_level_problem):
+        inputs, templates, init, _, _ = single_level_problem
+        layer = LucasKanadeLayer(max_iterations=10, algorithm="esm")
+        assert LucasKanadeLayer.from_config(layer.get_config()).algorithm == "esm"
+        expected = run(inputs[:2], templates[:2], init[:2], max_iterations=10, algorithm="esm")
+        np.testing.assert_allclose(layer([inputs[:2], templates[:2], init[:2]]).numpy(),
+                                   expected.H.numpy(), rtol=1e-6)
+        with pytest.raises(ValueError, match="algorithm"):
+            LucasKanadeLayer(algorithm="ecc")
 
     def test_in_functional_model(self, single_level_problem):
         inputs, templates, init, dst, _ = single_level_problem

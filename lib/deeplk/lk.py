@@ -25,6 +25,24 @@ parametrisation of the DLKFM code):
   `deeplk.warp.warp_image`, reimplemented as four flat gathers, see `_Input`); the new error is
   carried by the loop to the next iteration, so that XLA computes it once.
 
+Update rules (``algorithm``):
+
+- ``"inverse_compositional"`` (default of `lucas_kanade` and `pyramid_lucas_kanade`): the above;
+  the Hessian is the template's, computed once.
+- ``"esm"`` (efficient second-order minimisation, Benhimane & Malis 2004): the steepest-descent
+  images use the mean of the template's gradient and the gradient of the warped input (central
+  differences of ``I(W(x; H))`` on the template grid; pixels at the edge of the valid area are
+  left out), so the Hessian and ``b`` are recomputed at every iteration (moments of degree 4 of
+  three fields, about twice the cost of an inverse-compositional iteration) and the same
+  composition ``H <- H (I + dp)^-1`` applies. Its basin is much wider: on 560 MSCOCO-protocol
+  pairs from the centred guess (``bench/lk_vs_ecc.py``) 3-level LK goes from 80 % to 95 % under
+  1 px.
+- Coarse motion stages (``coarse_motions`` of the pyramid): a few iterations with a translation
+  (or affine) increment at the coarsest level before the full homography (the other parameters
+  of ``dp`` are held at 0 by restricting the damped Hessian). `align_images` (the ``lk`` method)
+  uses 5 translation iterations, ESM at the coarse levels and the inverse-compositional update at
+  the finest: 97 % under 1 px on those pairs.
+
 Design choices (parameters in `lucas_kanade`):
 
 - **Normalised frame.** The iterations run in a normalised template frame
