@@ -469,6 +469,18 @@ class TestInference:
         start = np.linalg.norm(CENTRE_96[None] - dst, axis=-1).mean(-1)
         assert np.all(start > 2) and np.all(pe < 0.25), (start, pe)
 
+    def test_lk_options_reach_lk(self, identity_checkpoint, textured_problem):
+        inputs, templates, dst = textured_problem
+        predict = D.build_dlkfm_method(identity_checkpoint, jit_compile=False,
+                                       lk_options={"algorithm": "esm"})
+        corners, failed = predict(inputs, templates)
+        assert not failed.any()
+        assert np.all(np.linalg.norm(corners - dst, axis=-1).mean(-1) < 0.25)
+        bad = D.build_dlkfm_method(identity_checkpoint, jit_compile=False,
+                                   lk_options={"algorithm": "newton"})
+        with pytest.raises(ValueError, match="algorithm"):
+            bad(inputs[:1], templates[:1])
+
     def test_special_maps(self, identity_checkpoint, textured_problem):
         inputs, templates, _ = textured_problem
         special = D.build_dlkfm_method(identity_checkpoint, feature_type="special",

@@ -834,13 +834,15 @@ class DLKFMAligner:
             `deeplk.lk.pyramid_lucas_kanade`.
         batch_size: pairs per feature/LK call (bounds the memory of the feature maps).
         jit_compile: XLA for the LK loop.
+        lk_options: further keyword arguments of `deeplk.lk.pyramid_lucas_kanade` (e.g.
+            ``algorithm="esm"``, ``coarse_motions``, ``masked_hessian``).
     """
 
     def __init__(self, model: DLKFMNet, init: str = "centred",
                  init_predictor: Optional[Callable] = None, checkpoint_dir=None,
                  feature_type: Optional[str] = None, max_iterations=None,
                  tolerance=1e-2, damping: float = 1e-4, batch_size: int = 16,
-                 jit_compile: bool = True):
+                 jit_compile: bool = True, lk_options: Optional[dict] = None):
         if init not in INITS:
             raise ValueError(f"`init` must be one of {INITS}, got {init!r}")
         self.model = model
@@ -852,6 +854,7 @@ class DLKFMAligner:
         self.damping = float(damping)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.jit_compile = bool(jit_compile)
+        self.lk_options = dict(lk_options or {})
         self.init_predictor = init_predictor
         if init == "mhn" and init_predictor is None:
             self.init_predictor = _mhn_predictor(checkpoint_dir)
@@ -896,7 +899,7 @@ class DLKFMAligner:
         return pyramid_lucas_kanade(
             ip, tp, tf.constant(init_H, tf.float32), max_iterations=self.max_iterations,
             tolerance=self.tolerance, damping=self.damping, half_pixel_centers=False,
-            jit_compile=self.jit_compile)
+            jit_compile=self.jit_compile, **self.lk_options)
 
     def __call__(self, inputs, templates):
         inputs = np.asarray(inputs, np.float32)
@@ -942,7 +945,7 @@ def build_dlkfm_method(checkpoint_dir=None, init: str = "centred", levels: Optio
         feature_type: override the trained ``feature_type`` (``"regular"`` / ``"special"``).
         init_predictor: stand-in for the ``mhn`` method (tests, other initialisers).
         **options: `DLKFMAligner` options (``max_iterations``, ``tolerance``, ``damping``,
-            ``batch_size``, ``jit_compile``).
+            ``batch_size``, ``jit_compile``, ``lk_options``).
 
     Raises:
         FileNotFoundError: naming ``<checkpoint_dir>/dlkfm`` (or the level folder) when no
