@@ -623,7 +623,11 @@ def test_landscape_with_corner_aligned_levels(small_pair):
 
 
 def test_load_learned_source_without_the_dlkfm_module(monkeypatch, tmp_path):
+    import deeplk.models
+
     monkeypatch.setitem(sys.modules, "deeplk.models.dlkfm", None)  # import fails
+    # ... also when an earlier test imported it (then the package holds it as an attribute)
+    monkeypatch.delattr(deeplk.models, "dlkfm", raising=False)
     src = viz.load_learned_source(tmp_path / "checkpoints")
     assert not src.trained and "untrained weights" in src.label
     assert "could not be imported" in src.note
