@@ -460,8 +460,9 @@ class TestInference:
     def test_recovers_homography_through_registry(self, identity_checkpoint, textured_problem):
         inputs, templates, dst = textured_problem
         # batch_size=2: the three pairs go through in two chunks.
+        # lk_options={}: the plain inverse-compositional rule (the default is ESM, below).
         predict = methods.get_method("dlkfm", checkpoint_dir=identity_checkpoint,
-                                     jit_compile=False, batch_size=2)
+                                     jit_compile=False, batch_size=2, lk_options={})
         corners, failed = predict(inputs, templates)
         assert corners.shape == (3, 4, 2) and corners.dtype == np.float64
         assert not failed.any()
@@ -471,8 +472,9 @@ class TestInference:
 
     def test_lk_options_reach_lk(self, identity_checkpoint, textured_problem):
         inputs, templates, dst = textured_problem
-        predict = D.build_dlkfm_method(identity_checkpoint, jit_compile=False,
-                                       lk_options={"algorithm": "esm"})
+        predict = D.build_dlkfm_method(identity_checkpoint, jit_compile=False)
+        assert predict.lk_options == D.DEFAULT_LK_OPTIONS
+        assert predict.lk_options["algorithm"] == "esm"
         corners, failed = predict(inputs, templates)
         assert not failed.any()
         assert np.all(np.linalg.norm(corners - dst, axis=-1).mean(-1) < 0.25)

@@ -121,6 +121,9 @@ ARCH_FALLBACK = {"normalize": False}
 #: Default corner perturbation (pixels of the level, per coordinate) of the convexity loss.
 DEFAULT_PERTURBATION = {1: 4.0, 2: 3.0, 3: 3.0}
 
+#: `deeplk.lk.pyramid_lucas_kanade` options of the ``dlkfm`` method unless given.
+DEFAULT_LK_OPTIONS = {"algorithm": "esm", "coarse_motions": (("translation", 10),)}
+
 METHOD_DESCRIPTIONS = {
     "dlkfm": "DLKFM: learned per-level Siamese features, inverse-compositional LK levels 3->2->1, "
              "centred / SIFT / MHN start",
@@ -834,8 +837,11 @@ class DLKFMAligner:
             `deeplk.lk.pyramid_lucas_kanade`.
         batch_size: pairs per feature/LK call (bounds the memory of the feature maps).
         jit_compile: XLA for the LK loop.
-        lk_options: further keyword arguments of `deeplk.lk.pyramid_lucas_kanade` (e.g.
-            ``algorithm="esm"``, ``coarse_motions``, ``masked_hessian``).
+        lk_options: further keyword arguments of `deeplk.lk.pyramid_lucas_kanade`; ``None``:
+            `DEFAULT_LK_OPTIONS` (ESM updates after a translation stage: on the multimodal demo,
+            64 val pairs, 7.8 % below 5 px against 1.6 % with the inverse-compositional rule,
+            whose fixed point drifts off the feature-MSE minimum when the residual at the truth
+            is large); ``{}``: the plain inverse-compositional rule.
     """
 
     def __init__(self, model: DLKFMNet, init: str = "centred",
@@ -854,7 +860,7 @@ class DLKFMAligner:
         self.damping = float(damping)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.jit_compile = bool(jit_compile)
-        self.lk_options = dict(lk_options or {})
+        self.lk_options = dict(DEFAULT_LK_OPTIONS if lk_options is None else lk_options)
         self.init_predictor = init_predictor
         if init == "mhn" and init_predictor is None:
             self.init_predictor = _mhn_predictor(checkpoint_dir)
