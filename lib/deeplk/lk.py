@@ -1059,6 +1059,22 @@ def lucas_kanade(
     return _run([inp], [tmpl], H0, tols, damping, config, jit_compile)
 
 
+def _level_defaults(levels: int, max_iterations, tolerance, algorithm):
+    """Fill the per-level settings left as None with the aligner's defaults for `levels` levels
+    (coarsest, middle levels, finest)."""
+
+    def per_level(values):
+        return values[:1] + values[1:2] * (levels - 2) + (values[2:] if levels > 1 else ())
+
+    if max_iterations is None:
+        max_iterations = per_level(_ALIGN_ITERATIONS)
+    if tolerance is None:
+        tolerance = per_level(_ALIGN_TOLERANCES)
+    if algorithm is None:
+        algorithm = ("esm",) * (levels - 1) + ("inverse_compositional",)
+    return max_iterations, tolerance, algorithm
+
+
 def pyramid_lucas_kanade(
     input_pyramid: Sequence,
     template_pyramid: Sequence,
@@ -1157,14 +1173,7 @@ def pyramid_lucas_kanade(
                         f"shape {tuple(pyr[k].shape)}, level {k + 1} has "
                         f"{tuple(pyr[k + 1].shape)}"
                     )
-    if max_iterations is None:
-        max_iterations = _ALIGN_ITERATIONS[:1] + _ALIGN_ITERATIONS[1:2] * (levels - 2) + (
-            _ALIGN_ITERATIONS[2:] if levels > 1 else ())
-    if tolerance is None:
-        tolerance = _ALIGN_TOLERANCES[:1] + _ALIGN_TOLERANCES[1:2] * (levels - 2) + (
-            _ALIGN_TOLERANCES[2:] if levels > 1 else ())
-    if algorithm is None:
-        algorithm = ("esm",) * (levels - 1) + ("inverse_compositional",)
+    max_iterations, tolerance, algorithm = _level_defaults(levels, max_iterations, tolerance, algorithm)
     iters, tols = _check_settings(levels, max_iterations, tolerance, damping, min_rcond,
                                   min_valid_fraction)
     config = _Config(iters, bool(masked_hessian), bool(adaptive_damping), float(min_rcond),
@@ -1349,14 +1358,7 @@ def align_images(
         raise TypeError(f"align_images() got unexpected keyword arguments {sorted(unknown)}")
     min_rcond = kwargs.get("min_rcond", 1e-7)
     min_valid_fraction = kwargs.get("min_valid_fraction", 0.1)
-    if max_iterations is None:
-        max_iterations = _ALIGN_ITERATIONS[:1] + _ALIGN_ITERATIONS[1:2] * (levels - 2) + (
-            _ALIGN_ITERATIONS[2:] if levels > 1 else ())
-    if tolerance is None:
-        tolerance = _ALIGN_TOLERANCES[:1] + _ALIGN_TOLERANCES[1:2] * (levels - 2) + (
-            _ALIGN_TOLERANCES[2:] if levels > 1 else ())
-    if algorithm is None:
-        algorithm = ("esm",) * (levels - 1) + ("inverse_compositional",)
+    max_iterations, tolerance, algorithm = _level_defaults(levels, max_iterations, tolerance, algorithm)
     iters, tols = _check_settings(levels, max_iterations, tolerance, damping, min_rcond,
                                   min_valid_fraction)
     config = _Config(
