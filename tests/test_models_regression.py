@@ -226,13 +226,26 @@ class TestRegressionNet:
         scaled[:, :, :, 1] *= np.pad(np.ones((128, 128)), 32)[None]
         np.testing.assert_allclose(R._standardize(tf.constant(scaled, tf.float32)).numpy(), out, atol=1e-2)
 
+    @pytest.mark.parametrize("momentum", [0.99, 0.5])
+    def test_bn_momentum_moving_statistics(self, rng, momentum):
+        """One training call moves every BN's moving mean to m * 0 + (1 - m) * batch mean."""
+        net = R._net({**TINY, "bn_momentum": momentum})
+        bns = [layer for layer in net.stack if isinstance(layer, keras.layers.BatchNormalization)]
+        assert len(bns) == 5 and all(bn.momentum == momentum for bn in bns)
+        assert R._net(TINY).stack[2].momentum == 0.99  # the Keras default stays the default
+        x = rng.random((4, 192, 192, 2)).astype(np.float32)
+        first_conv = net.stack[1]  # after the resize
+        want = first_conv(net.stack[0](x)).numpy().astype(np.float64).mean(axis=(0, 1, 2)) * (1 - momentum)
+        net(x, training=True)
+        np.testing.assert_allclose(bns[0].moving_mean.numpy(), want, rtol=1e-4, atol=1e-7)
+
     def _random_weights(self, net, rng):
         for v in net.weights:
             v.assign(rng.normal(0, 0.3, v.shape).astype(np.float32) if "variance" not in v.path
                      else rng.uniform(0.5, 1.5, v.shape).astype(np.float32))
 
     def test_get_config_round_trip(self, rng):
-        net = R._net({**TINY, "dropout": 0.3, "batch_norm": True, "normalize": True})
+        net = R._net({**TINY, "dropout": 0.3, "batch_norm": True, "normalize": True, "bn_momentum": 0.9})
         self._random_weights(net, rng)
         config = net.get_config()
         assert config == json.loads(json.dumps(config))
@@ -257,6 +270,7 @@ class TestRegressionNet:
         ({"input_scale": 0.0}, "input_scale"), ({"input_scale": 1.5}, "input_scale"),
         ({"input_scale": 0.1}, "input_scale"), ({"dropout": 1.0}, "dropout"),
         ({"filters": ()}, "filters"), ({"offset_scale": 0}, "offset_scale"),
+        ({"bn_momentum": 1.0}, "bn_momentum"), ({"bn_momentum": -0.1}, "bn_momentum"),
     ])
     def test_bad_arguments(self, kwargs, name):
         with pytest.raises(ValueError, match=name):

@@ -274,6 +274,10 @@ class RegressionNet(keras.Model):
         normalize: standardise each pair first: the input channel to zero mean and unit
             variance over the image, the template channel over the template area (it stays 0
             outside), so brightness and contrast differences between the two do not matter.
+        bn_momentum: momentum of the batch-norm moving statistics used at inference. Keras'
+            0.99 averages over ~100 steps and starts from mean 0 / variance 1, so after a short
+            run (a few hundred steps, as on a CPU) the inference statistics still lag the
+            training ones and the predictions degrade; 0.9 follows them within ~20 steps.
 
     Call: ``net(packed, training=None)`` with `packed` from `pack_pair`; returns ``(B, 8)``
     float32 corner offsets in pixels (see the module docstring for the layout).
@@ -282,9 +286,12 @@ class RegressionNet(keras.Model):
     def __init__(self, filters: Sequence[int] = (32, 64, 64, 128, 128), final_filters: int = 256,
                  dense_units: int = 1024, dropout: float = 0.2, input_scale: float = 1.0,
                  batch_norm: bool = True, offset_scale: float = OFFSET_SCALE, normalize: bool = False,
-                 **kwargs):
+                 bn_momentum: float = 0.99, **kwargs):
         super().__init__(**kwargs)
         self.normalize = bool(normalize)
+        self.bn_momentum = float(bn_momentum)
+        if not 0.0 <= self.bn_momentum < 1.0:
+            raise ValueError(f"`bn_momentum` must be in [0, 1), got {bn_momentum!r}")
         self.filters = tuple(int(f) for f in filters)
         if not self.filters or any(f <= 0 for f in self.filters):
             raise ValueError(f"`filters` must be a non-empty list of positive ints, got {filters!r}")
@@ -313,7 +320,7 @@ class RegressionNet(keras.Model):
         layers = [keras.layers.Conv2D(channels, 3, padding="same", use_bias=not self.batch_norm,
                                       name=f"{name}_conv")]
         if self.batch_norm:
-            layers.append(keras.layers.BatchNormalization(name=f"{name}_bn"))
+            layers.append(keras.layers.BatchNormalization(momentum=self.bn_momentum, name=f"{name}_bn"))
         layers.append(keras.layers.ReLU(name=f"{name}_relu"))
         return layers
 
@@ -371,6 +378,7 @@ class RegressionNet(keras.Model):
             "batch_norm": self.batch_norm,
             "offset_scale": self.offset_scale,
             "normalize": self.normalize,
+            "bn_momentum": self.bn_momentum,
         }
 
     @classmethod
