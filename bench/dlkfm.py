@@ -8,14 +8,27 @@ corner perturbation of up to 32 px, OpenCV):
   its convexity perturbations + backward + Adam update), batch `--batch`, median of `--repeats`;
 - inference milliseconds per pair of the ``dlkfm`` method (features of all levels + LK
   3 -> 2 -> 1, centred start) at batch 1 and at batch `--infer-batch` (default 32);
-- the achieved GFLOP/s of the feature extractors (both branches, all levels; FLOPs counted by
-  `deeplk.perf.graph_flops`, time by `deeplk.perf.time_call`) as a fraction of the float32
-  matmul GFLOP/s measured in the same run (`deeplk.perf.matmul_gflops`).
+- the achieved GFLOP/s of the feature extractors (both branches, all levels, inference mode:
+  no special map, no standardisation, no LK) as a fraction of the float32 matmul GFLOP/s
+  measured in the same run (`deeplk.perf.matmul_gflops`, 2048 x 2048, measured right before
+  and right after each timing; the fraction uses their mean, so a change of load during the run
+  shows as a gap between the two). FLOPs are counted by `deeplk.perf.graph_flops` on the very
+  ``tf.function`` that `deeplk.perf.time_call` times, and checked against the analytic count of
+  the convolutions (``2 * 9 * C_in * C_out`` per output value). Variants (``--variants``):
+  ``keras`` (the Keras layers: conv, then batch norm as separate multiply/add passes, then
+  LeakyReLU), ``folded`` (`DLKFMNet.extract` with ``fold_batchnorm=True``: batch norm folded
+  into the conv weights, conv + bias + LeakyReLU fused by TensorFlow's remapper), each with
+  ``-xla`` (``jit_compile=True``) or not; ``convs`` times the bare convolutions of the same
+  network (no bias, BN, activation, skip: the ceiling of what the conv kernels give).
 
 Example::
 
     python bench/dlkfm.py                          # paper size: 64 channels, 3 residual blocks
     python bench/dlkfm.py --channels 8 --blocks 1  # the CPU demo's size
+    python bench/dlkfm.py --only-features --onednn 1   # features only, oneDNN kernels on
+
+``--onednn 0|1`` sets ``TF_ENABLE_ONEDNN_OPTS`` before TensorFlow loads (default: TensorFlow's
+own choice, off on CPUs without AVX-512 such as the 2-core AVX2 machine of the CPU demo).
 
 Numbers depend on the machine and its load; compare settings within one run.
 """
@@ -26,7 +39,13 @@ import argparse
 import os
 import tempfile
 
+import sys
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+for _i, _a in enumerate(sys.argv):  # must precede the TensorFlow import
+    if _a.startswith("--onednn"):
+        _v = _a.split("=", 1)[1] if "=" in _a else sys.argv[_i + 1]
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = _v
 
 import cv2  # noqa: E402
 import keras  # noqa: E402
@@ -77,54 +96,138 @@ def train_step_seconds(level: int, root: str, arch: dict, batch, repeats: int) -
     return perf.time_call(step, *args, warmup=2, repeats=repeats)
 
 
+VARIANTS = ("keras", "keras-xla", "folded", "folded-xla", "convs")
+
+
+def conv_flops(model, batch: int) -> int:
+    """Analytic FLOPs of every convolution of `model` (both branches, all levels) on batch
+    `batch` of 192 / 128 pairs: ``2 * kh * kw * C_in`` per output value."""
+    total = 0
+    for size0, extractors in ((192, model.input_extractors), (128, model.template_extractors)):
+        size, c_in = size0, 3
+        for ext in extractors:
+            out = size if ext.stride == 1 else (size + 1) // 2
+            c = ext.channels
+            n_convs = 2 + 2 * ext.num_blocks  # mid, head and 2 per block; stem below
+            total += 2 * 9 * c_in * c * out * out * batch
+            total += n_convs * 2 * 9 * c * c * out * out * batch
+            size, c_in = out, c
+    return total
+
+
+def bare_convs(model, x, t):
+    """The convolutions of `model` alone, chained (same shapes and weights, nothing else)."""
+    out = []
+    for y, extractors in ((x, model.input_extractors), (t, model.template_extractors)):
+        for ext in extractors:
+            if ext.stride == 2:
+                y = tf.nn.conv2d(tf.pad(y, [[0, 0], [1, 1], [1, 1], [0, 0]]), ext.stem.kernel, 2,
+                                 "VALID")
+            else:
+                y = tf.nn.conv2d(y, ext.stem.kernel, 1, "SAME")
+            for block in ext.blocks:
+                y = tf.nn.conv2d(y, block.conv1.kernel, 1, "SAME")
+                y = tf.nn.conv2d(y, block.conv2.kernel, 1, "SAME")
+            y = tf.nn.conv2d(y, ext.mid.kernel, 1, "SAME")
+            y = tf.nn.conv2d(y, ext.head.kernel, 1, "SAME")
+            out.append(y)
+    return out
+
+
+def feature_function(model, variant: str):
+    """The ``tf.function`` timed for `variant` (see the module docstring)."""
+    xla = variant.endswith("-xla")
+    kind = variant.removesuffix("-xla")
+    if kind == "keras":
+        def fn(x, t):
+            return model.extract(x, t, training=False)
+    elif kind == "folded":
+        def fn(x, t):
+            return model.extract(x, t, fold_batchnorm=True)
+    elif kind == "convs":
+        def fn(x, t):
+            return bare_convs(model, x, t)
+    else:
+        raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
+    return tf.function(fn, jit_compile=xla)
+
+
+def measure_features(model, inputs, templates, variant: str, repeats: int) -> dict:
+    """FLOPs (counted on the timed function), seconds, GFLOP/s and the fraction of the matmul
+    rate measured just before and just after."""
+    b = len(inputs)
+    fn = feature_function(model, variant)
+    specs = (tf.TensorSpec((b, 192, 192, 3), tf.float32),
+             tf.TensorSpec((b, 128, 128, 3), tf.float32))
+    flops = perf.graph_flops(fn, *specs)
+    x, t = tf.constant(inputs), tf.constant(templates)
+    before = perf.matmul_gflops()
+    s = perf.time_call(fn, x, t, repeats=repeats)
+    after = perf.matmul_gflops()
+    achieved = flops / s / 1e9
+    peak = (before + after) / 2
+    return dict(flops=flops, seconds=s, gflops=achieved, matmul_before=before,
+                matmul_after=after, fraction=achieved / peak)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--blocks", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4, help="training batch")
     parser.add_argument("--infer-batch", type=int, default=32)
+    parser.add_argument("--feature-batch", type=int, default=32,
+                        help="batch of the feature-extractor GFLOP/s measurement")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--num-perturbations", type=int, default=2)
     parser.add_argument("--no-xla", action="store_true", help="LK without XLA at inference")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--only-features", action="store_true",
+                        help="skip the training-step and inference timings")
+    parser.add_argument("--onednn", choices=("0", "1"), default=None,
+                        help="TF_ENABLE_ONEDNN_OPTS (set before TensorFlow loads)")
     args = parser.parse_args(argv)
-    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs; DLKFM {args.channels} channels, "
-          f"{args.blocks} residual blocks", flush=True)
+    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, intra-op threads "
+          f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}, "
+          f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}; DLKFM "
+          f"{args.channels} channels, {args.blocks} residual blocks; load average "
+          f"{os.getloadavg()[0]:.2f}", flush=True)
 
     arch = dict(channels=args.channels, num_blocks=args.blocks, normalize=True)
-    n = max(args.batch, args.infer_batch)
+    n = max(args.batch, args.infer_batch, args.feature_batch)
     inputs, templates, corners = make_pairs(n)
-
-    with tempfile.TemporaryDirectory() as root:
-        dlkfm.write_config(root, dict(arch, leaky_alpha=0.2, bn_momentum=0.9,
-                                      feature_type="regular"))
-        batch = (inputs[:args.batch], templates[:args.batch], corners[:args.batch])
-        for level in dlkfm.LEVELS:
-            s = train_step_seconds(level, root, arch, batch, args.repeats)
-            print(f"train step level {level}: {s * 1e3:8.1f} ms (batch {args.batch}, "
-                  f"{args.num_perturbations} perturbations)", flush=True)
-
     model = dlkfm.make_dlkfm_net(3, **arch)
-    aligner = dlkfm.DLKFMAligner(model, init="centred", batch_size=args.infer_batch,
-                                 jit_compile=not args.no_xla)
-    for b in (1, args.infer_batch):
-        s = perf.time_call(lambda: aligner(inputs[:b], templates[:b]), warmup=1,
-                           repeats=args.repeats, sync=lambda out: None)
-        print(f"inference batch {b:3d}: {s / b * 1e3:8.1f} ms/pair", flush=True)
 
-    @tf.function
-    def features(x, t):
-        return model(([x, t]), training=False)
+    if not args.only_features:
+        with tempfile.TemporaryDirectory() as root:
+            dlkfm.write_config(root, dict(arch, leaky_alpha=0.2, bn_momentum=0.9,
+                                          feature_type="regular"))
+            batch = (inputs[:args.batch], templates[:args.batch], corners[:args.batch])
+            for level in dlkfm.LEVELS:
+                s = train_step_seconds(level, root, arch, batch, args.repeats)
+                print(f"train step level {level}: {s * 1e3:8.1f} ms (batch {args.batch}, "
+                      f"{args.num_perturbations} perturbations)", flush=True)
 
-    b = args.infer_batch
-    specs = (tf.TensorSpec((b, 192, 192, 3), tf.float32), tf.TensorSpec((b, 128, 128, 3), tf.float32))
-    flops = perf.graph_flops(features, *specs)
-    s = perf.time_call(features, tf.constant(inputs[:b]), tf.constant(templates[:b]),
-                       repeats=args.repeats)
-    achieved = flops / s / 1e9
-    peak = perf.matmul_gflops()
-    print(f"feature extractor (batch {b}, all levels, both branches): {flops / 1e9:.2f} GFLOP in "
-          f"{s * 1e3:.1f} ms = {achieved:.1f} GFLOP/s; matmul {peak:.1f} GFLOP/s; "
-          f"fraction {achieved / peak:.2f}", flush=True)
+        aligner = dlkfm.DLKFMAligner(model, init="centred", batch_size=args.infer_batch,
+                                     jit_compile=not args.no_xla)
+        for b in (1, args.infer_batch):
+            s = perf.time_call(lambda: aligner(inputs[:b], templates[:b]), warmup=1,
+                               repeats=args.repeats, sync=lambda out: None)
+            print(f"inference batch {b:3d}: {s / b * 1e3:8.1f} ms/pair (features + LK "
+                  f"3->2->1, fold_batchnorm={aligner.fold_batchnorm})", flush=True)
+
+    b = args.feature_batch
+    expected = conv_flops(model, b)
+    print(f"feature extractor, batch {b}, all levels, both branches; convolutions "
+          f"{expected / 1e9:.1f} GFLOP (analytic)", flush=True)
+    for variant in args.variants:
+        r = measure_features(model, inputs[:b], templates[:b], variant, args.repeats)
+        print(f"  {variant:10s}: {r['flops'] / 1e9:6.1f} GFLOP counted "
+              f"({r['flops'] / expected:.3f} x convs) in {r['seconds'] * 1e3:7.1f} ms = "
+              f"{r['gflops']:6.1f} GFLOP/s; matmul {r['matmul_before']:.1f} / "
+              f"{r['matmul_after']:.1f} GFLOP/s (before / after); fraction "
+              f"{r['fraction']:.2f}", flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
 
 
 if __name__ == "__main__":

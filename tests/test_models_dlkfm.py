@@ -178,6 +178,81 @@ class TestModel:
                           train_level=2)
 
 
+def randomize_batchnorms(model, seed: int = 0) -> None:
+    """Non-trivial batch-norm state (moving statistics, gamma, beta) and head biases."""
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        name = v.path
+        if "moving_variance" in name:
+            v.assign(rng.uniform(0.3, 3.0, v.shape).astype(np.float32))
+        elif "moving_mean" in name or "beta" in name or "bias" in name:
+            v.assign(rng.normal(0.0, 0.5, v.shape).astype(np.float32))
+        elif "gamma" in name:
+            v.assign(rng.uniform(0.5, 2.0, v.shape).astype(np.float32))
+
+
+class TestFoldBatchnorm:
+    @pytest.mark.parametrize("use_bias", [False, True])
+    def test_single_conv_matches_keras_float64(self, rng, use_bias):
+        conv = keras.layers.Conv2D(5, 3, padding="same", use_bias=use_bias, dtype="float64")
+        bn = keras.layers.BatchNormalization(epsilon=1e-3, dtype="float64")
+        x = rng.random((2, 9, 7, 3))
+        conv.build(x.shape)
+        bn.build((None, 9, 7, 5))
+        for v in conv.weights + bn.weights:
+            v.assign(rng.uniform(0.2, 2.0, v.shape) * rng.choice([-1, 1], v.shape)
+                     if "variance" not in v.path else rng.uniform(0.2, 2.0, v.shape))
+        expected = bn(conv(x), training=False).numpy()
+        kernel, bias = D.fold_batchnorm(conv, bn)
+        assert kernel.shape == (3, 3, 3, 5) and bias.shape == (5,)
+        got = tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "SAME"), bias).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+    @pytest.mark.parametrize("stride,num_blocks,size", [(1, 0, 12), (1, 2, 11), (2, 1, 13)])
+    def test_extractor_inference_matches_call(self, rng, stride, num_blocks, size):
+        ext = D.FeatureExtractor(6, num_blocks, stride)
+        ext.build((None, None, None, 3))
+        randomize_batchnorms(ext, seed=size)
+        x = rng.random((3, size, size + 2, 3)).astype(np.float32)
+        expected = ext(x, training=False).numpy()
+        got = ext.inference(x).numpy()
+        assert got.shape == expected.shape == ext.compute_output_shape(x.shape)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+        # differs from the training-mode output (batch statistics), so the check has teeth
+        assert np.abs(ext(x, training=True).numpy() - expected).max() > 1e-2
+
+    def test_follows_weight_changes(self, rng):
+        ext = D.FeatureExtractor(4, 1)
+        ext.build((None, None, None, 3))
+        x = rng.random((1, 8, 8, 3)).astype(np.float32)
+        before = ext.inference(x).numpy()
+        randomize_batchnorms(ext, seed=3)
+        after = ext.inference(x).numpy()
+        assert np.abs(after - before).max() > 1e-2
+        np.testing.assert_allclose(after, ext(x, training=False).numpy(), rtol=1e-4, atol=1e-5)
+
+    @pytest.mark.parametrize("batch", [1, 3])
+    def test_extract_all_levels(self, rng, batch):
+        model = D.make_dlkfm_net(3, **TINY)
+        randomize_batchnorms(model, seed=batch)
+        x = rng.random((batch, 24, 24, 3)).astype(np.float32)
+        t = rng.random((batch, 16, 16, 3)).astype(np.float32)
+        expected = model.extract(x, t, training=False)
+        got = tf.function(lambda a, b: model.extract(a, b, fold_batchnorm=True))(x, t)
+        assert len(got) == 3
+        for (gi, gt), (ei, et) in zip(got, expected):
+            np.testing.assert_allclose(gi.numpy(), ei.numpy(), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(gt.numpy(), et.numpy(), rtol=1e-4, atol=1e-5)
+
+    def test_exceptions(self):
+        model = D.make_dlkfm_net(2, **TINY)
+        x, t = np.zeros((1, 8, 8, 3), np.float32), np.zeros((1, 8, 8, 3), np.float32)
+        with pytest.raises(ValueError, match="fold_batchnorm"):
+            model.extract(x, t, training=True, fold_batchnorm=True)
+        with pytest.raises(ValueError, match="fold_batchnorm"):
+            model.extract(x, t, train_level=2, fold_batchnorm=True)
+
+
 class TestNormalize:
     def test_standardize_matches_numpy_float64(self, rng):
         x = rng.normal(3.0, 2.0, (2, 9, 7, 4)).astype(np.float64)
@@ -469,6 +544,20 @@ class TestInference:
         pe = np.linalg.norm(corners - dst, axis=-1).mean(-1)
         start = np.linalg.norm(CENTRE_96[None] - dst, axis=-1).mean(-1)
         assert np.all(start > 2) and np.all(pe < 0.25), (start, pe)
+
+    def test_fold_batchnorm_features_and_corners(self, identity_checkpoint, textured_problem):
+        inputs, templates, dst = textured_problem
+        plain = D.build_dlkfm_method(identity_checkpoint, jit_compile=False)
+        folded = D.build_dlkfm_method(identity_checkpoint, jit_compile=False, batch_size=2,
+                                      lk_options={}, fold_batchnorm=True)
+        assert folded.fold_batchnorm and not plain.fold_batchnorm
+        x, t = tf.constant(inputs), tf.constant(templates)
+        for a, b in zip(plain._features(x, t), folded._features(x, t)):
+            for fa, fb in zip(a, b):
+                np.testing.assert_allclose(fb.numpy(), fa.numpy(), rtol=1e-4, atol=1e-5)
+        corners, failed = folded(inputs, templates)
+        assert not failed.any()
+        assert np.linalg.norm(corners - dst, axis=-1).mean(-1).max() < 0.25
 
     def test_lk_options_reach_lk(self, identity_checkpoint, textured_problem):
         inputs, templates, dst = textured_problem
