@@ -7,7 +7,8 @@ corner perturbation of up to 32 px, OpenCV):
 - the training step time of each level (forward of the frozen levels + the level's loss with
   its convexity perturbations + backward + Adam update), batch `--batch`, median of `--repeats`;
 - inference milliseconds per pair of the ``dlkfm`` method (features of all levels + LK
-  3 -> 2 -> 1, centred start) at batch 1 and at batch `--infer-batch` (default 32);
+  3 -> 2 -> 1, centred start) at batch 1 and at batch `--infer-batch` (default 32), without and
+  with ``fold_batchnorm``;
 - the achieved GFLOP/s of the feature extractors (both branches, all levels, inference mode:
   no special map, no standardisation, no LK) as a fraction of the float32 matmul GFLOP/s
   measured in the same run (`deeplk.perf.matmul_gflops`, 2048 x 2048, measured right before
@@ -208,13 +209,14 @@ def main(argv=None):
                 print(f"train step level {level}: {s * 1e3:8.1f} ms (batch {args.batch}, "
                       f"{args.num_perturbations} perturbations)", flush=True)
 
-        aligner = dlkfm.DLKFMAligner(model, init="centred", batch_size=args.infer_batch,
-                                     jit_compile=not args.no_xla)
-        for b in (1, args.infer_batch):
-            s = perf.time_call(lambda: aligner(inputs[:b], templates[:b]), warmup=1,
-                               repeats=args.repeats, sync=lambda out: None)
-            print(f"inference batch {b:3d}: {s / b * 1e3:8.1f} ms/pair (features + LK "
-                  f"3->2->1, fold_batchnorm={aligner.fold_batchnorm})", flush=True)
+        for fold in (False, True):
+            aligner = dlkfm.DLKFMAligner(model, init="centred", batch_size=args.infer_batch,
+                                         jit_compile=not args.no_xla, fold_batchnorm=fold)
+            for b in (1, args.infer_batch):
+                s = perf.time_call(lambda: aligner(inputs[:b], templates[:b]), warmup=1,
+                                   repeats=args.repeats, sync=lambda out: None)
+                print(f"inference batch {b:3d}: {s / b * 1e3:8.1f} ms/pair (features + LK "
+                      f"3->2->1, fold_batchnorm={fold})", flush=True)
 
     b = args.feature_batch
     expected = conv_flops(model, b)

@@ -55,7 +55,10 @@ one `deeplk.train.train` call).
 **Inference** (`DLKFMAligner`, method ``dlkfm`` via `build_dlkfm_method`): features of every
 level, then `deeplk.lk.pyramid_lucas_kanade` from the coarsest level to level 1 with the
 homography rescaled between levels; the initial guess is the centred placement, SIFT + RANSAC
-(centred where SIFT fails) or the ``mhn`` regression method. No ground truth is used.
+(centred where SIFT fails) or the ``mhn`` regression method. No ground truth is used. With
+``fold_batchnorm=True`` the features come from `FeatureExtractor.inference`, every batch norm
+folded into its convolution (`fold_batchnorm`): the same values up to float32 rounding without
+the separate multiply / add passes over the feature maps (``bench/dlkfm.py`` measures both).
 """
 
 from __future__ import annotations
