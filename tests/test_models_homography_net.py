@@ -88,6 +88,23 @@ class TestBackbone:
         x = np.random.default_rng(1).random((2, 20, 20, 3)).astype(np.float32)
         np.testing.assert_allclose(random(x).numpy(), backbone(x).numpy(), rtol=1e-5, atol=1e-4)
 
+    @pytest.mark.parametrize("layer", ["block1_conv2", "block2_conv2"])
+    def test_earlier_cut_is_the_same_vgg_prefix(self, layer, tmp_path):
+        vgg = keras.applications.VGG19(include_top=False, weights=None, input_shape=(None, None, 3))
+        path = tmp_path / "vgg19_notop.weights.h5"
+        vgg.save_weights(str(path))
+        backbone = hn.vgg19_backbone(str(path), layer)
+        channels, stride = hn.VGG_LAYERS[layer]
+        assert backbone.layers[-1].name == layer and not backbone.trainable_weights
+        x = np.random.default_rng(2).random((2, 16, 16, 3)).astype(np.float32)
+        reference = keras.Model(vgg.input, vgg.get_layer(layer).output)(x).numpy()
+        assert reference.shape == (2, 16 // stride, 16 // stride, channels)
+        np.testing.assert_allclose(backbone(x).numpy(), reference, rtol=1e-5, atol=1e-4)
+        random = hn.vgg19_backbone(None, layer)
+        assert [w.shape for w in random.weights] == [w.shape for w in backbone.weights]
+        with pytest.raises(ValueError, match="vgg_layer"):
+            hn.vgg19_backbone(None, "block4_conv1")
+
     def test_missing_file_and_no_network(self, tmp_path, monkeypatch):
         with pytest.raises(FileNotFoundError, match="nope.h5"):
             hn.vgg19_backbone(tmp_path / "nope.h5")
@@ -142,13 +159,34 @@ class TestModel:
     def test_paper_defaults(self):
         model = hn.HomographyNet(vgg_weights=None)
         assert (model.input_size, model.template_size, model.input_scale, model.inception_filters,
-                model.num_inception_blocks, model.dense_units) == (192, 128, 1.0, 64, 7, 1024)
+                model.num_inception_blocks, model.dense_units, model.vgg_layer) == (192, 128, 1.0, 64, 7, 1024,
+                                                                                     "block3_conv4")
+
+    def test_block2_cut_aligns_template_features_on_the_finer_grid(self, tiny_pairs):
+        """48 / 32 at input_scale 0.25: 12 / 8 px, offset 2 px; fine for stride 2, not for 4."""
+        options = dict(TINY, input_scale=0.25, num_inception_blocks=2)
+        with pytest.raises(ValueError, match="multiple of 4"):
+            hn.HomographyNet(**options)
+        model = hn.HomographyNet(**options, vgg_layer="block2_conv2").build_for_inputs()
+        assert model.backbone.layers[-1].name == "block2_conv2"
+        inputs = tiny_pairs[0]
+        templates = inputs[:, 8:40, 8:40]
+        assert model._sizes == (12, 8, 2)  # template offset 2 px = 1 cell of the stride-2 grid
+        assert model._features(inputs, 12).shape == (3, 6, 6, 128)
+        assert model._features(templates, 8).shape == (3, 4, 4, 128)
+        config = model.get_config()
+        assert config["vgg_layer"] == "block2_conv2"
+        assert hn.HomographyNet.from_config(config).vgg_layer == "block2_conv2"
+        randomize_head(model)
+        assert model((inputs, templates)).shape == (3, 4, 2)
 
     def test_bad_options_and_inputs(self, tiny_model, tiny_pairs):
         with pytest.raises(ValueError, match="input_scale"):
             hn.HomographyNet(vgg_weights=None, input_scale=0.3)
         with pytest.raises(ValueError, match="inception_filters"):
             hn.HomographyNet(vgg_weights=None, inception_filters=0)
+        with pytest.raises(ValueError, match="vgg_layer"):
+            hn.HomographyNet(vgg_weights=None, vgg_layer="block5_conv4")
         with pytest.raises(ValueError, match="input_size"):
             hn.HomographyNet(vgg_weights=None, input_size=129)
         with pytest.raises(ValueError, match="templates"):
@@ -227,6 +265,80 @@ class TestPhotometricLoss:
             hn.masked_photometric_l1(np.zeros((1, 8, 8, 1)), np.zeros((1, 4, 4, 3)), np.eye(3)[None])
 
 
+def _reference_pyramid_l1(inputs, templates, H, pools):
+    """Float64 NumPy/OpenCV reference: INTER_AREA resize, H' = S H S^-1 with the half-pixel map
+    x' = (x + 0.5) / k - 0.5, cv2.warpPerspective (inverse map), mask computed from the
+    sampling positions, per-sample L1 over valid pixels, mean over the levels."""
+    per_level = []
+    for k in pools:
+        S = np.array([[1 / k, 0, 0.5 / k - 0.5], [0, 1 / k, 0.5 / k - 0.5], [0, 0, 1]])
+        losses = []
+        for img, tpl, h in zip(inputs, templates, H):
+            size, tsize = img.shape[0] // k, tpl.shape[0] // k
+            xi = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA) if k > 1 else img
+            ti = cv2.resize(tpl, (tsize, tsize), interpolation=cv2.INTER_AREA) if k > 1 else tpl
+            hk = S @ h @ np.linalg.inv(S)
+            warped = cv2.warpPerspective(xi, hk, (tsize, tsize), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+            yy, xx = np.mgrid[0:tsize, 0:tsize].astype(np.float64)
+            p = np.einsum("ij,jhw->ihw", hk, np.stack([xx, yy, np.ones_like(xx)]))
+            u, v = p[0] / p[2], p[1] / p[2]
+            mask = (u >= 0) & (u <= size - 1) & (v >= 0) & (v <= size - 1)
+            losses.append(np.abs(warped - ti)[mask].mean())
+        per_level.append(losses)
+    return np.mean(per_level, axis=0)
+
+
+class TestPyramidPhotometricLoss:
+    def test_matches_opencv_reference(self, tiny_pairs):
+        inputs, templates, corners = tiny_pairs
+        off = corners + np.float32(3.0) * np.array([[1, -1], [-1, 1], [1, 1], [-1, -1]], np.float32)
+        H = corners_to_homography(off.astype(np.float64), 32).numpy()
+        for pools in ((1,), (4,), (1, 2, 8)):
+            loss, per_sample, valid = hn.pyramid_photometric_l1(inputs, templates, H, pools, return_per_sample=True)
+            ref = _reference_pyramid_l1(inputs, templates, H, pools)
+            np.testing.assert_allclose(per_sample.numpy(), ref, atol=2e-4)
+            np.testing.assert_allclose(float(loss), ref.mean(), atol=2e-4)
+        # pools=(1,) is exactly the plain masked L1.
+        np.testing.assert_array_equal(float(hn.pyramid_photometric_l1(inputs, templates, H)),
+                                      float(hn.masked_photometric_l1(inputs, templates, H)))
+
+    def test_coarse_level_widens_the_basin(self, tiny_pairs):
+        """Shifting the true corners by up to 12 px (a third of the 32 px template): at k = 8 (4x4
+        pixels left) the loss still grows monotonically with the error."""
+        inputs, templates, corners = tiny_pairs
+        direction = np.array([[1, 0], [1, 0], [1, 0], [1, 0]], np.float32)
+        coarse = [float(hn.pyramid_photometric_l1(inputs, templates, corners_to_homography(corners + d * direction, 32), (8,)))
+                  for d in (0.0, 4.0, 8.0, 12.0)]
+        assert all(b > a for a, b in zip(coarse, coarse[1:])), coarse
+
+    def test_gradient_finite_differences(self):
+        yy, xx = np.mgrid[0:24, 0:24].astype(np.float64)
+        img = np.stack([0.5 + 0.4 * np.sin(0.37 * xx + 0.21 * yy), 0.5 + 0.3 * np.cos(0.29 * yy - 0.13 * xx)], -1)[None]
+        base = hn.centred_corners(24, 16)[None]
+        truth = base + np.array([[[0.7, -0.4], [-0.3, 0.6], [0.5, 0.5], [-0.6, -0.2]]])
+        template = hn.warp_image(img, corners_to_homography(truth, 16), 16, return_mask=False).numpy()
+        offsets0 = np.array([[[0.31, 0.17], [-0.23, 0.41], [0.13, -0.37], [0.27, 0.19]]])
+
+        def loss(offsets):
+            return hn.pyramid_photometric_l1(img, template, corners_to_homography(base + offsets, 16), (1, 2))
+
+        theoretical, numerical = tf.test.compute_gradient(loss, [tf.constant(offsets0)], delta=1e-6)
+        np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-3, atol=1e-6)
+        assert np.abs(theoretical[0]).max() > 1e-3
+
+    def test_errors(self):
+        img, tpl, H = np.zeros((1, 48, 48, 3)), np.zeros((1, 32, 32, 3)), np.eye(3)[None]
+        for bad in ((), (0,), (1.5,), (True,)):
+            with pytest.raises(ValueError, match="pools"):
+                hn.pyramid_photometric_l1(img, tpl, H, bad)
+        with pytest.raises(ValueError, match="must divide"):
+            hn.pyramid_photometric_l1(img, tpl, H, (1, 3))
+        with pytest.raises(ValueError, match="loss_pools"):
+            hn.make_task("supervised", TINY, loss_pools=(1, 8))
+        with pytest.raises(ValueError, match="pools"):
+            hn.UnsupervisedTask(TINY, loss_pools=(5,))
+
+
 # ------------------------------------------------------------------------------------------
 # Tasks and training
 
@@ -249,6 +361,10 @@ class TestTasks:
         H = corners_to_homography(np.broadcast_to(hn.centred_corners(48, 32), (3, 4, 2)), 32)
         np.testing.assert_allclose(float(loss), float(hn.masked_photometric_l1(inputs, templates, H)), rtol=1e-5)
         assert float(metrics["valid"]) == 1.0
+        pyramid = hn.UnsupervisedTask(TINY, loss_pools=(1, 4))
+        loss4, _ = pyramid.compute_loss(model, tiny_pairs, training=False)
+        np.testing.assert_allclose(float(loss4), float(hn.pyramid_photometric_l1(inputs, templates, H, (1, 4))), rtol=1e-5)
+        assert abs(float(loss4) - float(loss)) > 1e-4  # the option changes the loss
         with pytest.raises(ValueError, match="mode"):
             hn.make_task("semi", TINY)
         with pytest.raises(ValueError, match="unknown HomographyNet options"):
