@@ -385,6 +385,82 @@ class TestResample:
         np.testing.assert_array_equal(a, b)
         assert not np.array_equal(a, c)
 
+    @pytest.mark.parametrize("r", [1, 8, 32])
+    def test_max_offset_range_and_templates(self, rng, r):
+        inputs = smooth_images(rng, 64)
+        seed = tf.constant([2, 3], tf.int64)
+        out_in, templates, corners = (t.numpy() for t in R.resample_perturbations(inputs, seed, max_offset=r))
+        offsets = corners - BASE
+        assert np.all(offsets == np.round(offsets))
+        # uniform integers in [-r, r - 1]: with 512 draws every end value shows up
+        assert offsets.min() == -r and offsets.max() == r - 1
+        for i in range(2):
+            H = np_homography(TEMPLATE_CORNERS, corners[i])
+            want = cv2.warpPerspective(inputs[i], H, (128, 128), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+            np.testing.assert_allclose(templates[i], want, atol=2e-3)
+
+    def test_max_offset_tensor_rounded_and_clipped(self, rng):
+        inputs = smooth_images(rng, 32)
+        seed = tf.constant([4, 5], tf.int64)
+        a = R.resample_perturbations(inputs, seed, max_offset=tf.constant(5.6))[2].numpy()
+        b = R.resample_perturbations(inputs, seed, max_offset=6)[2].numpy()
+        np.testing.assert_array_equal(a, b)
+        big = R.resample_perturbations(inputs, seed, max_offset=100.0)[2].numpy() - BASE
+        assert big.min() >= -32 and big.max() <= 31
+
+    def test_curriculum_offset_known_values(self):
+        assert R.curriculum_offset(0, 100, 8.0) == 8.0
+        assert R.curriculum_offset(50, 100, 8.0) == 20.0
+        assert R.curriculum_offset(100, 100, 8.0) == 32.0
+        assert R.curriculum_offset(5000, 100, 8.0) == 32.0
+        got = R.curriculum_offset(tf.constant(25, tf.int64), 100, 4.0)
+        assert got.dtype == tf.float32 and float(got) == pytest.approx(11.0)
+
+
+def write_dlk_split(root, split, n, rng):
+    """A tiny DLK-format split of smooth images with centred labels."""
+    from deeplk.data import dlk_format as F
+
+    for i, image in enumerate(smooth_images(rng, n)):
+        paths = F.sample_paths(root, split, F.sample_name(i))
+        for kind in ("input", "template", "label"):
+            paths[kind].parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(paths["input"]), (image * 255).astype(np.uint8))
+        cv2.imwrite(str(paths["template"]), (image[32:160, 32:160] * 255).astype(np.uint8))
+        F.write_label(paths["label"], BASE)
+
+
+class TestTrainDataset:
+    @pytest.fixture(scope="class")
+    def root(self, tmp_path_factory):
+        root = tmp_path_factory.mktemp("dlk")
+        write_dlk_split(root, "train2014", 4, np.random.default_rng(3))
+        return root
+
+    def test_stored_pairs(self, root):
+        inputs, templates, corners = next(iter(R.make_train_dataset(root, batch_size=2)))
+        assert inputs.shape == (2, 192, 192, 3) and templates.shape == (2, 128, 128, 3)
+        np.testing.assert_array_equal(corners.numpy(), np.broadcast_to(BASE, (2, 4, 2)))
+
+    def test_curriculum_grows_the_offsets(self, root):
+        ds = R.make_train_dataset(root, batch_size=4, augment="resample", curriculum_steps=6, curriculum_start=2.0)
+        spans = [np.abs(c.numpy() - BASE).max() for _, _, c in ds.take(40)]
+        assert max(spans[:1]) <= 2  # batch 0: offsets in [-2, 1]
+        assert spans[3] <= R.curriculum_offset(3, 6, 2.0)  # 17 px at batch 3
+        assert max(spans[6:]) > 20  # the full +-32 range afterwards
+        full = R.make_train_dataset(root, batch_size=4, augment="resample")
+        assert np.abs(next(iter(full))[2].numpy() - BASE).max() > 2
+
+    @pytest.mark.parametrize("kwargs, name", [
+        ({"augment": "flip"}, "augment"),
+        ({"curriculum_steps": 10}, "curriculum_steps"),  # needs augment="resample"
+        ({"augment": "resample", "curriculum_steps": -1}, "curriculum_steps"),
+        ({"augment": "resample", "curriculum_steps": 10, "curriculum_start": 0.5}, "curriculum_start"),
+    ])
+    def test_bad_arguments(self, root, kwargs, name):
+        with pytest.raises(ValueError, match=name):
+            R.make_train_dataset(root, **kwargs)
+
 
 # ------------------------------------------------------------------------------------------
 # Checkpoints and methods: stages written by `train_stage` (through `deeplk.train.train`) from

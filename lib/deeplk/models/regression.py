@@ -79,6 +79,7 @@ __all__ = [
     "cascade_corners",
     "RegressionTask",
     "resample_perturbations",
+    "curriculum_offset",
     "make_train_dataset",
     "stage_dir",
     "write_model_config",
@@ -486,7 +487,7 @@ class RegressionTask:
         return loss, {"pe": pe}
 
 
-def resample_perturbations(inputs, seed) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def resample_perturbations(inputs, seed, max_offset=None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Fresh DLKFM perturbations for a batch of mono-modal inputs (data augmentation).
 
     Each template corner is drawn uniformly (integers) in its 64 x 64 box of the 192 frame (as
@@ -498,37 +499,73 @@ def resample_perturbations(inputs, seed) -> tuple[tf.Tensor, tf.Tensor, tf.Tenso
     Args:
         inputs: ``(B, 192, 192, C)`` float images.
         seed: shape ``(2,)`` int seed of the stateless random op.
+        max_offset: ``None`` (the protocol: offsets from `BASE_CORNERS` in ``[-32, 31]``), or
+            ``r`` (a number or scalar tensor in [1, 32], rounded to an integer): offsets in
+            ``[-r, r - 1]``, the centre part of each box (the easier pairs of a curriculum,
+            `make_train_dataset`); ``r = 32`` is the protocol's range.
 
     Returns:
         ``(inputs, templates (B, 128, 128, C), corners (B, 4, 2))`` float32.
     """
     inputs = _images("inputs", inputs, INPUT_SIZE)
     b = tf.shape(inputs)[0]
-    draw = tf.random.stateless_uniform(tf.stack([b, 4, 2]), seed=seed, minval=0, maxval=64, dtype=tf.int32)
     origins = tf.constant([[0, 0], [128, 0], [128, 128], [0, 128]], tf.float32)
-    corners = origins + tf.cast(draw, tf.float32)
+    if max_offset is None:
+        draw = tf.random.stateless_uniform(tf.stack([b, 4, 2]), seed=seed, minval=0, maxval=64, dtype=tf.int32)
+        corners = origins + tf.cast(draw, tf.float32)
+    else:
+        r = tf.clip_by_value(tf.round(tf.cast(max_offset, tf.float32)), 1.0, float(PATCH_OFFSET))
+        u = tf.random.stateless_uniform(tf.stack([b, 4, 2]), seed=seed, dtype=tf.float32)
+        offsets = tf.minimum(tf.floor(u * 2.0 * r), 2.0 * r - 1.0) - r  # integers in [-r, r - 1]
+        corners = tf.constant(BASE_CORNERS, tf.float32) + offsets
     H = corners_to_homography(corners, TEMPLATE_SIZE)
     templates = warp_image(inputs, H, TEMPLATE_SIZE, return_mask=False)
     return inputs, templates, corners
 
 
+def curriculum_offset(step, curriculum_steps: int, start: float):
+    """The largest corner offset (px) of batch `step` in a curriculum: ``start`` at step 0, growing
+    linearly to the protocol's 32 at `curriculum_steps` and staying there (float, or a float32
+    tensor when `step` is one)."""
+    if isinstance(step, tf.Tensor):
+        frac = tf.minimum(tf.cast(step, tf.float32) / float(curriculum_steps), 1.0)
+    else:
+        frac = min(float(step) / curriculum_steps, 1.0)
+    return start + (PATCH_OFFSET - start) * frac
+
+
 def make_train_dataset(data_root, batch_size: int = 32, seed: int = 0, augment: str = "none",
-                       split: str = "train2014", max_samples: int | None = None):
+                       split: str = "train2014", max_samples: int | None = None,
+                       curriculum_steps: int = 0, curriculum_start: float = 8.0):
     """Endless shuffled batches ``(input, template, corners)`` of a DLK folder for `train_stage`.
 
     ``augment="resample"`` replaces every batch's templates and corners by fresh ones
     (`resample_perturbations`, seeded by `seed` and the batch index, so the sequence is the same
     in every run); valid for mono-modal data only. Build it after `deeplk.utils.seed_everything`.
+
+    ``curriculum_steps > 0`` (with ``"resample"``) starts with small perturbations: batch ``i``
+    draws corner offsets up to `curriculum_offset` ``(i)`` px, from `curriculum_start` growing
+    linearly to the full +-32 at batch `curriculum_steps`. Small displacements are nearly linear
+    in the image gradients, so the net first learns local motion cues, then the whole range.
     """
     from deeplk.data import load_dataset
 
     if augment not in AUGMENTATIONS:
         raise ValueError(f"`augment` must be one of {AUGMENTATIONS}, got {augment!r}")
+    if isinstance(curriculum_steps, bool) or int(curriculum_steps) != curriculum_steps or curriculum_steps < 0:
+        raise ValueError(f"`curriculum_steps` must be an int >= 0, got {curriculum_steps!r}")
+    if curriculum_steps and augment != "resample":
+        raise ValueError("`curriculum_steps` > 0 needs augment='resample' (it draws the perturbations), "
+                         f"got augment={augment!r}")
+    if not 1.0 <= float(curriculum_start) <= PATCH_OFFSET:
+        raise ValueError(f"`curriculum_start` must be in [1, {PATCH_OFFSET}] px, got {curriculum_start!r}")
+    curriculum_steps, curriculum_start = int(curriculum_steps), float(curriculum_start)
     ds = load_dataset(data_root, split, batch_size=batch_size, shuffle=True, seed=seed, repeat=True,
                       max_samples=max_samples)
     if augment == "resample":
         def resample(i, batch):
-            return resample_perturbations(batch[0], tf.stack([tf.cast(seed, tf.int64), i]))
+            r = curriculum_offset(i, curriculum_steps, curriculum_start) if curriculum_steps else None
+            return resample_perturbations(batch[0], tf.stack([tf.cast(seed, tf.int64), i]), max_offset=r)
 
         ds = ds.enumerate().map(resample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.prefetch(tf.data.AUTOTUNE)
