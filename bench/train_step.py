@@ -1,7 +1,8 @@
 """Training-step speed of the learned regression models on this machine.
 
-For each model at its paper batch size: seconds per training step (forward, backward and the Adam
-update, compiled with ``tf.function``, tracing excluded, median of a few steps), samples per
+For each model at its paper batch size (``dhn_demo`` at the demo profile's): seconds per training
+step (forward, backward and the Adam update, compiled with ``tf.function``, tracing excluded,
+median of a few steps), samples per
 second, and the GFLOP/s the step reaches (FLOPs of the step's graph counted by TensorFlow's
 profiler: convolutions, their gradients, dense layers, element-wise ops) as a fraction of the
 float32 matmul GFLOP/s measured in the same run (`deeplk.perf.matmul_gflops`).
@@ -30,7 +31,9 @@ from deeplk.models import homography_net, regression  # noqa: E402
 # name -> (builder of (task, batch), paper batch size, note)
 CASES = {
     "dhn": (lambda b: regression.benchmark_case("dhn", batch_size=b), 64, "DeTone 2016: batch 64"),
-    "dhn_half": (lambda b: regression.benchmark_case("dhn_half", batch_size=b), 64, "demo option input_scale=0.5"),
+    "dhn_half": (lambda b: regression.benchmark_case("dhn_half", batch_size=b), 64, "option input_scale=0.5"),
+    "dhn_demo": (lambda b: regression.benchmark_case("dhn_demo", batch_size=b), 16,
+                 "demo profile: input_scale=0.25, batch 16 (x steps = its training time)"),
     "mhn_stage2": (lambda b: regression.benchmark_case("mhn_stage2", batch_size=b), 64, "stage 1 frozen"),
     "mhn_stage3": (lambda b: regression.benchmark_case("mhn_stage3", batch_size=b), 64, "stages 1-2 frozen"),
     "hnet_sup": (lambda b: homography_net.benchmark_case("hnet_sup", batch_size=b), 64, "frozen VGG19 + inception"),

@@ -785,7 +785,8 @@ def evaluate_stage(model: str, stage: int, checkpoint_dir, inputs, templates, tr
 def benchmark_case(name: str = "dhn", batch_size: int = 32, seed: int = 0):
     """A task and one synthetic batch for a training-step benchmark (untrained weights).
 
-    Names: ``"dhn"`` (full resolution), ``"dhn_half"`` (``input_scale=0.5``), ``"mhn_stage2"``,
+    Names: ``"dhn"`` (full resolution), ``"dhn_half"`` (``input_scale=0.5``), ``"dhn_demo"`` (the
+    demo profile's net: ``input_scale=0.25``, ``normalize``, no dropout), ``"mhn_stage2"``,
     ``"mhn_stage3"`` (full resolution; the frozen earlier stages are untrained nets of the same
     architecture, which costs the same as trained ones).
 
@@ -793,7 +794,9 @@ def benchmark_case(name: str = "dhn", batch_size: int = 32, seed: int = 0):
         ``(task, batch)`` with ``batch = (inputs (B, 192, 192, 3), templates (B, 128, 128, 3),
         corners (B, 4, 2))`` float32 tensors, the templates cut from the inputs.
     """
-    cases = {"dhn": ({}, 0), "dhn_half": ({"input_scale": 0.5}, 0), "mhn_stage2": ({}, 1),
+    cases = {"dhn": ({}, 0), "dhn_half": ({"input_scale": 0.5}, 0),
+             "dhn_demo": ({"input_scale": 0.25, "normalize": True, "dropout": 0.0, "bn_momentum": 0.9}, 0),
+             "mhn_stage2": ({}, 1),
              "mhn_stage3": ({}, 2)}
     if name not in cases:
         raise ValueError(f"unknown benchmark case {name!r}; choose one of {sorted(cases)}")
