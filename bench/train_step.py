@@ -2,10 +2,10 @@
 
 For each model at its paper batch size (``dhn_demo`` at the demo profile's): seconds per training
 step (forward, backward and the Adam update, compiled with ``tf.function``, tracing excluded,
-median of a few steps), samples per
-second, and the GFLOP/s the step reaches (FLOPs of the step's graph counted by TensorFlow's
-profiler: convolutions, their gradients, dense layers, element-wise ops) as a fraction of the
-float32 matmul GFLOP/s measured in the same run (`deeplk.perf.matmul_gflops`).
+median of a few steps), samples per second, and the GFLOP/s the step reaches (FLOPs of the step's
+graph counted by TensorFlow's profiler: convolutions, their gradients, dense layers, element-wise
+ops) as a fraction of the float32 matmul GFLOP/s measured in the same run
+(`deeplk.perf.matmul_gflops`).
 
     python bench/train_step.py                       # every case
     python bench/train_step.py --cases dhn hnet_sup --repeats 3
