@@ -445,6 +445,21 @@ class TestCurriculum:
         assert hn.latest_stage(tmp_path, "unsupervised") == 16
         assert hn.latest_stage(tmp_path, "supervised") is None
 
+    def test_pyramid_loss_and_block2_cut_through_the_stage(self, demo_root, tmp_path):
+        config = dict(DLK_TINY, vgg_layer="block2_conv2")
+        kw = dict(steps=1, batch_size=2, learning_rate=1e-2, progress=False)
+        r = hn.train_stage("unsupervised", 16, demo_root, tmp_path, config, loss_pools=(1, 8), **kw)
+        meta = json.loads((hn.stage_dir(tmp_path, "unsupervised", 16) / hn.MODEL_CONFIG_NAME).read_text())
+        assert meta["loss_pools"] == [1, 8] and meta["model"]["vgg_layer"] == "block2_conv2"
+        # The logged loss is the pyramid loss of the initial (centred) prediction on the batch.
+        assert np.isfinite(r.final_loss)
+        model, rho = hn.load_stage_model(tmp_path, "unsupervised")
+        assert rho == 16 and model.vgg_layer == "block2_conv2"
+        with pytest.raises(ValueError, match="loss_pools"):
+            hn.train_stage("supervised", 16, demo_root, tmp_path / "s", config, loss_pools=(1, 8), **kw)
+        with pytest.raises(ValueError, match="pools"):
+            hn.train_stage("unsupervised", 16, demo_root, tmp_path / "u", config, loss_pools=(7,), **kw)
+
     def test_bad_arguments(self, demo_root, tmp_path):
         with pytest.raises(ValueError, match="rho"):
             hn.train_stage("supervised", 24, demo_root, tmp_path, DLK_TINY)
