@@ -155,3 +155,22 @@ class TestWithSyntheticPairs:
             with_synthetic_pairs(dlk_batches(photos), 16, seed=-1)
         with pytest.raises(ValueError, match="rho"):
             with_synthetic_pairs(dlk_batches(photos), 40)
+
+    def test_rho_ramp_known_answer(self, photos):
+        """Batch i uses r_i = 4 + (16 - 4) * min(1, i / 3): the offsets are the same uniform draw
+        as a fixed-rho batch with the same seed, scaled by r_i / rho (up to float rounding),
+        and a ramp of 0 batches is the plain rho."""
+        ramped = [b[2].numpy() - CENTRED for b in with_synthetic_pairs(dlk_batches(photos, 5), 16, seed=3,
+                                                                         rho_start=4, ramp_batches=3)]
+        plain = [b[2].numpy() - CENTRED for b in with_synthetic_pairs(dlk_batches(photos, 5), 16, seed=3)]
+        for i, (r, p) in enumerate(zip(ramped, plain)):
+            rho_i = 4 + 12 * min(1, i / 3)
+            assert np.abs(r).max() <= rho_i + 1e-4
+            np.testing.assert_allclose(r, p * rho_i / 16, atol=1e-3)
+        assert np.abs(ramped[0]).max() <= 4 + 1e-4 < np.abs(plain[0]).max()
+        no_ramp = next(iter(with_synthetic_pairs(dlk_batches(photos), 16, seed=3, rho_start=4, ramp_batches=0)))
+        np.testing.assert_array_equal(no_ramp[2].numpy() - CENTRED, plain[0])
+        with pytest.raises(ValueError, match="rho"):
+            with_synthetic_pairs(dlk_batches(photos), 16, rho_start=40, ramp_batches=3)
+        with pytest.raises(ValueError, match="ramp_batches"):
+            with_synthetic_pairs(dlk_batches(photos), 16, rho_start=4, ramp_batches=-1)

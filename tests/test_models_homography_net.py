@@ -448,9 +448,16 @@ class TestCurriculum:
     def test_pyramid_loss_and_block2_cut_through_the_stage(self, demo_root, tmp_path):
         config = dict(DLK_TINY, vgg_layer="block2_conv2")
         kw = dict(steps=1, batch_size=2, learning_rate=1e-2, progress=False)
-        r = hn.train_stage("unsupervised", 16, demo_root, tmp_path, config, loss_pools=(1, 8), **kw)
+        r = hn.train_stage("unsupervised", 16, demo_root, tmp_path, config, loss_pools=(1, 8), rho_start=4,
+                           ramp_steps=2, **kw)
         meta = json.loads((hn.stage_dir(tmp_path, "unsupervised", 16) / hn.MODEL_CONFIG_NAME).read_text())
         assert meta["loss_pools"] == [1, 8] and meta["model"]["vgg_layer"] == "block2_conv2"
+        assert (meta["rho_start"], meta["ramp_steps"]) == (4, 2)
+        # The first batch had offsets of at most rho_start = 4 px: its logged mace is below 4 * sqrt(2).
+        assert r.history[0][0] == 1 and r.metrics["mace"] <= 4 * np.sqrt(2)
+        with pytest.raises(ValueError, match="rho_start"):
+            hn.train_stage("supervised", 16, demo_root, tmp_path / "d", config, pairs="dlk", rho_start=4,
+                           ramp_steps=2, **kw)
         # The logged loss is the pyramid loss of the initial (centred) prediction on the batch.
         assert np.isfinite(r.final_loss)
         model, rho = hn.load_stage_model(tmp_path, "unsupervised")

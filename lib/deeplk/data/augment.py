@@ -86,10 +86,13 @@ def random_corner_offsets(batch, rho: float, seed, template_size: int = 128, inp
     """
     import tensorflow as tf
 
-    rho = _check_rho(rho, template_size, input_size)
+    if tf.is_tensor(rho):  # a ramp (`with_synthetic_pairs`): checked there
+        rho = tf.cast(rho, tf.float32)
+    else:
+        rho = _check_rho(rho, template_size, input_size)
     base = tf.constant(centred_corners(input_size, template_size), tf.float32)
-    offsets = tf.random.stateless_uniform(
-        tf.stack([batch, 4, 2]), seed=seed, minval=-rho, maxval=rho, dtype=tf.float32
+    offsets = rho * tf.random.stateless_uniform(
+        tf.stack([batch, 4, 2]), seed=seed, minval=-1.0, maxval=1.0, dtype=tf.float32
     )
     ok = _convex(base + offsets)
     return tf.where(ok[:, None, None], offsets, 0.5 * offsets)
@@ -126,7 +129,8 @@ def synthesize_pairs(inputs, rho: float, seed, template_size: int = 128):
     return inputs, tf.cast(templates, inputs.dtype), corners
 
 
-def with_synthetic_pairs(dataset, rho: float, seed: int = 0, template_size: int = 128):
+def with_synthetic_pairs(dataset, rho: float, seed: int = 0, template_size: int = 128, rho_start: float | None = None,
+                         ramp_batches: int = 0):
     """Map a dataset of DLK batches ``(input, template, corners)`` to synthetic rho pairs.
 
     Each batch's templates and corners are replaced by `synthesize_pairs` of its inputs, seeded by
@@ -138,6 +142,10 @@ def with_synthetic_pairs(dataset, rho: float, seed: int = 0, template_size: int 
             `deeplk.data.load_dataset`.
         rho: largest corner offset (pixels).
         seed: non-negative integer.
+        rho_start, ramp_batches: optional ramp: batch ``i`` draws its offsets in
+            ``[-r_i, r_i]`` with ``r_i = rho_start + (rho - rho_start) * min(1, i / ramp_batches)``
+            (small motions first: a regression net leaves the centred-guess plateau sooner);
+            ``rho_start=None`` or ``ramp_batches=0``: ``rho`` from the start.
 
     Returns:
         A ``tf.data.Dataset`` of ``(input, template (B, t, t, C), corners (B, 4, 2))`` batches.
@@ -156,8 +164,18 @@ def with_synthetic_pairs(dataset, rho: float, seed: int = 0, template_size: int 
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}")
 
+    ramp = rho_start is not None and ramp_batches != 0
+    if ramp:
+        _check_rho(rho_start, template_size, size)
+        if isinstance(ramp_batches, bool) or not isinstance(ramp_batches, (int, np.integer)) or ramp_batches < 0:
+            raise ValueError(f"`ramp_batches` must be an integer >= 0, got {ramp_batches!r}")
+
     def make(index, batch):
         pair_seed = tf.stack([tf.constant(int(seed), tf.int64), index])
-        return synthesize_pairs(batch[0], rho, pair_seed, template_size)
+        if not ramp:
+            return synthesize_pairs(batch[0], rho, pair_seed, template_size)
+        fraction = tf.minimum(1.0, tf.cast(index, tf.float32) / float(ramp_batches))
+        rho_i = float(rho_start) + (float(rho) - float(rho_start)) * fraction
+        return synthesize_pairs(batch[0], rho_i, pair_seed, template_size)
 
     return dataset.enumerate().map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -676,7 +676,7 @@ def _read_model_config(path: Path) -> dict:
 def train_stage(mode: str, rho: int, data_root, checkpoint_dir="checkpoints", model_config: dict | None = None,
                 steps: int = 1000, batch_size: int = 8, learning_rate: float = 1e-4, seed: int = 0,
                 pairs: str | None = None, max_samples: int | None = None, log_dir=None, loss_pools=None,
-                **train_options):
+                rho_start: float | None = None, ramp_steps: int = 0, **train_options):
     """Train one stage of the rho curriculum with `deeplk.train.train`.
 
     Args:
@@ -695,6 +695,9 @@ def train_stage(mode: str, rho: int, data_root, checkpoint_dir="checkpoints", mo
         log_dir: TensorBoard folder or None.
         loss_pools: unsupervised mode: pyramid levels of the photometric loss (e.g. ``(1, 8)``,
             see `pyramid_photometric_l1`); ``None``: ``(1,)``, the plain masked L1.
+        rho_start, ramp_steps: synthetic pairs only: the largest offset grows linearly from
+            `rho_start` to `rho` over the first `ramp_steps` batches (`with_synthetic_pairs`);
+            ``None`` / 0: `rho` throughout.
         **train_options: further `deeplk.train.TrainConfig` fields (``lr_schedule``, ``log_every``,
             ``checkpoint_every``, ``progress``, ...).
 
@@ -728,13 +731,16 @@ def train_stage(mode: str, rho: int, data_root, checkpoint_dir="checkpoints", mo
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / MODEL_CONFIG_NAME, json.dumps(
         {"mode": mode, "rho": rho, "pairs": pairs, "init_from": None if init_from is None else str(init_from),
+         "rho_start": rho_start, "ramp_steps": ramp_steps,
          "loss_pools": None if loss_pools is None else list(np.atleast_1d(loss_pools).tolist()),
          "model": config}, indent=1))
     seed_everything(seed)
     ds = load_dataset(data_root, "train2014", batch_size=batch_size, shuffle=True, seed=seed, repeat=True,
                       max_samples=max_samples)
     if pairs == "synthetic":
-        ds = with_synthetic_pairs(ds, rho, seed=seed)
+        ds = with_synthetic_pairs(ds, rho, seed=seed, rho_start=rho_start, ramp_batches=ramp_steps)
+    elif rho_start is not None and ramp_steps:
+        raise ValueError("`rho_start` / `ramp_steps` need pairs='synthetic' (the DLK pairs have fixed offsets)")
     task = make_task(mode, config, init_from=init_from, loss_pools=loss_pools)
     train_config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=seed, checkpoint_dir=out,
                                log_dir=log_dir, **train_options)
