@@ -463,6 +463,42 @@ class TestAlignImages:
             result = lk.align_images(inputs, templates, grayscale=grayscale, jit_compile=False)
             assert pe(result.H, dst).max() < 0.1
 
+    def test_host_and_program_preprocessing_agree(self):
+        """Eager calls build the grey pyramids with OpenCV on the host; the result equals the
+        one with the pyramids built inside the program (float rounding only)."""
+        rng = np.random.default_rng(7)
+        dst = CENTRE_192 + rng.uniform(-20, 20, (2, 4, 2))
+        base = smooth_image(8.0, seed=2)
+        rgb = np.stack([base, smooth_image(8.0, seed=4), 1.0 - base], -1)
+        H = geometry.corners_to_homography(dst, 128).numpy().astype(np.float64)
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        templates = np.stack([cv2.warpPerspective(rgb, h, (128, 128), flags=flags) for h in H])
+        inputs = np.repeat(rgb[None], 2, axis=0).astype(np.float32)
+        templates = templates.astype(np.float32)
+        settings = dict(jit_compile=False, max_iterations=(6, 3, 2))
+        host = lk.align_images(inputs, templates, preprocess_on_host=True, **settings)
+        program = lk.align_images(inputs, templates, preprocess_on_host=False, **settings)
+        default = lk.align_images(inputs, templates, **settings)
+        np.testing.assert_array_equal(default.H.numpy(), host.H.numpy())
+        corners = [geometry.homography_to_corners(r.H, 128).numpy() for r in (host, program)]
+        np.testing.assert_allclose(corners[0], corners[1], atol=1e-3)
+        np.testing.assert_array_equal(host.iterations.numpy(), program.iterations.numpy())
+
+    def test_preprocess_on_host_errors(self):
+        x = np.zeros((1, 64, 64, 3), np.float32)
+        t = np.zeros((1, 32, 32, 3), np.float32)
+        with pytest.raises(ValueError, match="preprocess_on_host"):
+            lk.align_images(x, t, levels=2, grayscale=False, preprocess_on_host=True)
+        with pytest.raises(ValueError, match="preprocess_on_host"):
+            lk.align_images(x, t.astype(np.float64), levels=2, preprocess_on_host=True)
+
+        @tf.function
+        def inside(a, b):
+            return lk.align_images(a, b, levels=2, preprocess_on_host=True).H
+
+        with pytest.raises(ValueError, match="preprocess_on_host"):
+            inside(x, t)
+
     def test_settings_errors(self):
         x = np.zeros((1, 192, 192, 1), np.float32)
         t = np.zeros((1, 128, 128, 1), np.float32)
@@ -494,6 +530,39 @@ class TestHelpers:
         np.testing.assert_allclose(blurred, blurred.T, atol=1e-7)
         np.testing.assert_allclose(blurred.sum(), 1.0, rtol=1e-5)
         assert lk.gaussian_blur(impulse, 0.0) is not None
+
+
+    @pytest.mark.parametrize("shape", [(2, 5, 4), (1, 2, 7), (2, 6, 3, 2)])
+    def test_template_gradients_match_numpy(self, rng, shape):
+        """Central differences inside, one-sided at the border: `np.gradient`'s definition."""
+        T = rng.random(shape)
+        gx, gy = lk._template_gradients(tf.constant(T))
+        np.testing.assert_allclose(gx.numpy(), np.gradient(T, axis=2), rtol=0, atol=1e-14)
+        np.testing.assert_allclose(gy.numpy(), np.gradient(T, axis=1), rtol=0, atol=1e-14)
+
+    def test_blur_of_a_level_smaller_than_the_kernel(self):
+        constant = np.full((1, 2, 3, 1), 0.5, np.float32)  # kernel of sigma 1 has 5 taps
+        np.testing.assert_allclose(lk.gaussian_blur(constant, 1.0).numpy(), constant, rtol=1e-6)
+
+    @pytest.mark.parametrize(
+        "shape, levels, sigmas, grayscale, dtype",
+        [((3, 40, 36, 3), 3, (1.0, 1.0, 0.0), True, np.float32),
+         ((2, 9, 11, 1), 2, (0.7, 1.5), True, np.float64),
+         ((2, 8, 8, 3), 3, (1.0, 2.0, 0.0), True, np.float32),
+         ((1, 13, 10, 1), 3, (0.0, 0.0, 0.0), False, np.float32)],
+    )
+    def test_host_pyramid_matches_program(self, rng, shape, levels, sigmas, grayscale, dtype):
+        """OpenCV/NumPy grey conversion, 2x2 pooling and normalised blur (eager `align_images`)
+        against the TensorFlow ones of the compiled program; odd sizes and a 2x2 level blurred
+        with a 5-tap kernel included."""
+        images = rng.random(shape).astype(dtype)
+        host = lk._host_pyramid(images, levels, grayscale, sigmas)
+        program = lk._preprocess(tf.constant(images), levels, grayscale, sigmas)
+        assert len(host) == len(program) == levels
+        for h, p in zip(host, program):
+            assert h.dtype == p.dtype and h.shape == tuple(p.shape) + (1,)
+            np.testing.assert_allclose(h.numpy()[..., 0], p.numpy(), rtol=0,
+                                       atol=1e-6 if dtype == np.float32 else 1e-12)
 
 
 class TestLucasKanadeLayer:

@@ -130,7 +130,7 @@ _REGISTRY: dict[str, MethodInfo] = {
     "sift": MethodInfo("sift", "SIFT + ratio test 0.75 + RANSAC 5 px (OpenCV)", _per_pair("sift")),
     "orb": MethodInfo("orb", "ORB + ratio test 0.8 + RANSAC 5 px (OpenCV)", _per_pair("orb")),
     "ecc": MethodInfo("ecc", "OpenCV findTransformECC, homography, 3-level pyramid, centred start", _per_pair("ecc")),
-    "lk": MethodInfo("lk", "batched inverse-compositional LK on grey intensities, 3 levels, centred start", _build_lk, batched=True),
+    "lk": MethodInfo("lk", "batched pyramid LK on grey intensities (translation stage, ESM coarse, IC finest), 3 levels, centred start", _build_lk, batched=True),
     "hybrid": MethodInfo("hybrid", "SIFT+RANSAC or centred start, LK refinement, lower photometric residual wins", _build_hybrid, batched=True),
 }
 
