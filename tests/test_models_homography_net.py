@@ -162,6 +162,29 @@ class TestModel:
                 model.num_inception_blocks, model.dense_units, model.vgg_layer) == (192, 128, 1.0, 64, 7, 1024,
                                                                                      "block3_conv4")
 
+    def test_fc_batch_norm_keeps_every_hidden_unit_alive(self, tiny_pairs):
+        """Default: dense -> batch norm -> ReLU, so in training mode every hidden unit is
+        normalised over the batch (zero mean: active on some samples, never all dead); the
+        option False is the plain dense + ReLU (no fc_bn)."""
+        inputs, templates, _ = tiny_pairs
+        model = hn.HomographyNet(**TINY).build_for_inputs()
+        assert model.fc_batch_norm and model.get_config()["fc_batch_norm"] is True
+        # Push every unit's pre-activation far negative (what a dead layer looks like).
+        model.hidden.kernel.assign(-np.abs(model.hidden.kernel.numpy()) - 0.1)
+        s_in, s_t, s_off = model._sizes
+        h = tf.concat([model._features(inputs, s_in),
+                       tf.pad(model._features(templates, s_t), [[0, 0], [s_off // 4] * 2, [s_off // 4] * 2, [0, 0]])], -1)
+        for layer in model.blocks:
+            h = layer(h, training=True) if isinstance(layer, hn.InceptionBlock) else layer(h)
+        z = model.hidden(tf.reshape(h, [3, -1]))
+        assert np.all(z.numpy() < 0)
+        active = tf.nn.relu(model.fc_bn(z, training=True)).numpy() > 0
+        assert active.any(axis=0).mean() > 0.9  # most units active on some sample despite z < 0
+        plain = hn.HomographyNet(**TINY, fc_batch_norm=False).build_for_inputs()
+        assert not hasattr(plain, "fc_bn") and len(plain.weights) == len(model.weights) - 3
+        with pytest.raises(ValueError, match="fc_batch_norm"):
+            hn.HomographyNet(**TINY, fc_batch_norm="yes")
+
     def test_block2_cut_aligns_template_features_on_the_finer_grid(self, tiny_pairs):
         """48 / 32 at input_scale 0.25: 12 / 8 px, offset 2 px; fine for stride 2, not for 4."""
         options = dict(TINY, input_scale=0.25, num_inception_blocks=2)

@@ -9,7 +9,7 @@ offsets ``(B, 4, 2)`` (x, y pixels) from the centred corners ``(32, 32), (159, 3
     input    --(resize by input_scale)--> VGG19 to block3_conv4 (frozen, stride 4) --+
     template --(resize by input_scale)--> same VGG19 --> zero-pad to the input grid --+-- concat
         --> 7 inception blocks (2x2 max-pool after blocks 2, 4, 6) --> flatten
-        --> dense 1024 + ReLU --> dropout --> dense 8 (zero init: starts at the centred guess)
+        --> dense 1024 + batch norm + ReLU --> dropout --> dense 8 (zero init: starts at the centred guess)
         --> x offset_scale --> (B, 4, 2) offsets in input pixels
 
 The template's features are placed at the feature-grid offset of the template in the input
@@ -301,6 +301,11 @@ class HomographyNet(keras.Model):
             4) or, as a CPU option, ``"block2_conv2"`` (stride 2, about 2.4x fewer backbone FLOPs
             and a twice finer feature grid) or ``"block1_conv2"`` (stride 1). The scaled sizes
             and the template offset must be multiples of the stride.
+        fc_batch_norm: batch norm between the hidden dense layer and its ReLU (default). Without
+            it the hidden layer died on the demo (2 of 128 units ever active after 300-600 steps:
+            the flattened inputs are all non-negative, and while the offsets are still
+            unpredictable the MSE gradient shrinks the output's variance by switching the
+            units off), so the net predicted a constant; ``False`` is the plain dense + ReLU.
 
     Call: ``model((inputs (B, S, S, 3), templates (B, t, t, 3)), training=...)`` -> offsets
     ``(B, 4, 2)`` float32, input pixels, from `centred_corners` (TL, TR, BR, BL; (x, y)).
@@ -309,7 +314,7 @@ class HomographyNet(keras.Model):
     def __init__(self, vgg_weights="imagenet", input_size: int = 192, template_size: int = 128,
                  input_scale: float = 1.0, inception_filters: int = 64, num_inception_blocks: int = 7,
                  dense_units: int = 1024, dropout: float = 0.5, offset_scale: float = 32.0,
-                 vgg_layer: str = VGG_LAYER, **kwargs):
+                 vgg_layer: str = VGG_LAYER, fc_batch_norm: bool = True, **kwargs):
         super().__init__(**kwargs)
         centred_corners(input_size, template_size)  # checks the sizes
         for name, value in (("inception_filters", inception_filters), ("num_inception_blocks", num_inception_blocks),
@@ -334,6 +339,9 @@ class HomographyNet(keras.Model):
         if vgg_layer not in VGG_LAYERS:
             raise ValueError(f"`vgg_layer` must be one of {sorted(VGG_LAYERS)}, got {vgg_layer!r}")
         self.vgg_layer = str(vgg_layer)
+        if not isinstance(fc_batch_norm, (bool, np.bool_)):
+            raise ValueError(f"`fc_batch_norm` must be True or False, got {fc_batch_norm!r}")
+        self.fc_batch_norm = bool(fc_batch_norm)
         self._sizes = _check_scale(self.input_size, self.template_size, self.input_scale, VGG_LAYERS[vgg_layer][1])
 
     def build(self, input_shape=None):
@@ -360,8 +368,14 @@ class HomographyNet(keras.Model):
                 names.append(pool.name)
         self._block_names = tuple(names)
         flat = int(np.prod(shape[1:]))
-        self.hidden = keras.layers.Dense(self.dense_units, activation="relu", name="fc")
-        self.hidden.build((None, flat))
+        if self.fc_batch_norm:
+            self.hidden = keras.layers.Dense(self.dense_units, use_bias=False, name="fc")
+            self.hidden.build((None, flat))
+            self.fc_bn = keras.layers.BatchNormalization(name="fc_bn")
+            self.fc_bn.build((None, self.dense_units))
+        else:
+            self.hidden = keras.layers.Dense(self.dense_units, activation="relu", name="fc")
+            self.hidden.build((None, flat))
         self.drop = keras.layers.Dropout(self.dropout, name="dropout")
         self.out = keras.layers.Dense(8, kernel_initializer="zeros", name="offsets")
         self.out.build((None, self.dense_units))
@@ -387,7 +401,10 @@ class HomographyNet(keras.Model):
             layer = getattr(self, name)
             h = layer(h, training=training) if isinstance(layer, InceptionBlock) else layer(h)
         h = tf.reshape(h, [tf.shape(h)[0], -1])
-        h = self.drop(self.hidden(h), training=training)
+        h = self.hidden(h)
+        if self.fc_batch_norm:
+            h = tf.nn.relu(self.fc_bn(h, training=training))
+        h = self.drop(h, training=training)
         return tf.reshape(self.out(h) * self.offset_scale, [-1, 4, 2])
 
     def build_for_inputs(self):
@@ -419,7 +436,8 @@ class HomographyNet(keras.Model):
                 "template_size": self.template_size, "input_scale": self.input_scale,
                 "inception_filters": self.inception_filters,
                 "num_inception_blocks": self.num_inception_blocks, "dense_units": self.dense_units,
-                "dropout": self.dropout, "offset_scale": self.offset_scale, "vgg_layer": self.vgg_layer}
+                "dropout": self.dropout, "offset_scale": self.offset_scale, "vgg_layer": self.vgg_layer,
+                "fc_batch_norm": self.fc_batch_norm}
 
     @classmethod
     def from_config(cls, config):
@@ -428,7 +446,7 @@ class HomographyNet(keras.Model):
 
 #: Constructor arguments of `HomographyNet` (what ``model_config.json`` holds).
 _MODEL_ARGS = ("vgg_weights", "input_size", "template_size", "input_scale", "inception_filters",
-               "num_inception_blocks", "dense_units", "dropout", "offset_scale", "vgg_layer")
+               "num_inception_blocks", "dense_units", "dropout", "offset_scale", "vgg_layer", "fc_batch_norm")
 
 
 def _model_options(config: dict) -> dict:
