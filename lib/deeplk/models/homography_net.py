@@ -24,6 +24,9 @@ the saved weights.
 Options beyond the paper's architecture, for CPU budgets only (defaults = the paper):
 ``input_scale`` (resize input and template before the backbone, e.g. 0.25: 48 / 32 px, about
 16x fewer backbone FLOPs) and ``inception_filters`` (filters per inception branch, 64 by default).
+``vgg_layer`` (``"block2_conv2"`` / ``"block1_conv2"``: cut the frozen backbone earlier, stride 2 /
+1). Not from the paper but the default: ``fc_batch_norm`` (batch norm before the hidden ReLU; the
+plain dense + ReLU died on the demo data and the net predicted a constant).
 
 Training (`deeplk.train.train`, one loop for every model):
 
@@ -32,9 +35,12 @@ Training (`deeplk.train.train`, one loop for every model):
   batched TensorDLT (`deeplk.geometry.corners_to_homography`, any batch size), the input warped
   into the template frame by H (`deeplk.warp.warp_image`, pixel coordinates, so an identity
   warp is exact: no shrinking), L1 against the template averaged over the valid pixels only.
-  The labels are only used for the logged ``mace`` metric.
+  Optionally averaged over average-pooled pyramid levels (``loss_pools``,
+  `pyramid_photometric_l1`) for a wider basin. The labels are only used for the logged ``mace``
+  metric.
 - `train_stage`: one curriculum stage. ``rho=16`` synthesises pairs on the fly from the training
   inputs (`deeplk.data.augment.with_synthetic_pairs`, offsets uniform in [-16, 16]); ``rho=32``
+  (optionally ramping the largest offset up from ``rho_start`` over ``ramp_steps``) and ``rho=32``
   trains on the DLK pairs themselves (their +-32 box; ``pairs="synthetic"`` for on-the-fly
   rho=32 pairs instead) and starts from the rho=16 stage's latest weights when that stage exists.
   Checkpoints go to ``<checkpoint_dir>/<hnet_sup|hnet_unsup>/rho<16|32>/`` (each the
