@@ -39,9 +39,8 @@ Training (`deeplk.train.train`, one loop for every model):
   `pyramid_photometric_l1`) for a wider basin. The labels are only used for the logged ``mace``
   metric.
 - `train_stage`: one curriculum stage. ``rho=16`` synthesises pairs on the fly from the training
-  inputs (`deeplk.data.augment.with_synthetic_pairs`, offsets uniform in [-16, 16]); ``rho=32``
-  (optionally ramping the largest offset up from ``rho_start`` over ``ramp_steps``) and ``rho=32``
-  trains on the DLK pairs themselves (their +-32 box; ``pairs="synthetic"`` for on-the-fly
+  inputs (`deeplk.data.augment.with_synthetic_pairs`, offsets uniform in [-16, 16]; optionally
+  ramping the largest offset up from ``rho_start`` over ``ramp_steps``); ``rho=32`` trains on the DLK pairs themselves (their +-32 box; ``pairs="synthetic"`` for on-the-fly
   rho=32 pairs instead) and starts from the rho=16 stage's latest weights when that stage exists.
   Checkpoints go to ``<checkpoint_dir>/<hnet_sup|hnet_unsup>/rho<16|32>/`` (each the
   ``checkpoint_dir`` of one `deeplk.train.train` call) together with ``model_config.json``
