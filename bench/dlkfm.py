@@ -12,8 +12,9 @@ corner perturbation of up to 32 px, OpenCV):
 - the achieved GFLOP/s of the feature extractors (both branches, all levels, inference mode:
   no special map, no standardisation, no LK) as a fraction of the float32 matmul GFLOP/s
   measured in the same run (`deeplk.perf.matmul_gflops`, 2048 x 2048, measured right before
-  and right after each timing; the fraction uses their mean, so a change of load during the run
-  shows as a gap between the two). FLOPs are counted by `deeplk.perf.graph_flops` on the very
+  and right after each timing; the fraction uses the higher of the two, the conservative choice:
+  a cold or loaded first matmul would otherwise inflate the fraction, and a change of load
+  during the run shows as a gap between the two). FLOPs are counted by `deeplk.perf.graph_flops` on the very
   ``tf.function`` that `deeplk.perf.time_call` times, and checked against the analytic count of
   the convolutions (``2 * 9 * C_in * C_out`` per output value). Variants (``--variants``):
   ``keras`` (the Keras layers: conv, then batch norm as separate multiply/add passes, then
@@ -166,7 +167,7 @@ def measure_features(model, inputs, templates, variant: str, repeats: int) -> di
     s = perf.time_call(fn, x, t, repeats=repeats)
     after = perf.matmul_gflops()
     achieved = flops / s / 1e9
-    peak = (before + after) / 2
+    peak = max(before, after)
     return dict(flops=flops, seconds=s, gflops=achieved, matmul_before=before,
                 matmul_after=after, fraction=achieved / peak)
 
