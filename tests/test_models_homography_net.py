@@ -225,6 +225,24 @@ def translation(tx, ty, batch=1, dtype=np.float32):
     return np.broadcast_to(H, (batch, 3, 3)).copy()
 
 
+def check_loss_gradient(loss_fn):
+    """Finite-difference check of ``loss_fn(img, template, H)`` with respect to the corner offsets
+    that define H: a smooth float64 image, sampling positions away from integers."""
+    yy, xx = np.mgrid[0:24, 0:24].astype(np.float64)
+    img = np.stack([0.5 + 0.4 * np.sin(0.37 * xx + 0.21 * yy), 0.5 + 0.3 * np.cos(0.29 * yy - 0.13 * xx)], -1)[None]
+    base = hn.centred_corners(24, 16)[None]
+    truth = base + np.array([[[0.7, -0.4], [-0.3, 0.6], [0.5, 0.5], [-0.6, -0.2]]])
+    template = hn.warp_image(img, corners_to_homography(truth, 16), 16, return_mask=False).numpy()
+    offsets0 = np.array([[[0.31, 0.17], [-0.23, 0.41], [0.13, -0.37], [0.27, 0.19]]])
+
+    def loss(offsets):
+        return loss_fn(img, template, corners_to_homography(base + offsets, 16))
+
+    theoretical, numerical = tf.test.compute_gradient(loss, [tf.constant(offsets0)], delta=1e-6)
+    np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-3, atol=1e-6)
+    assert np.abs(theoretical[0]).max() > 1e-3
+
+
 class TestPhotometricLoss:
     def test_identity_is_exactly_zero_and_does_not_shrink(self):
         img = texture(48)[None]
@@ -266,20 +284,7 @@ class TestPhotometricLoss:
         assert both[2].numpy()[1] == 0.0
 
     def test_gradient_wrt_offsets_finite_differences(self):
-        # Smooth image, float64, sampling positions away from integers.
-        yy, xx = np.mgrid[0:24, 0:24].astype(np.float64)
-        img = np.stack([0.5 + 0.4 * np.sin(0.37 * xx + 0.21 * yy), 0.5 + 0.3 * np.cos(0.29 * yy - 0.13 * xx)], -1)[None]
-        base = hn.centred_corners(24, 16)[None]
-        truth = base + np.array([[[0.7, -0.4], [-0.3, 0.6], [0.5, 0.5], [-0.6, -0.2]]])
-        template = hn.warp_image(img, corners_to_homography(truth, 16), 16, return_mask=False).numpy()
-        offsets0 = np.array([[[0.31, 0.17], [-0.23, 0.41], [0.13, -0.37], [0.27, 0.19]]])
-
-        def loss(offsets):
-            return hn.masked_photometric_l1(img, template, corners_to_homography(base + offsets, 16))
-
-        theoretical, numerical = tf.test.compute_gradient(loss, [tf.constant(offsets0)], delta=1e-6)
-        np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-3, atol=1e-6)
-        assert np.abs(theoretical[0]).max() > 1e-3
+        check_loss_gradient(lambda img, template, H: hn.masked_photometric_l1(img, template, H))
 
     def test_shape_errors(self):
         with pytest.raises(ValueError, match="input_H_template"):
@@ -335,19 +340,7 @@ class TestPyramidPhotometricLoss:
         assert all(b > a for a, b in zip(coarse, coarse[1:])), coarse
 
     def test_gradient_finite_differences(self):
-        yy, xx = np.mgrid[0:24, 0:24].astype(np.float64)
-        img = np.stack([0.5 + 0.4 * np.sin(0.37 * xx + 0.21 * yy), 0.5 + 0.3 * np.cos(0.29 * yy - 0.13 * xx)], -1)[None]
-        base = hn.centred_corners(24, 16)[None]
-        truth = base + np.array([[[0.7, -0.4], [-0.3, 0.6], [0.5, 0.5], [-0.6, -0.2]]])
-        template = hn.warp_image(img, corners_to_homography(truth, 16), 16, return_mask=False).numpy()
-        offsets0 = np.array([[[0.31, 0.17], [-0.23, 0.41], [0.13, -0.37], [0.27, 0.19]]])
-
-        def loss(offsets):
-            return hn.pyramid_photometric_l1(img, template, corners_to_homography(base + offsets, 16), (1, 2))
-
-        theoretical, numerical = tf.test.compute_gradient(loss, [tf.constant(offsets0)], delta=1e-6)
-        np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-3, atol=1e-6)
-        assert np.abs(theoretical[0]).max() > 1e-3
+        check_loss_gradient(lambda img, template, H: hn.pyramid_photometric_l1(img, template, H, (1, 2)))
 
     def test_errors(self):
         img, tpl, H = np.zeros((1, 48, 48, 3)), np.zeros((1, 32, 32, 3)), np.eye(3)[None]

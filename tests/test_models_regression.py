@@ -39,6 +39,14 @@ def np_homography(src, dst) -> np.ndarray:
     return np.append(h, 1.0).reshape(3, 3)
 
 
+def assert_templates_are_warps(inputs, templates, corners, n) -> None:
+    """The first `n` templates are their inputs warped (OpenCV, bilinear) by the labelled H."""
+    for i in range(n):
+        H = np_homography(TEMPLATE_CORNERS, corners[i])
+        want = cv2.warpPerspective(inputs[i], H, (128, 128), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        np.testing.assert_allclose(templates[i], want, atol=2e-3)
+
+
 def np_apply(H, pts) -> np.ndarray:
     p = np.c_[pts, np.ones(len(pts))] @ H.T
     return p[:, :2] / p[:, 2:]
@@ -372,10 +380,7 @@ class TestResample:
         origins = np.array([[0, 0], [128, 0], [128, 128], [0, 128]])
         assert np.all(corners >= origins) and np.all(corners <= origins + 63)
         assert np.all(corners == np.round(corners))
-        for i in range(3):
-            H = np_homography(TEMPLATE_CORNERS, corners[i])
-            want = cv2.warpPerspective(inputs[i], H, (128, 128), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-            np.testing.assert_allclose(templates[i], want, atol=2e-3)
+        assert_templates_are_warps(inputs, templates, corners, 3)
 
     def test_seeded(self, rng):
         inputs = smooth_images(rng, 2)
@@ -394,10 +399,7 @@ class TestResample:
         assert np.all(offsets == np.round(offsets))
         # uniform integers in [-r, r - 1]: with 512 draws every end value shows up
         assert offsets.min() == -r and offsets.max() == r - 1
-        for i in range(2):
-            H = np_homography(TEMPLATE_CORNERS, corners[i])
-            want = cv2.warpPerspective(inputs[i], H, (128, 128), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-            np.testing.assert_allclose(templates[i], want, atol=2e-3)
+        assert_templates_are_warps(inputs, templates, corners, 2)
 
     def test_max_offset_tensor_rounded_and_clipped(self, rng):
         inputs = smooth_images(rng, 32)

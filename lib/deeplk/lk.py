@@ -108,6 +108,7 @@ __all__ = [
     "lucas_kanade",
     "pyramid_lucas_kanade",
     "build_pyramid",
+    "check_pyramid_doubles",
     "centered_homography",
     "to_grayscale",
     "gaussian_blur",
@@ -1264,16 +1265,8 @@ def pyramid_lucas_kanade(
                                  f"finest level, level {k} has {x.shape[3]}")
         inputs.append(i)
         templates.append(t)
-    for k in range(levels - 1):
-        for name, pyr in (("input_pyramid", inputs), ("template_pyramid", templates)):
-            for axis in (1, 2):
-                small, big = pyr[k].shape[axis], pyr[k + 1].shape[axis]
-                if small is not None and big is not None and big not in (2 * small, 2 * small + 1):
-                    raise ValueError(
-                        f"`{name}` levels must double in size (coarsest first): level {k} has "
-                        f"shape {tuple(pyr[k].shape)}, level {k + 1} has "
-                        f"{tuple(pyr[k + 1].shape)}"
-                    )
+    check_pyramid_doubles("input_pyramid", inputs)
+    check_pyramid_doubles("template_pyramid", templates)
     max_iterations, tolerance, algorithm = _level_defaults(levels, max_iterations, tolerance, algorithm)
     iters, tols = _check_settings(levels, max_iterations, tolerance, damping, min_rcond,
                                   min_valid_fraction)
@@ -1282,6 +1275,21 @@ def pyramid_lucas_kanade(
                      algorithms=_check_algorithm(levels, algorithm),
                      coarse_motions=_check_motions(coarse_motions))
     return _run(inputs, templates, H0, tols, damping, config, jit_compile)
+
+
+def check_pyramid_doubles(name: str, pyramid: Sequence) -> None:
+    """Raise ValueError (naming `name`) unless each level of `pyramid` (coarsest first) is twice
+    the height and width of the previous one (``2 n`` or ``2 n + 1``, as `build_pyramid` makes
+    them); unknown (None) sizes pass."""
+    for k in range(len(pyramid) - 1):
+        for axis in (1, 2):
+            small, big = pyramid[k].shape[axis], pyramid[k + 1].shape[axis]
+            if small is not None and big is not None and big not in (2 * small, 2 * small + 1):
+                raise ValueError(
+                    f"`{name}` levels must double in size (coarsest first): level {k} has "
+                    f"shape {tuple(pyramid[k].shape)}, level {k + 1} has "
+                    f"{tuple(pyramid[k + 1].shape)}"
+                )
 
 
 def build_pyramid(images, levels: int) -> list:

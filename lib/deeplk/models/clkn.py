@@ -42,7 +42,7 @@ import tensorflow as tf
 
 from deeplk._checks import check_positive_int, check_shape
 from deeplk.geometry import homography_to_corners, corner_error, scale_homography
-from deeplk.lk import build_pyramid, centered_homography, lucas_kanade
+from deeplk.lk import build_pyramid, centered_homography, check_pyramid_doubles, lucas_kanade
 from deeplk.paths import resolve
 from deeplk.utils import write_text_atomic
 
@@ -135,15 +135,8 @@ def cascade_lucas_kanade(
             "`input_pyramid` and `template_pyramid` must be non-empty lists of the same length, "
             f"got {levels} and {len(template_pyramid)}"
         )
-    for name, pyr in (("input_pyramid", input_pyramid), ("template_pyramid", template_pyramid)):
-        for k in range(levels - 1):
-            for axis in (1, 2):
-                small, big = pyr[k].shape[axis], pyr[k + 1].shape[axis]
-                if small is not None and big is not None and big not in (2 * small, 2 * small + 1):
-                    raise ValueError(
-                        f"`{name}` levels must double in size (coarsest first): level {k} has "
-                        f"shape {tuple(pyr[k].shape)}, level {k + 1} has {tuple(pyr[k + 1].shape)}"
-                    )
+    check_pyramid_doubles("input_pyramid", input_pyramid)
+    check_pyramid_doubles("template_pyramid", template_pyramid)
     lk_iterations = check_positive_int("lk_iterations", lk_iterations)
     H = tf.convert_to_tensor(init_H)
     check_shape("init_H", H, (None, 3, 3), "B x 3 x 3 homographies input_H_template")
