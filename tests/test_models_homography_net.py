@@ -185,6 +185,48 @@ class TestModel:
         with pytest.raises(ValueError, match="fc_batch_norm"):
             hn.HomographyNet(**TINY, fc_batch_norm="yes")
 
+    def test_bn_momentum_reaches_every_batch_norm_and_round_trips(self):
+        model = hn.HomographyNet(**TINY, bn_momentum=0.9).build_for_inputs()
+        bns = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+        assert len(bns) == 7 * TINY["num_inception_blocks"] + 1  # 7 per inception block + fc_bn
+        assert all(layer.momentum == pytest.approx(0.9) for layer in bns)
+        again = hn.HomographyNet.from_config(model.get_config())
+        assert again.bn_momentum == pytest.approx(0.9)
+        default = hn.HomographyNet(**TINY).build_for_inputs()
+        assert default.fc_bn.momentum == pytest.approx(0.99)
+        for bad in (1.0, -0.1, True, "0.9"):
+            with pytest.raises(ValueError, match="bn_momentum"):
+                hn.HomographyNet(**TINY, bn_momentum=bad)
+
+    def test_standardize_images_matches_numpy(self):
+        rng = np.random.default_rng(0)
+        images = rng.random((2, 9, 7, 3)) * np.array([1.0, 40.0]).reshape(2, 1, 1, 1) + 3.0
+        got = hn.standardize_images(tf.constant(images)).numpy()
+        flat = images.reshape(2, -1)
+        want = (images - flat.mean(1)[:, None, None, None]) / np.sqrt(flat.var(1) + 1e-4)[:, None, None, None]
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+    def test_input_norm_standardize_ignores_brightness_and_contrast(self, tiny_pairs):
+        """With per-image standardisation the prediction is the same when both images are
+        rescaled to another brightness / contrast (a * x + b); with ImageNet preprocessing (the
+        default) it is not."""
+        inputs, templates, _ = tiny_pairs
+        changed = (0.4 * inputs + 0.3, 0.4 * templates + 0.3)
+        model = hn.HomographyNet(**TINY, input_norm="standardize").build_for_inputs()
+        randomize_head(model)
+        a = model((inputs, templates), training=False).numpy()
+        b = model(changed, training=False).numpy()
+        assert np.abs(a).max() > 0.1
+        np.testing.assert_allclose(a, b, atol=2e-3 * np.abs(a).max())
+        vgg = hn.HomographyNet(**TINY).build_for_inputs()
+        randomize_head(vgg)
+        a = vgg((inputs, templates), training=False).numpy()
+        b = vgg(changed, training=False).numpy()
+        assert np.abs(a - b).max() > 0.05 * np.abs(a).max()
+        assert hn.HomographyNet.from_config(model.get_config()).input_norm == "standardize"
+        with pytest.raises(ValueError, match="input_norm"):
+            hn.HomographyNet(**TINY, input_norm="imagenet")
+
     def test_block2_cut_aligns_template_features_on_the_finer_grid(self, tiny_pairs):
         """48 / 32 at input_scale 0.25: 12 / 8 px, offset 2 px; fine for stride 2, not for 4."""
         options = dict(TINY, input_scale=0.25, num_inception_blocks=2)
@@ -403,6 +445,24 @@ class TestTasks:
         assert any(changed)
         assert np.isfinite(result.final_loss)
 
+
+    def test_train_backbone_option_trains_the_backbone(self, tiny_pairs):
+        """``train_backbone=True`` (for a backbone without pretrained weights): its variables are
+        trained with the head; the config round-trips."""
+        config = dict(TINY, train_backbone=True)
+        task = hn.SupervisedTask(config)
+        ds = tf.data.Dataset.from_tensors(tuple(tf.constant(x) for x in tiny_pairs))
+        keras.utils.set_random_seed(0)
+        reference = task.build_model()
+        trainable_ids = {id(v) for v in task.trainable_variables(reference)}
+        assert all(id(v) in trainable_ids for v in reference.backbone.weights)
+        model = train(task, ds, TrainConfig(steps=3, learning_rate=1e-2, progress=False, seed=0)).model
+        moved = [np.abs(a.numpy() - b.numpy()).max() > 0 for a, b in
+                 zip(reference.backbone.weights, model.backbone.weights)]
+        assert all(moved)
+        assert hn.HomographyNet.from_config(model.get_config()).train_backbone is True
+        with pytest.raises(ValueError, match="train_backbone"):
+            hn.HomographyNet(**TINY, train_backbone=1)
 
 # ------------------------------------------------------------------------------------------
 # Curriculum and methods (DLK sizes at input_scale 0.25)

@@ -77,6 +77,8 @@ __all__ = [
     "METHOD_DESCRIPTIONS",
     "vgg19_backbone",
     "vgg_preprocess",
+    "standardize_images",
+    "INPUT_NORMS",
     "InceptionBlock",
     "HomographyNet",
     "masked_photometric_l1",
@@ -106,6 +108,9 @@ _STRIDE = 4  # of block3_conv4 (two 2x2 poolings)
 #: the earlier cuts are CPU options (fewer FLOPs, finer feature grid).
 VGG_LAYERS = {"block1_conv2": (64, 1), "block2_conv2": (128, 2), "block3_conv4": (256, 4)}
 
+#: How images are normalised before the backbone: ImageNet preprocessing (the pretrained weights'
+#: convention) or per-image standardisation (`standardize_images`).
+INPUT_NORMS = ("vgg", "standardize")
 #: Training modes and their method / checkpoint folder names.
 MODES = {"supervised": "hnet_sup", "unsupervised": "hnet_unsup"}
 #: The curriculum's stages (largest corner offset, pixels), in order.
@@ -191,6 +196,17 @@ def _vgg19_to_layer(layer: str = VGG_LAYER) -> keras.Model:
     return keras.Model(inputs, x, name=f"vgg19_{layer}")
 
 
+def standardize_images(images, eps: float = 1e-4):
+    """Per image: zero mean and unit variance over pixels and channels (``(B, H, W, C)`` -> same
+    shape). The ``input_norm="standardize"`` alternative to `vgg_preprocess` for a backbone without
+    ImageNet weights: the input and its template reach the backbone with the same contrast whatever
+    the image's brightness."""
+    images = tf.convert_to_tensor(images)
+    check_shape("images", images, (None, None, None, None), "B x H x W x C")
+    mean, var = tf.nn.moments(images, axes=[1, 2, 3], keepdims=True)
+    return (images - mean) * tf.math.rsqrt(var + eps)
+
+
 def vgg_preprocess(images):
     """``keras.applications.vgg19.preprocess_input(images * 255)`` for RGB images in [0, 1]:
     BGR order, ImageNet mean subtracted, 0-255 range. ``(B, H, W, 3)`` -> same shape."""
@@ -214,11 +230,14 @@ class InceptionBlock(keras.layers.Layer):
     Input ``(B, h, w, c)`` -> output ``(B, h, w, 4 * filters)``.
     """
 
-    def __init__(self, filters: int = 64, **kwargs):
+    def __init__(self, filters: int = 64, bn_momentum: float = 0.99, **kwargs):
         super().__init__(**kwargs)
         if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters <= 0:
             raise ValueError(f"`filters` must be a positive integer, got {filters!r}")
+        if isinstance(bn_momentum, bool) or not (isinstance(bn_momentum, (int, float)) and 0 <= bn_momentum < 1):
+            raise ValueError(f"`bn_momentum` must be a number in [0, 1), got {bn_momentum!r}")
         self.filters = int(filters)
+        self.bn_momentum = float(bn_momentum)
 
     def build(self, input_shape):
         # Sublayers are attributes (not nested lists): tf.train.Checkpoint tracks attributes of
@@ -239,7 +258,8 @@ class InceptionBlock(keras.layers.Layer):
                 else:
                     layers = [(f"{name}_conv", keras.layers.Conv2D(self.filters, kernel, padding="same",
                                                                    use_bias=False, name=f"{name}_conv")),
-                              (f"{name}_bn", keras.layers.BatchNormalization(name=f"{name}_bn"))]
+                              (f"{name}_bn", keras.layers.BatchNormalization(momentum=self.bn_momentum,
+                                                                             name=f"{name}_bn"))]
                 for attr, layer in layers:
                     layer.build(shape)
                     shape = layer.compute_output_shape(shape)
@@ -266,7 +286,7 @@ class InceptionBlock(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (4 * self.filters,)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters}
+        return {**super().get_config(), "filters": self.filters, "bn_momentum": self.bn_momentum}
 
 
 def _check_scale(input_size: int, template_size: int, input_scale: float, stride: int = _STRIDE) -> tuple[int, int, int]:
@@ -319,7 +339,8 @@ class HomographyNet(keras.Model):
     def __init__(self, vgg_weights="imagenet", input_size: int = 192, template_size: int = 128,
                  input_scale: float = 1.0, inception_filters: int = 64, num_inception_blocks: int = 7,
                  dense_units: int = 1024, dropout: float = 0.5, offset_scale: float = 32.0,
-                 vgg_layer: str = VGG_LAYER, fc_batch_norm: bool = True, **kwargs):
+                 vgg_layer: str = VGG_LAYER, fc_batch_norm: bool = True, bn_momentum: float = 0.99,
+                 input_norm: str = "vgg", train_backbone: bool = False, **kwargs):
         super().__init__(**kwargs)
         centred_corners(input_size, template_size)  # checks the sizes
         for name, value in (("inception_filters", inception_filters), ("num_inception_blocks", num_inception_blocks),
@@ -347,6 +368,15 @@ class HomographyNet(keras.Model):
         if not isinstance(fc_batch_norm, (bool, np.bool_)):
             raise ValueError(f"`fc_batch_norm` must be True or False, got {fc_batch_norm!r}")
         self.fc_batch_norm = bool(fc_batch_norm)
+        if isinstance(bn_momentum, bool) or not (isinstance(bn_momentum, (int, float)) and 0 <= bn_momentum < 1):
+            raise ValueError(f"`bn_momentum` must be a number in [0, 1), got {bn_momentum!r}")
+        self.bn_momentum = float(bn_momentum)
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"`input_norm` must be one of {INPUT_NORMS}, got {input_norm!r}")
+        self.input_norm = str(input_norm)
+        if not isinstance(train_backbone, (bool, np.bool_)):
+            raise ValueError(f"`train_backbone` must be True or False, got {train_backbone!r}")
+        self.train_backbone = bool(train_backbone)
         self._sizes = _check_scale(self.input_size, self.template_size, self.input_scale, VGG_LAYERS[vgg_layer][1])
 
     def build(self, input_shape=None):
@@ -354,6 +384,7 @@ class HomographyNet(keras.Model):
             return
         s_in, s_t, s_off = self._sizes
         self.backbone = vgg19_backbone(self.vgg_weights, self.vgg_layer)
+        self.backbone.trainable = self.train_backbone
         # Layers are attributes (tf.train.Checkpoint does not track layers kept in lists);
         # `_block_names` is their order.
         names = []
@@ -361,7 +392,7 @@ class HomographyNet(keras.Model):
         fs = s_in // stride
         shape = (None, fs, fs, 2 * channels)
         for i in range(self.num_inception_blocks):
-            block = InceptionBlock(self.inception_filters, name=f"inception_{i + 1}")
+            block = InceptionBlock(self.inception_filters, bn_momentum=self.bn_momentum, name=f"inception_{i + 1}")
             block.build(shape)
             shape = block.compute_output_shape(shape)
             setattr(self, block.name, block)
@@ -376,7 +407,7 @@ class HomographyNet(keras.Model):
         if self.fc_batch_norm:
             self.hidden = keras.layers.Dense(self.dense_units, use_bias=False, name="fc")
             self.hidden.build((None, flat))
-            self.fc_bn = keras.layers.BatchNormalization(name="fc_bn")
+            self.fc_bn = keras.layers.BatchNormalization(momentum=self.bn_momentum, name="fc_bn")
             self.fc_bn.build((None, self.dense_units))
         else:
             self.hidden = keras.layers.Dense(self.dense_units, activation="relu", name="fc")
@@ -390,6 +421,8 @@ class HomographyNet(keras.Model):
         images = tf.cast(images, tf.float32)
         if images.shape[1] != size:
             images = tf.image.resize(images, (size, size), method="area")
+        if self.input_norm == "standardize":
+            return self.backbone(standardize_images(images), training=False)
         return self.backbone(vgg_preprocess(images), training=False)
 
     def call(self, inputs, training=None):
@@ -442,7 +475,8 @@ class HomographyNet(keras.Model):
                 "inception_filters": self.inception_filters,
                 "num_inception_blocks": self.num_inception_blocks, "dense_units": self.dense_units,
                 "dropout": self.dropout, "offset_scale": self.offset_scale, "vgg_layer": self.vgg_layer,
-                "fc_batch_norm": self.fc_batch_norm}
+                "fc_batch_norm": self.fc_batch_norm, "bn_momentum": self.bn_momentum,
+                "input_norm": self.input_norm, "train_backbone": self.train_backbone}
 
     @classmethod
     def from_config(cls, config):
@@ -451,7 +485,8 @@ class HomographyNet(keras.Model):
 
 #: Constructor arguments of `HomographyNet` (what ``model_config.json`` holds).
 _MODEL_ARGS = ("vgg_weights", "input_size", "template_size", "input_scale", "inception_filters",
-               "num_inception_blocks", "dense_units", "dropout", "offset_scale", "vgg_layer", "fc_batch_norm")
+               "num_inception_blocks", "dense_units", "dropout", "offset_scale", "vgg_layer", "fc_batch_norm",
+               "bn_momentum", "input_norm", "train_backbone")
 
 
 def _model_options(config: dict) -> dict:
