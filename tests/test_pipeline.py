@@ -120,3 +120,18 @@ def test_shipped_profiles_are_valid():
         prof = pipeline.load_profile(name)
         for step in prof.steps:
             assert step.notebook.endswith(".ipynb")
+
+
+def test_shipped_profile_parameters_exist_in_their_notebooks():
+    """Papermill only warns about a parameter the notebook does not declare (and the run then
+    silently ignores it): every profile step's parameter must be in its notebook's parameters
+    cell."""
+    import papermill
+
+    from deeplk.paths import project_root
+
+    for name in pipeline.available_profiles():
+        for step in pipeline.load_profile(name).steps:
+            declared = papermill.inspect_notebook(str(project_root() / "notebooks" / step.notebook))
+            unknown = sorted(set(step.parameters) - set(declared))
+            assert not unknown, f"profile {name}, step {step.name}: {unknown} not in {step.notebook}"
