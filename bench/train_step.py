@@ -1,6 +1,6 @@
 """Training-step speed of the learned regression models on this machine.
 
-For each model at its paper batch size (``dhn_demo`` at the demo profile's): seconds per training
+For each model at its paper batch size (``*_demo`` at the demo profile's): seconds per training
 step (forward, backward and the Adam update, compiled with ``tf.function``, tracing excluded,
 median of a few steps), samples per second, and the GFLOP/s the step reaches (FLOPs of the step's
 graph counted by TensorFlow's profiler: convolutions, their gradients, dense layers, element-wise
@@ -28,6 +28,10 @@ import tensorflow as tf  # noqa: E402
 from deeplk import perf  # noqa: E402
 from deeplk.models import homography_net, regression  # noqa: E402
 
+# HomographyNet options of the demo profile (notebooks/profiles/demo.yaml, train_hnet_*).
+HNET_DEMO = dict(vgg_layer="block1_conv2", input_scale=0.25, inception_filters=16, dense_units=256, dropout=0.0,
+                 input_norm="standardize", bn_momentum=0.9)
+
 # name -> (builder of (task, batch), paper batch size, note)
 CASES = {
     "dhn": (lambda b: regression.benchmark_case("dhn", batch_size=b), 64, "DeTone 2016: batch 64"),
@@ -38,6 +42,10 @@ CASES = {
     "mhn_stage3": (lambda b: regression.benchmark_case("mhn_stage3", batch_size=b), 64, "stages 1-2 frozen"),
     "hnet_sup": (lambda b: homography_net.benchmark_case("hnet_sup", batch_size=b), 64, "frozen VGG19 + inception"),
     "hnet_unsup": (lambda b: homography_net.benchmark_case("hnet_unsup", batch_size=b), 64, "photometric L1 through DLT + warp"),
+    "hnet_sup_demo": (lambda b: homography_net.benchmark_case("hnet_sup", batch_size=b, **HNET_DEMO), 8,
+                      "demo profile: block1_conv2 cut, input_scale=0.25, 16 filters, batch 8"),
+    "hnet_unsup_demo": (lambda b: homography_net.benchmark_case("hnet_unsup", batch_size=b, **HNET_DEMO), 8,
+                        "demo profile, unsupervised (single-level loss here)"),
 }
 
 
