@@ -178,4 +178,6 @@ def with_synthetic_pairs(dataset, rho: float, seed: int = 0, template_size: int 
         rho_i = float(rho_start) + (float(rho) - float(rho_start)) * fraction
         return synthesize_pairs(batch[0], rho_i, pair_seed, template_size)
 
-    return dataset.enumerate().map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # Prefetch: the next batches' pairs are drawn while the model trains on this one.
+    ds = dataset.enumerate().map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
