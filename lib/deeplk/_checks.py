@@ -38,3 +38,18 @@ def check_positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not float(value).is_integer() or int(value) <= 0:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
     return int(value)
+
+
+def check_bool(name: str, value) -> bool:
+    """Return `value` as bool, or raise `ValueError` naming `name` unless it is True or False."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_momentum(name: str, value) -> float:
+    """Return `value` as float, or raise `ValueError` naming `name` unless it is a number in
+    [0, 1) (a moving-average momentum)."""
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 <= value < 1):
+        raise ValueError(f"`{name}` must be a number in [0, 1), got {value!r}")
+    return float(value)

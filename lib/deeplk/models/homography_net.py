@@ -68,7 +68,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from deeplk._checks import check_shape
+from deeplk._checks import check_bool, check_momentum, check_shape
 from deeplk.data.augment import centred_corners, with_synthetic_pairs
 from deeplk.geometry import corners_to_homography, scale_homography
 from deeplk.paths import resolve
@@ -243,10 +243,8 @@ class InceptionBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters <= 0:
             raise ValueError(f"`filters` must be a positive integer, got {filters!r}")
-        if isinstance(bn_momentum, bool) or not (isinstance(bn_momentum, (int, float)) and 0 <= bn_momentum < 1):
-            raise ValueError(f"`bn_momentum` must be a number in [0, 1), got {bn_momentum!r}")
         self.filters = int(filters)
-        self.bn_momentum = float(bn_momentum)
+        self.bn_momentum = check_momentum("bn_momentum", bn_momentum)
 
     def build(self, input_shape):
         # Sublayers are attributes (not nested lists): tf.train.Checkpoint tracks attributes of
@@ -380,18 +378,12 @@ class HomographyNet(keras.Model):
         if vgg_layer not in VGG_LAYERS:
             raise ValueError(f"`vgg_layer` must be one of {sorted(VGG_LAYERS)}, got {vgg_layer!r}")
         self.vgg_layer = str(vgg_layer)
-        if not isinstance(fc_batch_norm, (bool, np.bool_)):
-            raise ValueError(f"`fc_batch_norm` must be True or False, got {fc_batch_norm!r}")
-        self.fc_batch_norm = bool(fc_batch_norm)
-        if isinstance(bn_momentum, bool) or not (isinstance(bn_momentum, (int, float)) and 0 <= bn_momentum < 1):
-            raise ValueError(f"`bn_momentum` must be a number in [0, 1), got {bn_momentum!r}")
-        self.bn_momentum = float(bn_momentum)
+        self.fc_batch_norm = check_bool("fc_batch_norm", fc_batch_norm)
+        self.bn_momentum = check_momentum("bn_momentum", bn_momentum)
         if input_norm not in INPUT_NORMS:
             raise ValueError(f"`input_norm` must be one of {INPUT_NORMS}, got {input_norm!r}")
         self.input_norm = str(input_norm)
-        if not isinstance(train_backbone, (bool, np.bool_)):
-            raise ValueError(f"`train_backbone` must be True or False, got {train_backbone!r}")
-        self.train_backbone = bool(train_backbone)
+        self.train_backbone = check_bool("train_backbone", train_backbone)
         self._sizes = _check_scale(self.input_size, self.template_size, self.input_scale, VGG_LAYERS[vgg_layer][1])
 
     def build(self, input_shape=None):
@@ -436,9 +428,8 @@ class HomographyNet(keras.Model):
         images = tf.cast(images, tf.float32)
         if images.shape[1] != size:
             images = tf.image.resize(images, (size, size), method="area")
-        if self.input_norm == "standardize":
-            return self.backbone(standardize_images(images), training=False)
-        return self.backbone(vgg_preprocess(images), training=False)
+        normalize = standardize_images if self.input_norm == "standardize" else vgg_preprocess
+        return self.backbone(normalize(images), training=False)
 
     def call(self, inputs, training=None):
         images, templates = inputs
