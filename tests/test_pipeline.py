@@ -135,3 +135,100 @@ def test_shipped_profile_parameters_exist_in_their_notebooks():
             declared = papermill.inspect_notebook(str(project_root() / "notebooks" / step.notebook))
             unknown = sorted(set(step.parameters) - set(declared))
             assert not unknown, f"profile {name}, step {step.name}: {unknown} not in {step.notebook}"
+
+
+# ------------------------------------------------------------------------------------------
+# Parallel steps (`after`, `jobs`)
+
+
+@pytest.fixture
+def waiting(project):
+    """A notebook that writes `mark`, then waits (at most `timeout` s) for the file `wait_for`
+    and `linger` seconds more, then raises if `fail`; the mark records the kernel's TensorFlow thread setting."""
+    _notebook(
+        project / "notebooks" / "02_wait.ipynb",
+        "mark = 'm.txt'\nwait_for = None\ntimeout = 60.0\nlinger = 0.0\nfail = False",
+        "import os, time\nfrom pathlib import Path\nPath(mark).write_text(os.environ.get('TF_NUM_INTRAOP_THREADS', 'unset'))\n"
+        "t0 = time.time()\nwhile wait_for is not None and not Path(wait_for).exists():\n"
+        "    assert time.time() - t0 < timeout, f'{wait_for} never appeared'\n    time.sleep(0.1)\n"
+        "time.sleep(linger)\n"
+        "if fail:\n    raise RuntimeError('failing on purpose')",
+    )
+    return project
+
+
+def test_independent_steps_run_side_by_side_with_jobs_2(waiting, monkeypatch):
+    """`a` and `b` each wait for the other's mark: both finish only if they run at the same time.
+    `c` waits for `a` only; `d` (no `after`) for everything before it."""
+    import os
+
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    _profile(waiting, """
+        jobs: 2
+        steps:
+          - {name: a, notebook: 02_wait.ipynb, parameters: {mark: "{run_dir}/a", wait_for: "{run_dir}/b"}}
+          - {name: b, notebook: 02_wait.ipynb, after: [], parameters: {mark: "{run_dir}/b", wait_for: "{run_dir}/a"}}
+          - {name: c, notebook: 02_wait.ipynb, after: [a], parameters: {mark: "{run_dir}/c", wait_for: "{run_dir}/a"}}
+          - {name: d, notebook: 02_wait.ipynb, parameters: {mark: "{run_dir}/d", wait_for: "{run_dir}/c"}}
+    """)
+    assert pipeline.load_profile("p").jobs == 2
+    record = pipeline.run_profile("p", run_dir=waiting / "run", progress=False)
+    run = waiting / "run"
+    assert [(s["name"], s["status"]) for s in record["steps"]] == [("a", "ok"), ("b", "ok"), ("c", "ok"), ("d", "ok")]
+    assert sorted(p.name for p in (run / "notebooks").iterdir()) == ["00_a.ipynb", "01_b.ipynb", "02_c.ipynb", "03_d.ipynb"]
+    # each of two kernels gets half of the cores; the parent's environment is restored
+    assert (run / "a").read_text() == str(max(1, (os.cpu_count() or 1) // 2))
+    assert "TF_NUM_INTRAOP_THREADS" not in os.environ
+    assert json.loads((run / "pipeline.json").read_text())["jobs"] == 2
+
+
+def test_jobs_1_runs_one_notebook_at_a_time(waiting):
+    """The same two mutually waiting steps deadlock with --jobs 1: the first one times out."""
+    _profile(waiting, """
+        jobs: 2
+        steps:
+          - {name: a, notebook: 02_wait.ipynb, parameters: {mark: "{run_dir}/a", wait_for: "{run_dir}/b", timeout: 3}}
+          - {name: b, notebook: 02_wait.ipynb, after: [], parameters: {mark: "{run_dir}/b", wait_for: "{run_dir}/a"}}
+    """)
+    with pytest.raises(pipeline.NotebookFailed, match="b never appeared"):
+        pipeline.run_profile("p", run_dir=waiting / "run", progress=False, jobs=1)
+    assert not (waiting / "run" / "b").exists()
+
+
+def test_a_parallel_failure_lets_running_steps_finish_and_starts_nothing_new(waiting, capsys):
+    _profile(waiting, """
+        jobs: 2
+        steps:
+          - {name: slow, notebook: 02_wait.ipynb, parameters: {mark: "{run_dir}/slow", wait_for: "{run_dir}/bad", linger: 4}}
+          - {name: bad, notebook: 02_wait.ipynb, after: [], parameters: {mark: "{run_dir}/bad", fail: true}}
+          - {name: later, notebook: 02_wait.ipynb, after: [slow], parameters: {mark: "{run_dir}/later"}}
+    """)
+    code = pipeline.main(["--profile", "p", "--run-dir", str(waiting / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and "02_wait.ipynb (step 'bad')" in err and "failing on purpose" in err
+    saved = json.loads((waiting / "run" / "pipeline.json").read_text())
+    assert [(s["name"], s["status"]) for s in saved["steps"]] == [("slow", "ok"), ("bad", "failed")]
+    assert not (waiting / "run" / "later").exists()
+
+
+def test_after_and_jobs_are_validated(project):
+    _profile(project, "steps:\n  - {name: a, notebook: 00_write.ipynb, after: [b]}\n  - {name: b, notebook: 00_write.ipynb}\n")
+    with pytest.raises(ValueError, match=r"step 'a' `after` names \['b'\], which are not earlier steps"):
+        pipeline.load_profile("p")
+    _profile(project, "steps:\n  - {name: a, notebook: 00_write.ipynb, after: {x: 1}}\n")
+    with pytest.raises(ValueError, match="`after` must be a list"):
+        pipeline.load_profile("p")
+    _profile(project, "jobs: 0\nsteps:\n  - {name: a, notebook: 00_write.ipynb}\n")
+    with pytest.raises(ValueError, match="`jobs` must be a positive integer, got 0"):
+        pipeline.load_profile("p")
+    _profile(project, "steps:\n  - {name: a, notebook: 00_write.ipynb, parameters: {out: \"{run_dir}/a.txt\"}}\n")
+    with pytest.raises(ValueError, match="`jobs` must be a positive integer"):
+        pipeline.run_profile("p", run_dir=project / "run", jobs=-1)
+
+
+def test_dependencies_default_to_every_earlier_step_and_ignore_unselected_ones():
+    S = pipeline.Step
+    steps = [S("g", "x.ipynb"), S("t1", "x.ipynb", after=("g",)), S("t2", "x.ipynb", after=("g",)),
+             S("e", "x.ipynb")]
+    assert pipeline._dependencies(steps) == {"g": set(), "t1": {"g"}, "t2": {"g"}, "e": {"g", "t1", "t2"}}
+    assert pipeline._dependencies(steps[1:]) == {"t1": set(), "t2": set(), "e": {"t1", "t2"}}

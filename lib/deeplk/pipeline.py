@@ -12,10 +12,23 @@ step names a notebook and the parameters papermill injects into its ``parameters
 String parameters may use ``{run_dir}`` (the run folder) and ``{root}`` (the project root).
 Relative paths inside notebooks are resolved against the project root by the library.
 
+**Parallel steps.** By default a step starts when every step before it has finished. A step with
+``after: [names]`` waits only for those (earlier) steps, so independent chains, e.g. the training
+of two models on data generated before, can run side by side: ``jobs: 2`` in the profile (or
+``--jobs 2``) runs up to two notebooks at once, each in its own kernel process. Small models do
+not keep two cores busy on their own (measured on the demo profile's HomographyNet: 0.155 s per
+step with two threads alone, 0.161 s per step with one thread each for two runs side by side), so
+two lanes nearly halve the wall time of the training part. With ``jobs > 1`` each kernel gets
+``cpu_count // jobs`` TensorFlow threads (``TF_NUM_INTRAOP_THREADS``, ``OMP_NUM_THREADS``; values
+already set in the environment are kept). A step without ``after`` still waits for everything
+before it, so steps that time methods (the evaluations) run alone when listed after the training
+and without ``after``.
+
 Executed copies go to ``<run_dir>/notebooks/NN_<step>.ipynb`` (written under a temporary name and
 renamed when the notebook finished; a failing one is kept as ``NN_<step>.failed.ipynb``), never
 over the source notebooks. Steps whose notebook does not exist yet are skipped with a note. The
-first failing notebook stops the run with a message naming the notebook, the cell and the error.
+first failing notebook stops the run with a message naming the notebook, the cell and the error
+(steps already running in parallel are left to finish; no new step starts).
 ``<run_dir>/pipeline.json`` records every step's status and duration.
 
 Command line::
@@ -23,6 +36,7 @@ Command line::
     deeplk-pipeline                      # the demo profile into runs/demo
     deeplk-pipeline --profile mscoco --run-dir runs/mscoco-1
     deeplk-pipeline --list               # the profiles and their steps
+    deeplk-pipeline --jobs 1             # one notebook at a time, whatever the profile says
 """
 
 from __future__ import annotations
@@ -31,7 +45,9 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,11 +75,15 @@ class NotebookFailed(RuntimeError):
 
 @dataclass
 class Step:
-    """One notebook execution: `notebook` (file name in `notebooks/`) with `parameters`."""
+    """One notebook execution: `notebook` (file name in `notebooks/`) with `parameters`.
+
+    `after`: names of the earlier steps it waits for; ``None`` (the default) = every earlier step.
+    """
 
     name: str
     notebook: str
     parameters: dict[str, Any] = field(default_factory=dict)
+    after: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -72,6 +92,7 @@ class Profile:
     path: Path
     description: str
     steps: list[Step]
+    jobs: int = 1
 
 
 def profiles_dir() -> Path:
@@ -109,9 +130,61 @@ def load_profile(profile: str | os.PathLike) -> Profile:
         name = str(raw.get("name") or Path(raw["notebook"]).stem)
         if name in seen:
             raise ValueError(f"{path}: step name {name!r} is used twice")
+        after = raw.get("after")
+        if after is not None:
+            if isinstance(after, str):
+                after = [after]
+            if not isinstance(after, list) or not all(isinstance(a, str) for a in after):
+                raise ValueError(f"{path}: step {name!r} `after` must be a list of step names, got {after!r}")
+            unknown = [a for a in after if a not in seen]
+            if unknown:
+                raise ValueError(f"{path}: step {name!r} `after` names {unknown}, which are not earlier steps")
+            after = tuple(after)
         seen.add(name)
-        steps.append(Step(name=name, notebook=str(raw["notebook"]), parameters=dict(params)))
-    return Profile(name=path.stem, path=path, description=str(data.get("description", "")), steps=steps)
+        steps.append(Step(name=name, notebook=str(raw["notebook"]), parameters=dict(params), after=after))
+    jobs = _check_jobs(data.get("jobs", 1), f"{path}: `jobs`")
+    return Profile(name=path.stem, path=path, description=str(data.get("description", "")), steps=steps,
+                   jobs=jobs)
+
+
+def _check_jobs(jobs: Any, what: str = "`jobs`") -> int:
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"{what} must be a positive integer, got {jobs!r}")
+    return jobs
+
+
+def _dependencies(steps: list[Step]) -> dict[str, set[str]]:
+    """Step name -> names of the selected steps it waits for (unselected ones count as done)."""
+    names = [s.name for s in steps]
+    deps = {}
+    for i, step in enumerate(steps):
+        wanted = set(names[:i]) if step.after is None else set(step.after)
+        deps[step.name] = wanted & set(names[:i])
+    return deps
+
+
+class _ThreadLimits:
+    """Sets the kernels' thread counts in the environment for parallel steps, restores it after."""
+
+    NAMES = ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")
+
+    def __init__(self, jobs: int):
+        self.threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self):
+        if self.threads is not None:
+            for name in self.NAMES:
+                self.saved[name] = os.environ.get(name)
+                os.environ.setdefault(name, str(self.threads))
+        return self
+
+    def __exit__(self, *exc):
+        for name, value in self.saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _substitute(value: Any, mapping: dict[str, str]) -> Any:
@@ -145,15 +218,20 @@ def run_profile(
     kernel_name: str = "python3",
     log_output: bool = False,
     progress: bool = True,
+    jobs: int | None = None,
 ) -> dict[str, Any]:
-    """Execute the steps of `profile` in order; return the run record (also in pipeline.json).
+    """Execute the steps of `profile`; return the run record (also in pipeline.json).
 
-    `only` restricts the run to the named steps (in profile order). Raises `NotebookFailed` at the
-    first failing notebook.
+    Steps start in profile order as soon as the steps they wait for (`Step.after`; by default all
+    earlier ones) have finished, up to `jobs` at a time (``None``: the profile's ``jobs``).
+    `only` restricts the run to the named steps (in profile order; waits on the other steps are
+    dropped). Raises `NotebookFailed` after the first failing notebook (no step starts after it;
+    steps already running finish).
     """
     import papermill as pm  # heavy import, only when running
 
     prof = load_profile(profile)
+    jobs = prof.jobs if jobs is None else _check_jobs(jobs)
     run_path = resolve(run_dir if run_dir is not None else Path("runs") / prof.name)
     out_nb_dir = run_path / "notebooks"
     out_nb_dir.mkdir(parents=True, exist_ok=True)
@@ -165,25 +243,29 @@ def run_profile(
                 f"unknown step(s) {unknown} for profile {prof.name}; steps: {[s.name for s in steps]}"
             )
         steps = [s for s in steps if s.name in only]
+    deps = _dependencies(steps)
 
     mapping = {"run_dir": str(run_path), "root": str(project_root())}
     record: dict[str, Any] = {
         "profile": prof.name,
         "profile_path": str(prof.path),
         "run_dir": str(run_path),
+        "jobs": jobs,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "steps": [],
     }
     record_path = run_path / "pipeline.json"
-    for index, step in enumerate(steps):
-        source = notebooks_dir() / step.notebook
-        entry: dict[str, Any] = {"name": step.name, "notebook": step.notebook}
-        record["steps"].append(entry)
-        if not source.is_file():
-            entry["status"] = "skipped (notebook not present)"
-            print(f"[{index + 1}/{len(steps)}] {step.name}: {step.notebook} does not exist yet, skipped")
+    lock = threading.Lock()
+    index_of = {step.name: i for i, step in enumerate(steps)}
+
+    def save():
+        with lock:
+            record["steps"].sort(key=lambda e: index_of[e["name"]])
             _write_json_atomic(record_path, record)
-            continue
+
+    def execute(step: Step, entry: dict) -> None:
+        index = index_of[step.name]
+        source = notebooks_dir() / step.notebook
         params = _substitute(step.parameters, mapping)
         entry["parameters"] = params
         stem = f"{index:02d}_{step.name}"
@@ -192,8 +274,10 @@ def run_profile(
         failed = out_nb_dir / f"{stem}.failed.ipynb"
         for stale in (partial, failed):
             stale.unlink(missing_ok=True)
-        print(f"[{index + 1}/{len(steps)}] {step.name}: executing {step.notebook} -> {final}")
+        print(f"[{index + 1}/{len(steps)}] {step.name}: executing {step.notebook} -> {final}", flush=True)
         t0 = time.perf_counter()
+        entry["status"] = "running"
+        save()
         try:
             pm.execute_notebook(
                 str(source),
@@ -201,7 +285,7 @@ def run_profile(
                 parameters=params,
                 kernel_name=kernel_name,
                 cwd=str(notebooks_dir()),
-                progress_bar=progress,
+                progress_bar=progress and jobs == 1,
                 log_output=log_output,
             )
         except Exception as exc:  # papermill raises PapermillExecutionError for cell errors
@@ -210,15 +294,53 @@ def run_profile(
                 os.replace(partial, failed)
             message = _failure_message(step, exc)
             entry["error"] = message
-            record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-            _write_json_atomic(record_path, record)
+            save()
             raise NotebookFailed(f"{message}\n(executed copy: {failed})") from exc
         os.replace(partial, final)
         entry.update(status="ok", seconds=round(time.perf_counter() - t0, 1), output=str(final))
-        _write_json_atomic(record_path, record)
-        print(f"    done in {entry['seconds']:.1f} s")
+        save()
+        print(f"    {step.name} done in {entry['seconds']:.1f} s", flush=True)
+
+    pending = list(steps)
+    done: set[str] = set()
+    running: dict[Any, Step] = {}
+    failure: NotebookFailed | None = None
+    with _ThreadLimits(jobs), ThreadPoolExecutor(max_workers=jobs) as pool:
+        while pending or running:
+            while failure is None and len(running) < jobs:
+                ready = next((s for s in pending if deps[s.name] <= done), None)
+                if ready is None:
+                    break
+                pending.remove(ready)
+                entry: dict[str, Any] = {"name": ready.name, "notebook": ready.notebook}
+                with lock:
+                    record["steps"].append(entry)
+                if not (notebooks_dir() / ready.notebook).is_file():
+                    entry["status"] = "skipped (notebook not present)"
+                    print(f"[{index_of[ready.name] + 1}/{len(steps)}] {ready.name}: {ready.notebook} "
+                          "does not exist yet, skipped")
+                    save()
+                    done.add(ready.name)
+                    continue
+                running[pool.submit(execute, ready, entry)] = ready
+            if not running:
+                break
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                step = running.pop(future)
+                exc = future.exception()
+                if exc is None:
+                    done.add(step.name)
+                elif failure is None:
+                    failure = exc if isinstance(exc, NotebookFailed) else NotebookFailed(
+                        f"step {step.name!r} ({step.notebook}) failed: {type(exc).__name__}: {exc}")
+                    if running:
+                        print(f"{step.name} failed; waiting for the running step(s) "
+                              f"{', '.join(s.name for s in running.values())} to finish", file=sys.stderr)
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    _write_json_atomic(record_path, record)
+    save()
+    if failure is not None:
+        raise failure
     return record
 
 
@@ -232,20 +354,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", default=None, metavar="STEP", help="run only these steps")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: python3)")
     parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output to the terminal")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="run up to N independent notebooks at once (default: the profile's `jobs`)")
     parser.add_argument("--list", action="store_true", help="list the profiles and their steps, then exit")
     args = parser.parse_args(argv)
 
     if args.list:
         for name in available_profiles():
             prof = load_profile(name)
-            print(f"{name}: {prof.description}")
+            print(f"{name}: {prof.description}" + (f" (jobs: {prof.jobs})" if prof.jobs > 1 else ""))
             for step in prof.steps:
                 present = "" if (notebooks_dir() / step.notebook).is_file() else "  (notebook not present yet)"
-                print(f"  - {step.name}: {step.notebook}{present}")
+                after = "" if step.after is None else f"  (after {', '.join(step.after) or 'nothing'})"
+                print(f"  - {step.name}: {step.notebook}{after}{present}")
         return 0
     try:
         record = run_profile(
-            args.profile, run_dir=args.run_dir, only=args.only, kernel_name=args.kernel, log_output=args.log_output
+            args.profile, run_dir=args.run_dir, only=args.only, kernel_name=args.kernel, log_output=args.log_output,
+            jobs=args.jobs,
         )
     except NotebookFailed as exc:
         print(f"\nPIPELINE STOPPED: {exc}", file=sys.stderr)
@@ -254,7 +380,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     total = sum(s.get("seconds", 0) for s in record["steps"])
-    print(f"\nProfile {record['profile']}: {len(record['steps'])} steps in {total:.0f} s; run folder {record['run_dir']}")
+    wall = time.mktime(time.strptime(record["finished"], "%Y-%m-%dT%H:%M:%S")) - time.mktime(
+        time.strptime(record["started"], "%Y-%m-%dT%H:%M:%S"))
+    print(f"\nProfile {record['profile']}: {len(record['steps'])} steps, {total:.0f} s of notebooks in {wall:.0f} s "
+          f"(jobs {record['jobs']}); run folder {record['run_dir']}")
     return 0
 
 
