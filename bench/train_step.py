@@ -42,10 +42,11 @@ CASES = {
     "mhn_stage3": (lambda b: regression.benchmark_case("mhn_stage3", batch_size=b), 64, "stages 1-2 frozen"),
     "hnet_sup": (lambda b: homography_net.benchmark_case("hnet_sup", batch_size=b), 64, "frozen VGG19 + inception"),
     "hnet_unsup": (lambda b: homography_net.benchmark_case("hnet_unsup", batch_size=b), 64, "photometric L1 through DLT + warp"),
-    "hnet_sup_demo": (lambda b: homography_net.benchmark_case("hnet_sup", batch_size=b, **HNET_DEMO), 16,
-                      "demo profile: block1_conv2 cut, input_scale=0.25, 16 filters, batch 16"),
-    "hnet_unsup_demo": (lambda b: homography_net.benchmark_case("hnet_unsup", batch_size=b, **HNET_DEMO), 16,
-                        "demo profile, unsupervised (single-level loss here)"),
+    "hnet_sup_demo": (lambda b: homography_net.benchmark_case("hnet_sup", batch_size=b, **HNET_DEMO), 8,
+                      "demo profile: block1_conv2 cut, input_scale=0.25, 16 filters, batch 8"),
+    "hnet_unsup_demo": (lambda b: homography_net.benchmark_case("hnet_unsup", batch_size=b, loss_pools=(2, 4, 8),
+                                                                **HNET_DEMO), 8,
+                        "demo profile, unsupervised, loss on pyramid levels 2, 4, 8"),
 }
 
 

@@ -120,21 +120,13 @@ def test_shipped_profiles_are_valid():
         prof = pipeline.load_profile(name)
         for step in prof.steps:
             assert step.notebook.endswith(".ipynb")
-
-
-def test_shipped_profile_parameters_exist_in_their_notebooks():
-    """Papermill only warns about a parameter the notebook does not declare (and the run then
-    silently ignores it): every profile step's parameter must be in its notebook's parameters
-    cell."""
-    import papermill
-
-    from deeplk.paths import project_root
-
-    for name in pipeline.available_profiles():
-        for step in pipeline.load_profile(name).steps:
-            declared = papermill.inspect_notebook(str(project_root() / "notebooks" / step.notebook))
-            unknown = sorted(set(step.parameters) - set(declared))
-            assert not unknown, f"profile {name}, step {step.name}: {unknown} not in {step.notebook}"
+        # Evaluations time the methods: nothing may run beside them. An evaluation without
+        # `after` waits for every earlier step, and so must every step after it.
+        deps = pipeline._dependencies(prof.steps)
+        for i, step in enumerate(prof.steps):
+            if step.notebook == "05_evaluate.ipynb":
+                assert all(s.after is None for s in prof.steps[i:]), f"{name}: a step runs beside {step.name}"
+                assert deps[step.name] == {s.name for s in prof.steps[:i]}
 
 
 # ------------------------------------------------------------------------------------------

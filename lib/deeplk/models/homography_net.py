@@ -882,12 +882,13 @@ def build_hnet_unsup_method(checkpoint_dir=None, rho: int | None = None, batch_s
 # Benchmark
 
 
-def benchmark_case(name: str, batch_size: int | None = None, seed: int = 0, **model_options):
+def benchmark_case(name: str, batch_size: int | None = None, seed: int = 0, loss_pools=None, **model_options):
     """``(task, batch)`` for a training-step benchmark of ``hnet_sup`` or ``hnet_unsup``.
 
     The paper's architecture (random frozen backbone, no download) with the paper batch size 64
     (DeTone 2016; Nguyen 2018 used 128) unless `batch_size` is given; `model_options` override
-    `HomographyNet` options (e.g. ``input_scale=0.25, inception_filters=16`` for the demo).
+    `HomographyNet` options (e.g. ``input_scale=0.25, inception_filters=16`` for the demo);
+    `loss_pools` is the unsupervised loss' pyramid (`make_task`).
     The batch is a random DLK-format batch ``(inputs, templates, corners)``; time
     ``deeplk.train.train(task, tf.data.Dataset.from_tensors(batch), TrainConfig(steps=...))``.
     """
@@ -896,7 +897,7 @@ def benchmark_case(name: str, batch_size: int | None = None, seed: int = 0, **mo
         raise ValueError(f"`name` must be one of {sorted(modes)}, got {name!r}")
     batch_size = 64 if batch_size is None else int(batch_size)
     config = {"vgg_weights": None, **model_options}
-    task = make_task(modes[name], config)
+    task = make_task(modes[name], config, loss_pools=loss_pools)
     rng = np.random.default_rng(seed)
     s, t = config.get("input_size", 192), config.get("template_size", 128)
     inputs = rng.random((batch_size, s, s, 3), dtype=np.float32)
