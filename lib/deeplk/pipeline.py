@@ -29,7 +29,7 @@ renamed when the notebook finished; a failing one is kept as ``NN_<step>.failed.
 over the source notebooks. Steps whose notebook does not exist yet are skipped with a note. The
 first failing notebook stops the run with a message naming the notebook, the cell and the error
 (steps already running in parallel are left to finish; no new step starts).
-``<run_dir>/pipeline.json`` records every step's status and duration.
+``<run_dir>/pipeline.json`` records every step's status and duration, and the run's wall time.
 
 Command line::
 
@@ -254,6 +254,7 @@ def run_profile(
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "steps": [],
     }
+    started = time.perf_counter()
     record_path = run_path / "pipeline.json"
     lock = threading.Lock()
     index_of = {step.name: i for i, step in enumerate(steps)}
@@ -338,6 +339,7 @@ def run_profile(
                         print(f"{step.name} failed; waiting for the running step(s) "
                               f"{', '.join(s.name for s in running.values())} to finish", file=sys.stderr)
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    record["seconds"] = round(time.perf_counter() - started, 1)
     save()
     if failure is not None:
         raise failure
@@ -380,9 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     total = sum(s.get("seconds", 0) for s in record["steps"])
-    wall = time.mktime(time.strptime(record["finished"], "%Y-%m-%dT%H:%M:%S")) - time.mktime(
-        time.strptime(record["started"], "%Y-%m-%dT%H:%M:%S"))
-    print(f"\nProfile {record['profile']}: {len(record['steps'])} steps, {total:.0f} s of notebooks in {wall:.0f} s "
+    print(f"\nProfile {record['profile']}: {len(record['steps'])} steps, {total:.0f} s of notebooks in "
+          f"{record['seconds']:.0f} s "
           f"(jobs {record['jobs']}); run folder {record['run_dir']}")
     return 0
 
