@@ -88,7 +88,7 @@ class TestBackbone:
         x = np.random.default_rng(1).random((2, 20, 20, 3)).astype(np.float32)
         np.testing.assert_allclose(random(x).numpy(), backbone(x).numpy(), rtol=1e-5, atol=1e-4)
 
-    @pytest.mark.parametrize("layer", ["block1_conv2", "block2_conv2"])
+    @pytest.mark.parametrize("layer", ["block1_conv1", "block1_conv2", "block2_conv2"])
     def test_earlier_cut_is_the_same_vgg_prefix(self, layer, tmp_path):
         vgg = keras.applications.VGG19(include_top=False, weights=None, input_shape=(None, None, 3))
         path = tmp_path / "vgg19_notop.weights.h5"
@@ -102,6 +102,7 @@ class TestBackbone:
         np.testing.assert_allclose(backbone(x).numpy(), reference, rtol=1e-5, atol=1e-4)
         random = hn.vgg19_backbone(None, layer)
         assert [w.shape for w in random.weights] == [w.shape for w in backbone.weights]
+        assert [l.name for l in random.layers[1:]] == [l.name for l in backbone.layers[1:]]
         with pytest.raises(ValueError, match="vgg_layer"):
             hn.vgg19_backbone(None, "block4_conv1")
 

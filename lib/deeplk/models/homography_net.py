@@ -24,8 +24,8 @@ the saved weights.
 Options beyond the paper's architecture, for CPU budgets only (defaults = the paper):
 ``input_scale`` (resize input and template before the backbone, e.g. 0.25: 48 / 32 px, about
 16x fewer backbone FLOPs) and ``inception_filters`` (filters per inception branch, 64 by default).
-``vgg_layer`` (``"block2_conv2"`` / ``"block1_conv2"``: cut the frozen backbone earlier, stride 2 /
-1). Not from the paper but the default: ``fc_batch_norm`` (batch norm before the hidden ReLU; the
+``vgg_layer`` (``"block2_conv2"`` / ``"block1_conv2"`` / ``"block1_conv1"``: cut the frozen backbone
+earlier, stride 2 / 1 / 1). Not from the paper but the default: ``fc_batch_norm`` (batch norm before the hidden ReLU; the
 plain dense + ReLU died on the demo data and the net predicted a constant). For training without
 ImageNet weights (the offline demo): ``input_norm="standardize"`` (each image to zero mean, unit
 variance instead of the ImageNet preprocessing), ``bn_momentum`` (of every batch norm; 0.9 lets the
@@ -115,7 +115,7 @@ _BGR_MEAN = (103.939, 116.779, 123.68)
 _STRIDE = 4  # of block3_conv4 (two 2x2 poolings)
 #: Where the backbone may be cut: ``{layer: (channels, stride)}``. `VGG_LAYER` is the paper's;
 #: the earlier cuts are CPU options (fewer FLOPs, finer feature grid).
-VGG_LAYERS = {"block1_conv2": (64, 1), "block2_conv2": (128, 2), "block3_conv4": (256, 4)}
+VGG_LAYERS = {"block1_conv1": (64, 1), "block1_conv2": (64, 1), "block2_conv2": (128, 2), "block3_conv4": (256, 4)}
 
 #: How images are normalised before the backbone: ImageNet preprocessing (the pretrained weights'
 #: convention) or per-image standardisation (`standardize_images`).
@@ -150,7 +150,7 @@ def vgg19_backbone(weights="imagenet", layer: str = VGG_LAYER) -> keras.Model:
             into ``~/.keras/models/`` once), a path to a weights file of a
             ``keras.applications.VGG19(include_top=False)`` model, or ``None`` (random).
         layer: the last layer kept, one of `VGG_LAYERS` (``"block2_conv2"``: 128 channels,
-            stride 2; ``"block1_conv2"``: 64 channels, stride 1).
+            stride 2; ``"block1_conv2"`` or ``"block1_conv1"``: 64 channels, stride 1).
 
     Returns:
         A functional ``keras.Model`` ``(B, H, W, 3) -> (B, H/s, W/s, channels)`` with
@@ -196,9 +196,9 @@ def _vgg19_to_layer(layer: str = VGG_LAYER) -> keras.Model:
     initialisers (random weights)."""
     inputs = keras.Input((None, None, 3), name="input_layer")
     x = inputs
-    last = int(layer[5])  # "block<k>_conv<i>"
+    last, last_conv = int(layer[5]), int(layer[-1])  # "block<k>_conv<i>"
     for block, (filters, convs) in enumerate([(64, 2), (128, 2), (256, 4)][:last], start=1):
-        for i in range(1, convs + 1):
+        for i in range(1, (last_conv if block == last else convs) + 1):
             x = keras.layers.Conv2D(filters, 3, activation="relu", padding="same", name=f"block{block}_conv{i}")(x)
         if block < last:
             x = keras.layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
@@ -331,7 +331,8 @@ class HomographyNet(keras.Model):
             offsets in units of about the largest offset (32).
         vgg_layer: where the backbone is cut (`VGG_LAYERS`): ``"block3_conv4"`` (paper, stride
             4) or, as a CPU option, ``"block2_conv2"`` (stride 2, about 2.4x fewer backbone FLOPs
-            and a twice finer feature grid) or ``"block1_conv2"`` (stride 1). The scaled sizes
+            and a twice finer feature grid), ``"block1_conv2"`` (stride 1) or ``"block1_conv1"``
+            (stride 1, one 3x3 convolution: about 20x cheaper than ``"block1_conv2"``). The scaled sizes
             and the template offset must be multiples of the stride.
         bn_momentum: momentum of the moving statistics of every batch norm (Keras' 0.99 by
             default).
