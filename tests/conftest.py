@@ -31,3 +31,15 @@ def dlkfm_corners(rng):
         return src, dst
 
     return sample
+
+
+@pytest.fixture(autouse=True)
+def _working_directory_unchanged():
+    """A test that leaves the process in another directory breaks every later relative path
+    (nbval's ``--nbval-sanitize-with notebooks/...``): restore it and fail the test."""
+    before = os.getcwd()
+    yield
+    after = os.getcwd()
+    if after != before:
+        os.chdir(before)
+        pytest.fail(f"the test changed the working directory to {after!r}")

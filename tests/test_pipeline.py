@@ -136,11 +136,13 @@ def test_shipped_profiles_are_valid():
 @pytest.fixture
 def waiting(project):
     """A notebook that writes `mark`, then waits (at most `timeout` s) for the file `wait_for`
-    and `linger` seconds more, then raises if `fail`; the mark records the kernel's TensorFlow thread setting."""
+    and `linger` seconds more, then raises if `fail`; the mark records the kernel's TensorFlow
+    thread setting and its working directory (``threads|cwd``)."""
     _notebook(
         project / "notebooks" / "02_wait.ipynb",
         "mark = 'm.txt'\nwait_for = None\ntimeout = 60.0\nlinger = 0.0\nfail = False",
-        "import os, time\nfrom pathlib import Path\nPath(mark).write_text(os.environ.get('TF_NUM_INTRAOP_THREADS', 'unset'))\n"
+        "import os, time\nfrom pathlib import Path\n"
+        "Path(mark).write_text(os.environ.get('TF_NUM_INTRAOP_THREADS', 'unset') + '|' + os.getcwd())\n"
         "t0 = time.time()\nwhile wait_for is not None and not Path(wait_for).exists():\n"
         "    assert time.time() - t0 < timeout, f'{wait_for} never appeared'\n    time.sleep(0.1)\n"
         "time.sleep(linger)\n"
@@ -164,12 +166,17 @@ def test_independent_steps_run_side_by_side_with_jobs_2(waiting, monkeypatch):
           - {name: d, notebook: 02_wait.ipynb, parameters: {mark: "{run_dir}/d", wait_for: "{run_dir}/c"}}
     """)
     assert pipeline.load_profile("p").jobs == 2
+    cwd = os.getcwd()
     record = pipeline.run_profile("p", run_dir=waiting / "run", progress=False)
     run = waiting / "run"
     assert [(s["name"], s["status"]) for s in record["steps"]] == [("a", "ok"), ("b", "ok"), ("c", "ok"), ("d", "ok")]
+    # every kernel runs in notebooks/; the runner's own process never leaves its directory
+    marks = {name: (run / name).read_text().split("|", 1) for name in "abcd"}
+    assert {folder for _, folder in marks.values()} == {str((waiting / "notebooks").resolve())}
+    assert os.getcwd() == cwd
     assert sorted(p.name for p in (run / "notebooks").iterdir()) == ["00_a.ipynb", "01_b.ipynb", "02_c.ipynb", "03_d.ipynb"]
     # each of two kernels gets half of the cores; the parent's environment is restored
-    assert (run / "a").read_text() == str(max(1, (os.cpu_count() or 1) // 2))
+    assert marks["a"][0] == str(max(1, (os.cpu_count() or 1) // 2))
     assert "TF_NUM_INTRAOP_THREADS" not in os.environ
     assert json.loads((run / "pipeline.json").read_text())["jobs"] == 2
 

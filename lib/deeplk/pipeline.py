@@ -285,7 +285,9 @@ def run_profile(
                 str(partial),
                 parameters=params,
                 kernel_name=kernel_name,
-                cwd=str(notebooks_dir()),
+                # the kernel starts in notebooks/; papermill's own `cwd` would chdir this whole
+                # process, which parallel steps (threads) would race on and leave changed
+                resources={"metadata": {"path": str(notebooks_dir())}},
                 progress_bar=progress and jobs == 1,
                 log_output=log_output,
             )

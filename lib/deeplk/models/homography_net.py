@@ -209,11 +209,12 @@ def standardize_images(images, eps: float = 1e-4):
     """Per image: zero mean and unit variance over pixels and channels (``(B, H, W, C)`` -> same
     shape). The ``input_norm="standardize"`` alternative to `vgg_preprocess` for a backbone without
     ImageNet weights: the input and its template reach the backbone with the same contrast whatever
-    the image's brightness."""
+    the image's brightness. ``eps`` is a floor on the variance (flat images), not added to it, so
+    the result is exactly invariant to ``a * images + b`` whenever the variance stays above it."""
     images = tf.convert_to_tensor(images)
     check_shape("images", images, (None, None, None, None), "B x H x W x C")
     mean, var = tf.nn.moments(images, axes=[1, 2, 3], keepdims=True)
-    return (images - mean) * tf.math.rsqrt(var + eps)
+    return (images - mean) * tf.math.rsqrt(tf.maximum(var, eps))
 
 
 def vgg_preprocess(images):
