@@ -29,7 +29,7 @@ from deeplk import perf  # noqa: E402
 from deeplk.models import homography_net, regression  # noqa: E402
 
 # HomographyNet options of the demo profile (notebooks/profiles/demo.yaml, train_hnet_*).
-HNET_DEMO = dict(vgg_layer="block1_conv1", input_scale=0.25, inception_filters=16, dense_units=256, dropout=0.0,
+HNET_DEMO = dict(vgg_layer="block1_conv1", input_scale=0.125, inception_filters=16, dense_units=256, dropout=0.0,
                  input_norm="standardize", bn_momentum=0.9)
 
 # name -> (builder of (task, batch), paper batch size, note)
@@ -43,7 +43,7 @@ CASES = {
     "hnet_sup": (lambda b: homography_net.benchmark_case("hnet_sup", batch_size=b), 64, "frozen VGG19 + inception"),
     "hnet_unsup": (lambda b: homography_net.benchmark_case("hnet_unsup", batch_size=b), 64, "photometric L1 through DLT + warp"),
     "hnet_sup_demo": (lambda b: homography_net.benchmark_case("hnet_sup", batch_size=b, **HNET_DEMO), 8,
-                      "demo profile: block1_conv1 cut, input_scale=0.25, 16 filters, batch 8"),
+                      "demo profile: block1_conv1 cut, input_scale=0.125, 16 filters, batch 8"),
     "hnet_unsup_demo": (lambda b: homography_net.benchmark_case("hnet_unsup", batch_size=b, loss_pools=(2, 4, 8),
                                                                 **HNET_DEMO), 8,
                         "demo profile, unsupervised, loss on pyramid levels 2, 4, 8"),
