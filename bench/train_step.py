@@ -44,9 +44,9 @@ CASES = {
     "hnet_unsup": (lambda b: homography_net.benchmark_case("hnet_unsup", batch_size=b), 64, "photometric L1 through DLT + warp"),
     "hnet_sup_demo": (lambda b: homography_net.benchmark_case("hnet_sup", batch_size=b, **HNET_DEMO), 8,
                       "demo profile: block1_conv1 cut, input_scale=0.125, 16 filters, batch 8"),
-    "hnet_unsup_demo": (lambda b: homography_net.benchmark_case("hnet_unsup", batch_size=b, loss_pools=(2, 4, 8),
-                                                                **HNET_DEMO), 8,
-                        "demo profile, unsupervised, loss on pyramid levels 2, 4, 8"),
+    "hnet_unsup_demo": (lambda b: homography_net.benchmark_case("hnet_unsup", batch_size=b,
+                                                                loss_pools=(2, 4, 8, 16), **HNET_DEMO), 8,
+                        "demo profile, unsupervised, loss on pyramid levels 2, 4, 8, 16"),
 }
 
 
