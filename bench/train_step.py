@@ -19,42 +19,35 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import yaml  # noqa: E402
 
 from deeplk import perf  # noqa: E402
 from deeplk.models import homography_net, regression  # noqa: E402
+from deeplk.pipeline import load_profile  # noqa: E402
 
-DEMO_PROFILE = Path(__file__).resolve().parents[1] / "notebooks" / "profiles" / "demo.yaml"
 # The HomographyNet options notebook 02 passes to the model (its `model_config`, minus vgg_weights).
 HNET_MODEL_KEYS = ("vgg_layer", "input_scale", "inception_filters", "dense_units", "dropout", "input_norm",
                    "bn_momentum", "train_backbone")
 
 
-def demo_hnet(mode: str) -> tuple[dict, int]:
-    """``(benchmark_case options, batch size)`` of the demo profile's rho-32 HomographyNet step."""
-    steps = {s["name"]: s.get("parameters", {}) for s in yaml.safe_load(DEMO_PROFILE.read_text())["steps"]}
+def _demo_case(profile, mode: str, note: str):
+    """``(builder, batch size, note)`` of the demo profile's rho-32 HomographyNet step for `mode`."""
     name = f"train_hnet_{mode}_rho32"
-    if name not in steps:
-        raise KeyError(f"{DEMO_PROFILE} has no step {name!r}")
-    params = steps[name]
+    params = next((s.parameters for s in profile.steps if s.name == name), None)
+    if params is None:
+        raise KeyError(f"{profile.path} has no step {name!r}")
     options = {k: params[k] for k in HNET_MODEL_KEYS if k in params}
     if mode == "unsup" and params.get("loss_pools") is not None:
         options["loss_pools"] = tuple(params["loss_pools"])
-    return options, int(params["batch_size"])
+    return (lambda b: homography_net.benchmark_case(f"hnet_{mode}", batch_size=b, **options),
+            int(params["batch_size"]), f"{note}: options and batch of the demo profile's {name}")
 
 
-def _demo_case(mode: str, note: str):
-    options, batch = demo_hnet(mode)
-    name = f"hnet_{mode}"
-    return (lambda b: homography_net.benchmark_case(name, batch_size=b, **options), batch,
-            f"{note}: options and batch of the demo profile's train_hnet_{mode}_rho32")
-
+_DEMO = load_profile("demo")
 
 # name -> (builder of (task, batch), paper batch size, note)
 CASES = {
@@ -66,8 +59,8 @@ CASES = {
     "mhn_stage3": (lambda b: regression.benchmark_case("mhn_stage3", batch_size=b), 64, "stages 1-2 frozen"),
     "hnet_sup": (lambda b: homography_net.benchmark_case("hnet_sup", batch_size=b), 64, "frozen VGG19 + inception"),
     "hnet_unsup": (lambda b: homography_net.benchmark_case("hnet_unsup", batch_size=b), 64, "photometric L1 through DLT + warp"),
-    "hnet_sup_demo": _demo_case("sup", "supervised"),
-    "hnet_unsup_demo": _demo_case("unsup", "unsupervised"),
+    "hnet_sup_demo": _demo_case(_DEMO, "sup", "supervised"),
+    "hnet_unsup_demo": _demo_case(_DEMO, "unsup", "unsupervised"),
 }
 
 
