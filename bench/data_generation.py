@@ -8,7 +8,7 @@ JPEG/PNG/JSON encoding, file writes) on a subset. Goal: >= 500 pairs/s on 2 core
     python bench/data_generation.py --workers 1 2 --num 4000
     python bench/data_generation.py --dataset demo_multimodal --option style=season
     python bench/data_generation.py --dataset aligned_pairs \
-        --source-dir ../shared/data/googleearth_pairs
+        --source-dir Dataset/raw/GoogleEarth
 """
 
 from __future__ import annotations

@@ -10,8 +10,11 @@ by batch (method A on batch k, method B on batch k, ...), the whole pass is repe
 times and each method keeps its best pass (wall and CPU time, `time.process_time`, separately).
 Only the methods' predict calls are timed (the pairs are in memory).
 
-    python bench/lk_vs_ecc.py ../shared/data/mscoco_sample
-    python bench/lk_vs_ecc.py ../shared/data/mscoco_sample --methods identity sift ecc lk hybrid
+    python bench/lk_vs_ecc.py Dataset/raw/coco2014/val2014 --pairs-per-image 1
+    python bench/lk_vs_ecc.py my_photos/ --methods identity sift ecc lk hybrid
+
+Any folder of colour photographs works: MS-COCO's val2014 (`python -m deeplk.data.download
+mscoco`), or your own.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ def time_methods(inputs, templates, methods, batch: int, repeats: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("images", help="folder of photographs, e.g. ../shared/data/mscoco_sample")
+    parser.add_argument("images", help="folder of colour photographs, e.g. Dataset/raw/coco2014/val2014")
     parser.add_argument("--pairs-per-image", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=64, help="pairs per call for batched methods")

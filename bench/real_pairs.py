@@ -1,6 +1,6 @@
 """DLKFM on real cross-modal pairs: generate, train the three levels, evaluate on held-out data.
 
-Two small real sources (see ``../shared/data/README.md``), each handled end to end:
+Two small real sources, each handled end to end:
 
 - **GoogleEarth** (``--googleearth``, a folder of aligned cross-season pairs ``NN_a.png`` /
   ``NN_b.png``, 128 x 128): the library's ``aligned_pairs`` generator. Whole pairs are held
@@ -28,8 +28,8 @@ resumes or skips finished levels), evaluates ``--methods`` on the val split with
 
 Example (from the project root)::
 
-    python bench/real_pairs.py --googleearth ../shared/data/googleearth_pairs \\
-        --googlemap ../shared/data/googlemap_pair --out runs/real_pairs
+    python bench/real_pairs.py --googleearth my_season_pairs/ --googlemap my_map_pair/ \\
+        --out runs/real_pairs
 
 Either source may be omitted. Numbers depend on the machine's load (ms per pair, training time).
 """

@@ -1,6 +1,7 @@
 """The papermill pipeline runner: order, parameters, run folder, skipping and failure reports."""
 
 import json
+import platform
 import textwrap
 
 import nbformat
@@ -64,6 +65,10 @@ def test_runs_steps_in_order_with_parameters_and_placeholders(project):
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in src.cells)
     saved = json.loads((run / "pipeline.json").read_text())
     assert saved["profile"] == "p" and [s["name"] for s in saved["steps"]] == ["first", "later", "second"]
+    import tensorflow as tf
+
+    assert saved["versions"]["tensorflow"] == tf.__version__  # what made the figures
+    assert saved["versions"]["python"] == platform.python_version()
 
 
 def test_failure_stops_the_run_and_names_notebook_cell_and_error(project, capsys):

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import os
 import sys
 import threading
@@ -211,6 +212,21 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries the results depend on (recorded in pipeline.json,
+    since learned figures repeat exactly only with the same versions on the same machine)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in ("deeplk", "tensorflow", "keras", "numpy", "opencv-python-headless", "opencv-python",
+                 "scikit-image", "papermill"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return versions
+
+
 def run_profile(
     profile: str | os.PathLike = "demo",
     run_dir: str | os.PathLike | None = None,
@@ -252,6 +268,7 @@ def run_profile(
         "run_dir": str(run_path),
         "jobs": jobs,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "versions": library_versions(),
         "steps": [],
     }
     started = time.perf_counter()

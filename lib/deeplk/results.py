@@ -1,0 +1,131 @@
+"""Results documents whose tables are kept equal to the runs' ``summary.json``.
+
+A Markdown table is tied to a run's summary by a marker line right above it::
+
+    <!-- summary: runs/demo/evaluate_demo/summary.json -->
+    | method | <0.1 px | ... |
+    |---|---|...
+    | identity | 0.0 | ... |
+
+An optional ``methods=a,b,c`` after the path keeps those rows, in that order. The table is
+`deeplk.evaluate.format_table` of the summary, so a document can neither drift from the run it
+quotes nor round its figures differently from ``05_evaluate.ipynb``'s ``table.md``.
+
+Command line (paths in markers are relative to ``--root``, default the current folder)::
+
+    python -m deeplk.results docs/RESULTS.md README.md            # rewrite the tables
+    python -m deeplk.results --check docs/RESULTS.md README.md    # exit 1 when one differs
+
+Summaries that are not on this machine (a fresh clone has no ``runs/``) are listed as not
+checked; they are never an error, since a document quotes runs made elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from deeplk.evaluate import format_table
+from deeplk.utils import write_text_atomic
+
+__all__ = ["Marker", "find_markers", "render_table", "update_document", "main"]
+
+_MARKER = re.compile(r"^<!--\s*summary:\s*(?P<path>\S+)(?:\s+methods=(?P<methods>\S+))?\s*-->\s*$")
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A marked table: the marker's line index, the table's line range ``[start, stop)``, the
+    summary path as written and the rows it keeps (``None``: all)."""
+
+    line: int
+    start: int
+    stop: int
+    path: str
+    methods: tuple[str, ...] | None
+
+
+def find_markers(lines: list[str], document: str = "<document>") -> list[Marker]:
+    """The marked tables of a document given as lines (without line ends).
+
+    Raises ValueError naming the document and line when a marker is not followed by a table.
+    """
+    markers = []
+    for i, line in enumerate(lines):
+        m = _MARKER.match(line.strip())
+        if not m:
+            continue
+        start = i + 1
+        stop = start
+        while stop < len(lines) and lines[stop].lstrip().startswith("|"):
+            stop += 1
+        if stop == start:
+            raise ValueError(f"{document}:{i + 1}: summary marker is not followed by a Markdown table")
+        methods = tuple(m["methods"].split(",")) if m["methods"] else None
+        markers.append(Marker(i, start, stop, m["path"], methods))
+    return markers
+
+
+def render_table(summary_path, methods=None) -> str:
+    """`format_table` of the summary at `summary_path`, restricted to `methods` (in that order)."""
+    summary_path = Path(summary_path)
+    try:
+        summaries = json.loads(summary_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{summary_path}: not valid JSON ({exc})") from exc
+    if methods is not None:
+        missing = [m for m in methods if m not in summaries]
+        if missing:
+            raise ValueError(f"{summary_path} has no method(s) {missing}; it has {list(summaries)}")
+        summaries = {m: summaries[m] for m in methods}
+    return format_table(summaries)
+
+
+def update_document(path, root=".", check: bool = False) -> tuple[list[str], list[str]]:
+    """Rewrite (or with `check`, only compare) the marked tables of the document at `path`.
+
+    Returns ``(differing, unchecked)``: the summary paths whose table differed (and, unless
+    `check`, was rewritten) and those whose summary file is not present under `root`.
+    """
+    path = Path(path)
+    lines = path.read_text().split("\n")
+    differing, unchecked = [], []
+    # replace from the end so that earlier line indices stay valid
+    for marker in reversed(find_markers(lines, str(path))):
+        summary = Path(root) / marker.path
+        if not summary.is_file():
+            unchecked.append(marker.path)
+            continue
+        table = render_table(summary, marker.methods).rstrip("\n").split("\n")
+        if lines[marker.start:marker.stop] != table:
+            differing.append(marker.path)
+            lines[marker.start:marker.stop] = table
+    if differing and not check:
+        write_text_atomic(path, "\n".join(lines))
+    return differing[::-1], unchecked[::-1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deeplk.results", description=__doc__.split("\n\n")[0])
+    parser.add_argument("documents", nargs="+", help="Markdown files with summary markers")
+    parser.add_argument("--root", default=".", help="folder the markers' paths are relative to (default: .)")
+    parser.add_argument("--check", action="store_true", help="do not write; exit 1 when a table differs")
+    args = parser.parse_args(argv)
+    status = 0
+    for doc in args.documents:
+        differing, unchecked = update_document(doc, root=args.root, check=args.check)
+        for p in differing:
+            print(f"{doc}: table of {p} {'differs from' if args.check else 'rewritten from'} its summary")
+        for p in unchecked:
+            print(f"{doc}: {p} not present under {args.root}, not checked")
+        if differing and args.check:
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
