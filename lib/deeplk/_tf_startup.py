@@ -89,14 +89,20 @@ def filter_startup_lines(text: str, level: int) -> str:
 def filtered_stderr(level: int):
     """Capture file descriptor 2 for the block, then write back `filter_startup_lines` of it.
 
-    Does nothing when descriptor 2 is not open.
+    Does nothing (no capture) when descriptor 2 is not open or no temporary file can be made.
     """
     try:
-        saved = os.dup(2)
+        capture = tempfile.TemporaryFile()
     except OSError:
         yield
         return
-    with tempfile.TemporaryFile() as capture:
+    try:
+        saved = os.dup(2)
+    except OSError:
+        capture.close()
+        yield
+        return
+    with capture:
         with contextlib.suppress(Exception):
             sys.stderr.flush()
         os.dup2(capture.fileno(), 2)
@@ -108,10 +114,10 @@ def filtered_stderr(level: int):
             os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)
-            text = capture.read().decode("utf-8", errors="replace")
-            kept = filter_startup_lines(text, level)
-            if kept:
-                os.write(2, kept.encode("utf-8"))
+            text = capture.read().decode("utf-8", "surrogateescape")  # bytes back unchanged
+            data = filter_startup_lines(text, level).encode("utf-8", "surrogateescape")
+            while data:  # os.write may write part of it (pipes)
+                data = data[os.write(2, data):]
 
 
 class _QuietLoader(importlib.abc.Loader):
