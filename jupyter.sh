@@ -17,6 +17,7 @@
 # Container: image $DEEPLK_IMAGE (default deeplk:latest) built from docker/Dockerfile; the
 # repository is mounted at /workspace (notebooks, Dataset/, checkpoints/ and runs/ are the
 # ones on this machine) and the container runs as your user, so files it writes are yours.
+# Run as root (cloud GPU machines, containers), Jupyter is given --allow-root.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 repo="$(pwd)"
@@ -45,7 +46,7 @@ while [ $# -gt 0 ]; do
       image="$2"
       shift ;;
     --) shift; extra+=("$@"); break ;;
-    -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/{/^#/p;}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) extra+=("$1") ;;
   esac
   shift
@@ -62,6 +63,11 @@ run() {  # print (dry run) or execute a command
     "$@"
   fi
 }
+
+# Jupyter refuses to start as root ("Running as root is not recommended") unless told; root is
+# the usual user on cloud GPU machines and in containers, so say it for them.
+root_args=()
+if [ "$(id -u)" = 0 ]; then root_args=(--allow-root); fi
 
 docker_usable() {
   command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1
@@ -98,7 +104,7 @@ if [ "$mode" = docker ]; then
     --user "$(id -u):$(id -g)" -e HOME=/tmp \
     "$image" \
     jupyter lab --notebook-dir=/workspace/notebooks --ip=0.0.0.0 --port=8888 --no-browser \
-    ${extra[@]+"${extra[@]}"}
+    ${root_args[@]+"${root_args[@]}"} ${extra[@]+"${extra[@]}"}
   exit $?
 fi
 
@@ -114,7 +120,9 @@ fi
 ip=127.0.0.1
 if [ "$public" = 1 ]; then ip=0.0.0.0; fi
 if [ "$dry_run" = 1 ]; then
-  run jupyter lab --notebook-dir=notebooks "--ip=${ip}" "--port=${port}" --no-browser ${extra[@]+"${extra[@]}"}
+  run jupyter lab --notebook-dir=notebooks "--ip=${ip}" "--port=${port}" --no-browser \
+    ${root_args[@]+"${root_args[@]}"} ${extra[@]+"${extra[@]}"}
   exit 0
 fi
-exec jupyter lab --notebook-dir=notebooks "--ip=${ip}" "--port=${port}" --no-browser ${extra[@]+"${extra[@]}"}
+exec jupyter lab --notebook-dir=notebooks "--ip=${ip}" "--port=${port}" --no-browser \
+  ${root_args[@]+"${root_args[@]}"} ${extra[@]+"${extra[@]}"}

@@ -51,6 +51,68 @@ def test_recovers_exact_synthetic_warps(pairs, name, bound, min_share):
     assert hits >= min_share * len(pairs), f"{name}: {hits}/{len(pairs)} under {bound} px"
 
 
+class _FixedSIFT:
+    """A SIFT detector whose keypoints and descriptors are given: ``detectAndCompute`` returns
+    ``features[image height]`` (the template is 128 high, the input 192)."""
+
+    def __init__(self, features):
+        self.features = features
+
+    def detectAndCompute(self, grey, mask):
+        points, descriptors = self.features[grey.shape[0]]
+        return tuple(cv2.KeyPoint(float(x), float(y), 8.0) for x, y in points), descriptors
+
+
+def _apply_h(H, points):
+    p = np.c_[points, np.ones(len(points))] @ H.T
+    return p[:, :2] / p[:, 2:]
+
+
+@pytest.fixture
+def ambiguous_sift(monkeypatch):
+    """Matches where Lowe's ratio test (0.75, the published setting) decides the answer.
+
+    6 template keypoints are unique (nearest input descriptor at distance 1, second at 2: ratio
+    0.5) and land where the true H says; 12 are ambiguous (ratio 0.85, a repeated pattern) and
+    their nearest descriptors sit where another H says. Ratio 0.75 keeps only the unique ones
+    (the true H); a looser 0.95 also takes the ambiguous ones, which outvote them in RANSAC.
+    Returns the true and the wrong template corners in the input.
+    """
+    rng = np.random.default_rng(0)
+    true_corners = TEMPLATE + np.array([[30, 34], [35, 29], [33, 36], [28, 31]], np.float32)
+    wrong_corners = TEMPLATE + np.array([[10, 50], [10, 50], [10, 50], [10, 50]], np.float32)
+    H_true = cv2.getPerspectiveTransform(TEMPLATE, true_corners).astype(np.float64)
+    H_wrong = cv2.getPerspectiveTransform(TEMPLATE, wrong_corners).astype(np.float64)
+    n_unique, n_ambiguous = 6, 12
+    points = rng.uniform(8, 120, size=(n_unique + n_ambiguous, 2))
+    descriptors = rng.normal(0, 100, size=(len(points), 128))  # far apart from each other
+
+    def at_distance(d):  # a descriptor at L2 distance `d` from each template descriptor
+        step = rng.normal(size=descriptors.shape)
+        return descriptors + d * step / np.linalg.norm(step, axis=1, keepdims=True)
+
+    nearest = np.r_[_apply_h(H_true, points[:n_unique]), _apply_h(H_wrong, points[n_unique:])]
+    second = rng.uniform(0, 191, size=(len(points), 2))  # anywhere: never the nearest
+    second_distance = np.r_[np.full(n_unique, 2.0), np.full(n_ambiguous, 1 / 0.85)]
+    features = {
+        128: (points, descriptors.astype(np.float32)),
+        192: (np.r_[nearest, second], np.r_[at_distance(1.0), at_distance(second_distance[:, None])].astype(np.float32)),
+    }
+    monkeypatch.setattr(cv2, "SIFT_create", lambda *a, **k: _FixedSIFT(features))
+    return true_corners.astype(np.float64), wrong_corners.astype(np.float64)
+
+
+def test_sift_ratio_test_is_lowes_075(ambiguous_sift, pairs):
+    img, tmpl, _ = pairs[0]
+    true_corners, wrong_corners = ambiguous_sift
+    # The fixture discriminates: a looser ratio test picks the repeated pattern.
+    np.testing.assert_allclose(baselines.sift(img, tmpl, ratio=0.95), wrong_corners, atol=1e-3)
+    # The method as registered and the hybrid's SIFT start use 0.75: unique matches only.
+    np.testing.assert_allclose(baselines.BASELINES["sift"](img, tmpl), true_corners, atol=1e-3)
+    H = baselines.feature_homography(img, tmpl, "sift")
+    np.testing.assert_allclose(baselines.homography_corners(H, tmpl.shape), true_corners, atol=1e-3)
+
+
 def test_ecc_from_the_true_start_stays_put(pairs):
     img, tmpl, true = pairs[0]
     H = cv2.getPerspectiveTransform(TEMPLATE, true.astype(np.float32))

@@ -34,6 +34,16 @@ def test_success_thresholds_are_strict_and_keyed_as_promised():
     assert rates == {"0.1": 20.0, "0.5": 20.0, "1": 40.0, "3": 80.0, "5": 80.0, "10": 80.0, "20": 80.0}
 
 
+@pytest.mark.parametrize("errors, mean, median", [
+    ([0.5, 4.0, 1.0, 90.0, 2.0, np.inf], 19.5, 2.0),  # odd count of predictions: the middle one
+    ([1000.0, 1.0, 10.0, 2.0], 253.25, 6.0),          # even count: mean of the middle two
+])
+def test_mean_and_median_of_a_skewed_list_over_the_predictions(errors, mean, median):
+    s = evaluate.summarize(np.array(errors))
+    assert s["mean_pe"] == pytest.approx(mean) and s["median_pe"] == pytest.approx(median)
+    assert s["failures"] == int(np.isinf(errors).sum())
+
+
 def test_all_failed_gives_null_statistics():
     s = evaluate.summarize(np.full(4, np.inf))
     assert s["mean_pe"] is None and s["median_pe"] is None and s["failures"] == 4

@@ -38,7 +38,17 @@ def fake_bin(tmp_path):
     return bin_dir
 
 
-def run(fake_bin, *args, docker=True, engine="up", image="built", nvidia=False, log=None):
+FAKE_ID = """#!/usr/bin/env bash
+case "$1" in -u|-g) echo {uid} ;; *) echo "uid={uid}" ;; esac
+"""
+
+
+def run(fake_bin, *args, docker=True, engine="up", image="built", nvidia=False, log=None,
+        uid=None):
+    if uid is not None:  # pretend to be this user (`id -u`, `id -g`)
+        (fake_bin / "id").unlink(missing_ok=True)
+        (fake_bin / "id").write_text(FAKE_ID.format(uid=uid))
+        (fake_bin / "id").chmod(0o755)
     if docker:
         (fake_bin / "docker").write_text(FAKE_DOCKER)
         (fake_bin / "docker").chmod(0o755)
@@ -51,6 +61,11 @@ def run(fake_bin, *args, docker=True, engine="up", image="built", nvidia=False, 
     proc = subprocess.run(["bash", str(SCRIPT), "--dry-run", *args], capture_output=True,
                           text=True, env=env, timeout=60)
     return proc
+
+
+def _fake_jupyter(fake_bin):
+    (fake_bin / "jupyter").write_text("#!/usr/bin/env bash\nexit 0\n")
+    (fake_bin / "jupyter").chmod(0o755)
 
 
 def commands(proc) -> list[list[str]]:
@@ -94,8 +109,7 @@ def test_missing_image_is_built_first(fake_bin):
 
 @pytest.mark.parametrize("docker, engine", [(False, "up"), (True, "down")])
 def test_local_branch_without_a_usable_docker(fake_bin, docker, engine):
-    (fake_bin / "jupyter").write_text("#!/usr/bin/env bash\nexit 0\n")
-    (fake_bin / "jupyter").chmod(0o755)
+    _fake_jupyter(fake_bin)
     (cmd,) = commands(run(fake_bin, docker=docker, engine=engine))
     assert Path(cmd[0]).name == "jupyter" and cmd[1] == "lab"
     assert "--ip=127.0.0.1" in cmd and "--port=8888" in cmd
@@ -104,8 +118,28 @@ def test_local_branch_without_a_usable_docker(fake_bin, docker, engine):
 
 
 def test_local_forced_and_public(fake_bin):
+    _fake_jupyter(fake_bin)
     (cmd,) = commands(run(fake_bin, "--local", "--public", "--port=8899"))
     assert Path(cmd[0]).name == "jupyter" and "--ip=0.0.0.0" in cmd and "--port=8899" in cmd
+
+
+@pytest.mark.parametrize("uid, allowed", [(0, True), (1000, False)])
+def test_root_is_allowed_in_both_branches(fake_bin, uid, allowed):
+    # Jupyter stops with "Running as root is not recommended" unless given --allow-root.
+    _fake_jupyter(fake_bin)
+    (local,) = commands(run(fake_bin, "--local", "--", "--foo", uid=uid))
+    (container,) = commands(run(fake_bin, "--docker", uid=uid))
+    for cmd in (local, container[container.index("jupyter"):]):
+        assert ("--allow-root" in cmd) is allowed, cmd
+    assert local[-1] == "--foo"  # the user's own arguments stay last
+    assert container[container.index("--user") + 1] == f"{uid}:{uid}"
+
+
+def test_help_prints_the_header_only(fake_bin):
+    proc = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and "bash jupyter.sh --local" in proc.stdout
+    assert "--allow-root" in proc.stdout and "set -euo" not in proc.stdout
 
 
 def test_errors(fake_bin):

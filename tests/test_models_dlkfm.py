@@ -70,6 +70,32 @@ def save_as_checkpoint(model: D.DLKFMNet, checkpoint_dir) -> None:
     model.save_weights(str(folder / FINAL_WEIGHTS_NAME))
 
 
+def _dlt(corners, size):
+    """float64 ``input_H_template`` taking the ``size``-template corners to `corners` (4, 2)."""
+    src = np.array([[0, 0], [size - 1, 0], [size - 1, size - 1], [0, size - 1]], np.float64)
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(src, corners):
+        rows += [[x, y, 1, 0, 0, 0, -u * x, -u * y], [0, 0, 0, x, y, 1, -v * x, -v * y]]
+        rhs += [u, v]
+    return np.append(np.linalg.solve(np.array(rows), np.array(rhs)), 1.0).reshape(3, 3)
+
+
+def _bilinear_warp(image, H, size):
+    """float64 bilinear warp of `image` ``(S, S, C)`` into the ``size`` template frame by `H`,
+    and the mask of template pixels sampling inside ``[0, S-1]^2``."""
+    s = image.shape[0]
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    p = np.einsum("ij,jhw->ihw", H, np.stack([xs, ys, np.ones_like(xs)]))
+    u, v = p[0] / p[2], p[1] / p[2]
+    valid = (u >= 0) & (u <= s - 1) & (v >= 0) & (v <= s - 1)
+    x0 = np.clip(np.floor(u), 0, s - 2).astype(int)
+    y0 = np.clip(np.floor(v), 0, s - 2).astype(int)
+    ax, ay = (u - x0)[..., None], (v - y0)[..., None]
+    out = ((1 - ax) * (1 - ay) * image[y0, x0] + ax * (1 - ay) * image[y0, x0 + 1]
+           + (1 - ax) * ay * image[y0 + 1, x0] + ax * ay * image[y0 + 1, x0 + 1])
+    return out, valid
+
+
 # --------------------------------------------------------------------------------------------
 # Extractors and the Siamese model
 # --------------------------------------------------------------------------------------------
@@ -417,6 +443,43 @@ class TestDLKFMLoss:
         # The same pair with a huge margin: the hinge is positive.
         _, _, hinge_big = D.dlkfm_loss(inputs, templates, H, delta, margin=1e3)
         assert np.all(hinge_big.numpy() > 0)
+
+    def test_asymmetric_features_match_numpy_float64(self, rng):
+        """Template features = the warped input plus another pattern: the loss tilts, so the
+        hinge of ``+delta`` and of ``-delta`` differ; the total must be their sum, as an
+        independent float64 NumPy computation (bilinear warp, DLT, hinge) gives it."""
+        size, h = 48, 32
+
+        def smooth(shape, sigma):  # float64 smoothed noise, zero mean, unit variance
+            x = cv2.GaussianBlur(rng.random(shape), (0, 0), sigma)
+            return (x - x.mean()) / x.std()
+
+        fi = np.stack([smooth((size, size, 2), 2.0) for _ in range(2)])
+        corners = CENTRE_48[None] + rng.uniform(-2, 2, (2, 4, 2))
+        H = np.stack([_dlt(c, h) for c in corners])
+        tilt = np.stack([smooth((h, h, 2), 3.0) for _ in range(2)])
+        ft = np.stack([_bilinear_warp(f, Hb, h)[0] for f, Hb in zip(fi, H)]) + tilt
+        delta = rng.uniform(-1, 1, (2, 2, 4, 2))
+        margin, steps = 10.0, (1.0, 2.0)  # growth per unit d ranges 2-23: some steps miss it
+        total, mse, hinge = D.dlkfm_loss(fi, ft, H, delta, convexity_weight=0.2, margin=margin, steps=steps)
+
+        def f(b, c):
+            warped, valid = _bilinear_warp(fi[b], _dlt(c, h), h)
+            return ((warped - ft[b]) ** 2)[valid].sum() / (valid.sum() * fi.shape[-1])
+
+        per_sign = np.zeros((2, 2))  # (sample, direction)
+        for b in range(2):
+            for p in range(delta.shape[1]):
+                rho2 = ((delta[b, p] / 15.5) ** 2).sum(-1).mean()
+                for k, sign in enumerate((1.0, -1.0)):
+                    fs = [f(b, corners[b])] + [f(b, corners[b] + sign * t * delta[b, p]) for t in steps]
+                    ds = [0.0] + [rho2 * t * t for t in steps]
+                    per_sign[b, k] += np.maximum(0, margin * np.diff(ds) - np.diff(fs)).sum()
+        # The two directions differ: a hinge of one direction counted twice is another number.
+        assert np.all(np.abs(per_sign[:, 0] - per_sign[:, 1]) > 0.2 * per_sign.sum(1))
+        np.testing.assert_allclose(mse.numpy(), [f(b, corners[b]) for b in range(2)], rtol=1e-9)
+        np.testing.assert_allclose(hinge.numpy(), per_sign.sum(1), rtol=1e-9)
+        np.testing.assert_allclose(total.numpy(), mse.numpy() + 0.2 * per_sign.sum(1), rtol=1e-9)
 
     def test_level_homography_matches_even_pixel_sampling(self):
         corners = CENTRE_192[None] + np.array([[[3, -2], [5, 1], [-4, 6], [2, 2]]], np.float64)

@@ -525,6 +525,22 @@ def test_explorer_feature_figure(explorer):
         explorer.feature_figure(source="dlkfm")
 
 
+@pytest.mark.parametrize("channel", ["special", "mean", 0])
+def test_explorer_intensity_panels_show_the_grey_levels(explorer, channel):
+    # The special map of one channel is identically 0: the panels were flat squares.
+    import matplotlib.pyplot as plt
+
+    for branch in viz.BRANCHES:
+        fig = explorer.feature_figure(sample=1, level=2, branch=branch, channel=channel, source="intensity")
+        panels = [ax.images[0].get_array() for ax in fig.axes if ax.images][3:]
+        grey = {b: explorer.features(1, 2, b, "intensity")[..., 0] for b in viz.BRANCHES}
+        assert len(panels) == 3
+        for panel, want in zip(panels, (grey["input"], grey["template"], grey[branch])):
+            assert np.ptp(panel) > 0.5
+            np.testing.assert_allclose(panel, viz.normalize_map(want), atol=1e-6)
+        plt.close(fig)
+
+
 def test_explorer_playback_and_landscape_figures(explorer):
     import matplotlib.pyplot as plt
 

@@ -152,7 +152,8 @@ class Explorer:
                        source: Optional[str] = None, max_grid_channels: int = 16):
         """Figure: input (true outline green, LK estimate red dashed), template, aligned overlay;
         below, the input's and the template's map at `level` for `channel`, and the first channels
-        of the `branch` features. Untrained sources carry a red banner."""
+        of the `branch` features. Untrained sources carry a red banner. A one-channel source (the
+        intensities) shows that channel for ``channel="special"``, whose map would be flat."""
         import matplotlib.pyplot as plt
 
         src = self.source(source)
@@ -163,6 +164,11 @@ class Explorer:
         f_t = self.features(sample, level, "template", src.name)
         if not isinstance(channel, str) and int(channel) >= f_in.shape[-1]:
             channel = f_in.shape[-1] - 1  # e.g. a channel index from a 64-channel source on intensities
+        why = ""
+        if channel == "special" and f_in.shape[-1] == 1:
+            # The special map of one channel is identically 0 (flat panels): show the channel
+            # itself, what LK aligns on such a source (grey intensities for `intensity_source`).
+            channel, why = 0, "\n(one channel: no special map)"
         pb = self.playback(sample, src.name)
         pred_H, pred = pb.H[-1], pb.corners[-1]
         true = self.corners[sample]
@@ -181,7 +187,7 @@ class Explorer:
         for ax in axes[0, ::2]:  # the estimate may leave the image: keep the image's frame (+16 px)
             ax.set_xlim(-16.5, wi + 15.5)
             ax.set_ylim(hi + 15.5, -16.5)
-        what = channel if isinstance(channel, str) else f"channel {channel}"
+        what = channel if isinstance(channel, str) else f"channel {channel}{why}"
         show_image(axes[1, 0], normalize_map(channel_map(f_in, channel)), f"input features, level {level}, {what}", cmap="viridis")
         show_image(axes[1, 1], normalize_map(channel_map(f_t, channel)), f"template features, level {level}, {what}", cmap="viridis")
         f_b = f_in if branch == "input" else f_t
@@ -190,7 +196,7 @@ class Explorer:
         else:
             k = min(f_b.shape[-1], max_grid_channels)
             show_image(axes[1, 2], feature_grid(f_b, max_channels=k),
-                       f"{branch} branch: channels 0-{k - 1} of {f_b.shape[-1]}", cmap="viridis")
+                       f"{branch} branch: channel{'s 0-' if k > 1 else ' '}{k - 1} of {f_b.shape[-1]}", cmap="viridis")
         title = f"{src.label} features · {f_in.shape[-1]} channels · level {level} ({f_in.shape[1]}/{f_t.shape[1]} px)"
         fig.suptitle(title, fontsize=11)
         banner = untrained_banner(src)
