@@ -491,7 +491,7 @@ def valid_squares(invalid_integral: np.ndarray, side: int, min_valid: float) -> 
     """
     ii, s = invalid_integral, int(side)
     bad = ii[s:, s:].astype(np.int64) - ii[:-s, s:] - ii[s:, :-s] + ii[:-s, :-s]
-    return bad <= (1.0 - min_valid) * s * s
+    return 1.0 - bad / (s * s) >= min_valid  # the rejection loop's test, to the last bit
 
 
 def largest_valid_square(invalid_integral: np.ndarray, min_valid: float) -> int:
