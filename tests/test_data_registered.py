@@ -80,7 +80,8 @@ def _round_trip(out: Path, split: str, modality):
         inp, tpl = _rgb(p["input"]), _rgb(p["template"])
         valid = F.read_template_mask(out, split, name)
         h = homography_from_corners(F.read_label(p["label"]))
-        pred = cv2.warpPerspective(inp, h, (128, 128), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        pred = cv2.warpPerspective(inp, h, (128, 128), flags=flags)
         errs.append(np.abs(tpl - modality(pred))[valid].mean())
         fractions.append(valid.mean())
     return np.array(errs), np.array(fractions)
