@@ -298,6 +298,7 @@ class _LoadedPair:
     template: np.ndarray  # (H, W, 3) the template modality, in the input's frame
     invalid: np.ndarray | None  # (H, W) bool, None when every pixel is valid
     files: str  # the source files, for messages
+    max_side: int | None = None  # registered pairs: the largest valid enough crop side
 
     def __post_init__(self):
         # (H+1, W+1) integral image of invalid pixels: a crop's invalid count in O(1).
@@ -586,7 +587,12 @@ class RegisteredPairsGenerator(AlignedPairsGenerator):
             borderMode=cv2.BORDER_CONSTANT,
         )
         invalid = self._black_mask(inp, src, inside != 255)
-        return _LoadedPair(inp, src, invalid, f"{pair.first}, {pair.second}, {pair.gt_path}")
+        loaded = _LoadedPair(inp, src, invalid, f"{pair.first}, {pair.second}, {pair.gt_path}")
+        if invalid is not None:  # the crop-side cap, once per pair
+            loaded.max_side = largest_valid_square(
+                loaded.invalid_integral, float(self.options["min_valid"])
+            )
+        return loaded
 
     def _pick_crop(self, pair, loaded: _LoadedPair, rng) -> tuple[int, int, int]:
         """A side drawn in the crop range capped to the pair's largest valid square, then a
@@ -596,7 +602,7 @@ class RegisteredPairsGenerator(AlignedPairsGenerator):
         if ii is None:
             return super()._pick_crop(pair, loaded, rng)
         min_valid = float(self.options["min_valid"])
-        cap = largest_valid_square(ii, min_valid)
+        cap = loaded.max_side
         if cap == 0:
             raise ValueError(f"pair {pair.name!r} ({loaded.files}): the images do not overlap")
         lo, hi = self._side_range(*loaded.input.shape[:2])
