@@ -86,9 +86,9 @@ import cv2
 import numpy as np
 
 from . import demo as demo_mod
+from .dlk_format import natural_key
 from .modality import render_map, render_season
 from .protocol import INPUT_SIZE, make_pair, template_valid_mask
-from .dlk_format import natural_key
 from .sources import (
     find_pairs,
     find_registered_pairs,
@@ -534,7 +534,7 @@ class RegisteredPairsGenerator(AlignedPairsGenerator):
         "swap": False,
         "val_pairs": None,
     }
-    _valid_meaning = "inside both images"
+    _valid_meaning = "inside both images, not pure black if `mask_black`"
 
     def _setup(self) -> None:
         if not isinstance(self.options["swap"], bool):
