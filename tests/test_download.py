@@ -380,3 +380,118 @@ def test_published_mscoco_constants():
     assert (a["train2014"].size, a["val2014"].size) == (13_510_573_713, 6_645_013_297)
     assert a["train2014"].md5 == "0da8c0bd3d6becc4dcb32757491aca88"
     assert a["val2014"].md5 == "a3d79f5ed8d289b7a7554ce06a5782b3"
+
+
+# ------------------------------------------------------------------------------------- SRIF
+
+_TINY_JPEG = cv2.imencode(".jpg", np.full((4, 4, 3), 90, np.uint8))[1].tobytes()
+
+
+def _srif_zip(drop: dict | None = None) -> bytes:
+    """GitHub's ZIP layout of the repository: SRIF-main/{README.md, algorithms/, dataset/<set>/}
+    with 200 pairs and transforms per set; `drop` (set -> file names) leaves files out."""
+    drop = drop or {}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("SRIF-main/README.md", b"# SRIF\n")
+        z.writestr("SRIF-main/algorithms/SRIF/matches.txt", b"1 2\n")
+        for name in DL.SRIF_SETS:
+            for i in range(1, 201):
+                files = {f"pair{i}_1.jpg": _TINY_JPEG, f"pair{i}_2.jpg": _TINY_JPEG,
+                         f"gt_{i}.txt": b"1 0 0\n0 1 0\n"}
+                for f, data in files.items():
+                    if f not in drop.get(name, ()):
+                        z.writestr(f"SRIF-main/dataset/{name}/{f}", data)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def srif_zip():
+    return _srif_zip()
+
+
+def _serve_srif(server, data: bytes, monkeypatch) -> DL.Archive:
+    path = "/LJY-RS/SRIF/zip/refs/heads/main"
+    server.files[path] = data
+    archive = DL.Archive("SRIF-main.zip", f"{server.url}{path}")
+    monkeypatch.setattr(DL, "SRIF_ARCHIVE", archive)
+    return archive
+
+
+def test_srif_download_install_and_check(server, srif_zip, tmp_path, monkeypatch, capsys):
+    _serve_srif(server, srif_zip, monkeypatch)
+    raw, dl = tmp_path / "Dataset" / "raw" / "SRIF", tmp_path / "dl"
+    argv = ["srif", "--dest", str(raw), "--downloads", str(dl), "--no-progress"]
+    assert DL.main(argv) == 0
+    assert sorted(p.name for p in raw.iterdir()) == sorted(DL.SRIF_SETS)
+    for name in DL.SRIF_SETS:
+        files = {p.name for p in (raw / name).iterdir()}
+        assert len(files) == 600 and {"pair200_2.jpg", "gt_1.txt", "pair1_1.jpg"} <= files
+    assert (raw / "Optical-SAR" / "pair7_2.jpg").read_bytes() == _TINY_JPEG
+    assert not (raw / "README.md").exists()  # only the dataset/ folder is installed
+    assert _hidden(raw.parent) == [] and (dl / "SRIF-main.zip").read_bytes() == srif_zip
+    out = capsys.readouterr().out
+    assert f"{raw / 'Optical-Map'}: 200 pairs" in out and f"{raw / 'Nighttime'}: 200 pairs" in out
+    assert DL.check_srif(raw) == {name: 200 for name in DL.SRIF_SETS}
+    # The registered-pairs reader accepts the installed layout (identity transforms here).
+    from deeplk.data.sources import find_registered_pairs
+
+    pairs = find_registered_pairs(raw / "Optical-Map")
+    assert len(pairs) == 200 and pairs[-1].name == "pair200"
+    # A rerun finds it in place: no request.
+    n = len(server.log)
+    assert DL.main(argv) == 0 and len(server.log) == n
+    # A set that lost files is reported on the next run, naming the set and the counts.
+    (raw / "Nighttime" / "pair42_1.jpg").unlink()
+    assert DL.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "SRIF set Nighttime" in err and "199 pair*_1, 200 pair*_2, 200 gt_*.txt" in err
+
+
+def test_srif_archive_missing_pairs_is_refused(srif_zip, tmp_path):
+    bad = _write(tmp_path / "SRIF-main.zip",
+                 _srif_zip({"Optical-SAR": ["pair17_2.jpg", "gt_17.txt", "gt_18.txt"]}))
+    raw = tmp_path / "SRIF"
+    with pytest.raises(DL.DownloadError,
+                       match=r"SRIF set Optical-SAR .* holds 200 pair\*_1, 199 pair\*_2, 198 "
+                             r"gt_\*\.txt; expected 200 pairs"):
+        DL.fetch_srif(raw, tmp_path / "dl", local_archive=bad, progress=False)
+    assert not raw.exists() and _hidden(tmp_path) == []  # nothing half installed
+    # Same counts but different ids is refused too.
+    shifted = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(srif_zip)) as src, zipfile.ZipFile(shifted, "w") as z:
+        for m in src.infolist():
+            name = m.filename.replace("Optical-Depth/gt_5.txt", "Optical-Depth/gt_205.txt")
+            z.writestr(name, src.read(m))
+    odd = _write(tmp_path / "odd.zip", shifted.getvalue())
+    with pytest.raises(DL.DownloadError, match="SRIF set Optical-Depth"):
+        DL.fetch_srif(raw, tmp_path / "dl", local_archive=odd, progress=False)
+    # An archive without the sets.
+    with pytest.raises(DL.DownloadError, match="holds no dataset/ folder with the SRIF sets"):
+        DL.fetch_srif(raw, tmp_path / "dl", local_archive=_write(tmp_path / "x.zip", _coco_zip(
+            "val2014")), progress=False)
+    assert not raw.exists()
+
+
+def test_srif_offline_message_then_local_file(srif_zip, tmp_path, monkeypatch, capsys):
+    url = f"{_dead_url()}/LJY-RS/SRIF/zip/refs/heads/main"
+    monkeypatch.setattr(DL, "SRIF_ARCHIVE", DL.Archive("SRIF-main.zip", url))
+    raw, dl = tmp_path / "SRIF", tmp_path / "dl"
+    argv = ["srif", "--dest", str(raw), "--downloads", str(dl), "--no-progress"]
+    assert DL.main(argv) == 2
+    err = capsys.readouterr().err
+    for text in (f"cannot download SRIF-main.zip from {url}", f"put it at {dl / 'SRIF-main.zip'}",
+                 f"curl -L -C - -o {dl / 'SRIF-main.zip'} {url}", "run the same command again",
+                 "clone https://github.com/LJY-RS/SRIF", f"to {raw}/<set>/", "Optical-Infrared"):
+        assert text in err
+    assert "Traceback" not in err and not raw.exists()
+    (dl / "SRIF-main.zip").write_bytes(srif_zip)  # put where the message says
+    assert DL.main(argv) == 0
+    assert DL.check_srif(raw)["Optical-Optical"] == 200
+
+
+def test_published_srif_constants():
+    assert DL.SRIF_ARCHIVE.url == "https://codeload.github.com/LJY-RS/SRIF/zip/refs/heads/main"
+    assert DL.SRIF_SETS == ("Optical-Map", "Optical-SAR", "Optical-Infrared", "Optical-Depth",
+                            "Nighttime", "Optical-Optical")
+    assert DL.SRIF_PAIRS == 200

@@ -5,6 +5,7 @@ Command line (progress bars by tqdm)::
     python -m deeplk.data.download mscoco [--dest Dataset/raw/coco2014] [--generate]
     python -m deeplk.data.download googleearth [--dest Dataset/GoogleEarth]
     python -m deeplk.data.download googlemap [--dest Dataset/GoogleMap]
+    python -m deeplk.data.download srif [--dest Dataset/raw/SRIF]
 
 What each does:
 
@@ -20,6 +21,13 @@ What each does:
   ``Dataset/GoogleMap``). The published samples need no generation; the command counts them.
   No size or checksum is published for this archive: it is checked by reading the whole archive
   (ZIP CRCs, or a full tar listing) and by the DLK layout of the folder it must hold.
+- ``srif``: the SRIF multimodal dataset (Li, Hu & Zhang, ISPRS J. 2023) from its public GitHub
+  repository ``LJY-RS/SRIF``: GitHub's ZIP of the ``main`` branch (`SRIF_ARCHIVE`, the whole
+  repository; no size or checksum is published, the ZIP CRCs are checked). Its ``dataset/``
+  folder's six sets (`SRIF_SETS`) go to ``Dataset/raw/SRIF/<set>/``, each checked to hold
+  `SRIF_PAIRS` pairs ``pair{i}_1.jpg``, ``pair{i}_2.jpg`` and their ``gt_{i}.txt`` affines
+  (`check_srif`; Optical-Map's are identities). These are registered raw pairs: the
+  ``registered_pairs`` generator makes DLK samples from a set folder.
 
 Guarantees:
 
@@ -45,6 +53,7 @@ import argparse
 import hashlib
 import http.client
 import os
+import re
 import shutil
 import socket
 import sys
@@ -71,6 +80,10 @@ __all__ = [
     "extract_archive",
     "fetch_google",
     "fetch_mscoco",
+    "fetch_srif",
+    "check_srif",
+    "SRIF_ARCHIVE",
+    "SRIF_SETS",
     "main",
     "verify_file",
 ]
@@ -82,6 +95,18 @@ DOWNLOADS_DIR = "Dataset/raw/downloads"
 MSCOCO_RAW_DIR = "Dataset/raw/coco2014"
 MSCOCO_OUT_DIR = "Dataset/MSCOCO"
 GOOGLE_DIRS = {"googleearth": "GoogleEarth", "googlemap": "GoogleMap"}
+SRIF_RAW_DIR = "Dataset/raw/SRIF"
+#: The SRIF repository, its six set folders under ``dataset/`` and the pairs each holds.
+SRIF_REPOSITORY = "https://github.com/LJY-RS/SRIF"
+SRIF_SETS = (
+    "Optical-Map",
+    "Optical-SAR",
+    "Optical-Infrared",
+    "Optical-Depth",
+    "Nighttime",
+    "Optical-Optical",
+)
+SRIF_PAIRS = 200
 _CHUNK = 1 << 20
 
 
@@ -130,6 +155,10 @@ MSCOCO_ARCHIVES = {
 }
 #: The DLKFM GoogleEarth + GoogleMap archive (no published size or checksum).
 GOOGLE_ARCHIVE = Archive("DLKFM_GoogleEarth_GoogleMap.archive", gdrive_id=GOOGLE_DRIVE_ID)
+#: GitHub's ZIP of the SRIF repository's ``main`` branch (no published size or checksum).
+SRIF_ARCHIVE = Archive(
+    "SRIF-main.zip", "https://codeload.github.com/LJY-RS/SRIF/zip/refs/heads/main"
+)
 
 
 class DownloadError(ValueError):
@@ -414,8 +443,9 @@ def _has_images(p: Path) -> bool:
 
 
 def _install_from(archive_path: Path, name: str, dest: Path, accept, what: str,
-                  progress: bool) -> None:
-    """Extract `archive_path`, move its folder `name` (found by `accept`) to `dest`."""
+                  progress: bool, check: Callable[[Path], object] | None = None) -> None:
+    """Extract `archive_path`, move its folder `name` (found by `accept`) to `dest`; `check`,
+    if given, inspects the folder before the move (and raises to leave `dest` absent)."""
     staging = dest.parent / f".{dest.name}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -423,6 +453,8 @@ def _install_from(archive_path: Path, name: str, dest: Path, accept, what: str,
         found = _find_dir(staging, name, accept)
         if found is None:
             raise DownloadError(f"{archive_path} holds no {name}/ folder with {what}")
+        if check is not None:
+            check(found)
         os.replace(found, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -528,6 +560,94 @@ def fetch_google(
     return dest
 
 
+def _is_srif_folder(p: Path) -> bool:
+    return all((p / name).is_dir() for name in SRIF_SETS)
+
+
+_SRIF_FILES = {
+    "pair*_1": re.compile(r"pair(\d+)_1\.(jpe?g|png|tiff?|bmp)", re.IGNORECASE),
+    "pair*_2": re.compile(r"pair(\d+)_2\.(jpe?g|png|tiff?|bmp)", re.IGNORECASE),
+    "gt_*.txt": re.compile(r"gt_(\d+)\.txt"),
+}
+
+
+def check_srif(root, sets: Sequence[str] = SRIF_SETS, pairs: int = SRIF_PAIRS) -> dict:
+    """Check that every SRIF set folder ``<root>/<set>/`` holds `pairs` pairs with transforms.
+
+    Counts the files ``pair{i}_1.<image>``, ``pair{i}_2.<image>`` and ``gt_{i}.txt``; each kind
+    must number `pairs` with the same ids ``i``.
+
+    Returns:
+        set -> number of pairs.
+
+    Raises:
+        DownloadError naming the set folder, what it holds and what it should.
+    """
+    root = Path(root)
+    counts = {}
+    for name in sets:
+        folder = root / name
+        if not folder.is_dir():
+            raise DownloadError(f"SRIF set {name} is missing: no folder {folder}")
+        files = [f.name for f in folder.iterdir() if f.is_file()]
+        ids = {kind: {m.group(1) for f in files if (m := rx.fullmatch(f))}
+               for kind, rx in _SRIF_FILES.items()}
+        have = ", ".join(f"{len(v)} {kind}" for kind, v in ids.items())
+        if any(len(v) != pairs for v in ids.values()) or len({frozenset(v) for v in
+                                                                ids.values()}) != 1:
+            raise DownloadError(
+                f"SRIF set {name} ({folder}) holds {have}; expected {pairs} pairs, each with "
+                "pair{i}_1, pair{i}_2 and gt_{i}.txt (an incomplete download or copy: delete "
+                f"{root} and run `python -m deeplk.data.download srif` again)"
+            )
+        counts[name] = pairs
+    return counts
+
+
+def fetch_srif(
+    dest=SRIF_RAW_DIR,
+    downloads_dir=DOWNLOADS_DIR,
+    archive: Archive | None = None,
+    local_archive=None,
+    remove_archive: bool = False,
+    progress: bool = True,
+) -> Path:
+    """The SRIF registered pairs into ``<dest>/<set>/`` (default ``Dataset/raw/SRIF``), checked
+    by `check_srif`; skipped (but checked) when already there. `archive` defaults to
+    `SRIF_ARCHIVE`.
+
+    Raises:
+        DownloadUnavailableError: the repository cannot be fetched (the message says what to
+            download by hand and where to put it).
+        DownloadError: the archive is damaged or lacks sets or pairs (`dest` is then left
+            absent), or an existing `dest` is incomplete.
+    """
+    archive = SRIF_ARCHIVE if archive is None else archive
+    dest = resolve(dest)
+    _clean_stale(dest)
+    if _complete(dest):
+        check_srif(dest)
+        print(f"{dest} exists: skipping the download", file=sys.stderr)
+        return dest
+    if dest.exists():
+        dest.rmdir()
+    if local_archive:
+        path = Path(local_archive)
+    else:
+        try:
+            path = download_file(archive, downloads_dir, progress)
+        except DownloadUnavailableError as e:
+            raise DownloadUnavailableError(
+                f"{e}\nOr clone {SRIF_REPOSITORY} elsewhere and copy its dataset/<set>/ folders "
+                f"({', '.join(SRIF_SETS)}) to {dest}/<set>/."
+            ) from None
+    _install_from(path, "dataset", dest, _is_srif_folder,
+                  f"the SRIF sets ({', '.join(SRIF_SETS)})", progress, check=check_srif)
+    if remove_archive and not local_archive:
+        path.unlink()
+    return dest
+
+
 # -------------------------------------------------------------------------------------- CLI
 
 
@@ -546,12 +666,13 @@ def _summary(root: Path) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m deeplk.data.download",
-        description="Download MS-COCO 2014 or the published GoogleEarth / GoogleMap data into "
-        "Dataset/ (resumable, verified, atomic).",
+        description="Download MS-COCO 2014, the published GoogleEarth / GoogleMap data or the "
+        "SRIF registered pairs into Dataset/ (resumable, verified, atomic).",
     )
-    parser.add_argument("dataset", choices=["mscoco", *GOOGLE_DIRS])
+    parser.add_argument("dataset", choices=["mscoco", *GOOGLE_DIRS, "srif"])
     parser.add_argument("--dest", help="destination folder (mscoco: raw images, default "
-                        f"{MSCOCO_RAW_DIR}; google*: Dataset/GoogleEarth or Dataset/GoogleMap)")
+                        f"{MSCOCO_RAW_DIR}; google*: Dataset/GoogleEarth or Dataset/GoogleMap; "
+                        f"srif: {SRIF_RAW_DIR})")
     parser.add_argument("--downloads", default=DOWNLOADS_DIR,
                         help=f"where archives go (default {DOWNLOADS_DIR})")
     parser.add_argument("--archive", action="append", default=[], metavar="FILE",
@@ -593,6 +714,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     num_val=counts["val2014"] if "val2014" in args.splits else 0,
                     seed=args.seed, progress=progress)
                 print(f"generated {stats['out_dir']}: {_summary(Path(stats['out_dir']))}")
+        elif args.dataset == "srif":
+            if len(args.archive) > 1:
+                parser.error("give at most one --archive for SRIF")
+            dest = fetch_srif(args.dest or SRIF_RAW_DIR, args.downloads,
+                              local_archive=args.archive[0] if args.archive else None,
+                              remove_archive=args.remove_archives, progress=progress)
+            for name, n in check_srif(dest).items():
+                print(f"{dest / name}: {n} pairs")
+            if args.generate:
+                print("generate samples from a set with the registered_pairs generator "
+                      "(notebook 00, dataset='registered_pairs', source_dir=<set folder>)")
         else:
             if len(args.archive) > 1:
                 parser.error("give at most one --archive for the Google data")

@@ -223,6 +223,7 @@ def generate_dataset(
 
     Args:
         dataset: ``"mscoco"``, ``"googlemap"``, ``"googleearth"``, ``"aligned_pairs"``,
+            ``"registered_pairs"``,
             ``"demo"`` or ``"demo_multimodal"`` (see `deeplk.data.generators` for layouts).
         out_dir: the dataset folder to write (relative paths are under the project root).
         source_dir: the raw source folder (not used by the demo datasets).

@@ -23,6 +23,18 @@ Generators (``name``: source layout -> input / template source):
 - ``googlemap``: `aligned_pairs` with ``satellite/`` (input) and ``map/`` (template source).
 - ``googleearth``: `aligned_pairs` with two season subfolders: ``input_subdir`` /
   ``template_subdir``, by default the two subfolders in sorted order (input = first).
+- ``registered_pairs``: a folder of registered pairs, see `sources.find_registered_pairs`
+  (``pair{i}_1``, ``pair{i}_2``, ``gt_{i}.txt``: the affine mapping ``pair{i}_1`` pixels onto
+  ``pair{i}_2``'s; the SRIF layout, see `deeplk.data.download`). Each pair is brought into the
+  frame of its input image: by default the input is ``pair{i}_1``, unresampled, and the template
+  source is ``pair{i}_2`` resampled at ``gt @ x`` (bilinear); with ``swap=True`` the input is
+  ``pair{i}_2`` and ``pair{i}_1`` is mapped into its frame by ``gt``. Pixels the template source
+  does not cover are invalid (and pure-black ones if `mask_black`). The crop side is drawn in
+  `crop_size`, capped to the pair's largest square with at least `min_valid` valid pixels (see
+  `largest_valid_square`), and the crop's position uniformly among that side's valid squares;
+  then as ``aligned_pairs`` (resize to 192, template mask when any template pixel is invalid).
+  Pairs are split by pair: `val_pairs` (ids such as ``7`` or names such as ``"pair7"``) are
+  val and all others train, or without it the ``val_fraction`` hold-out below.
 - ``demo``: skimage photographs (see `demo`), augmented views; input = template source.
 - ``demo_multimodal``: as ``demo``, template source rendered by `modality` (``style`` option:
   ``"map"`` (default), ``"season"`` or ``"mix"``, a per-sample 50/50 choice from the sample's
@@ -43,9 +55,16 @@ aligned_pairs      ``input_subdir=None``, ``template_subdir=None``, ``crop_size=
 googlemap          as aligned_pairs without the subdirs, but ``crop_size=(192, 512)``,
                    ``mask_black=False``
 googleearth        as aligned_pairs, but ``crop_size=(384, 1024)``, ``mask_black=False``
+registered_pairs   as aligned_pairs without the subdirs, but ``crop_size=(256, 400)``,
+                   ``min_valid=0.95``, ``mask_black=False``; plus ``swap=False``,
+                   ``val_pairs=None``
 demo               ``max_rotation_deg=10.0``, ``zoom=(1.0, 1.5)``, ``flips=True``
 demo_multimodal    as demo, plus ``style="map"`` (``"map"``, ``"season"`` or ``"mix"``)
 =================  ==============================================================================
+
+The ``registered_pairs`` crop range is around the GoogleMap dataset's 400 px windows resized to
+192 (a 400 x 400 SRIF Optical-Map pair gives 256-400 px crops); the smaller SRIF sets (256-337 px,
+rotated by their affines) are capped by their valid squares.
 
 Crop sizes are capped to the shorter image side, so small sources (e.g. 128 x 128 pairs) give
 crops of at most their size, resized up to 192. The GoogleMap / GoogleEarth crop ranges are our
@@ -67,10 +86,12 @@ import cv2
 import numpy as np
 
 from . import demo as demo_mod
+from .dlk_format import natural_key
 from .modality import render_map, render_season
 from .protocol import INPUT_SIZE, make_pair, template_valid_mask
 from .sources import (
     find_pairs,
+    find_registered_pairs,
     holdout_split,
     image_header,
     is_grey_image,
@@ -273,9 +294,19 @@ def _colour_image_info(path: Path):
 
 @dataclass
 class _LoadedPair:
-    input: np.ndarray
-    template: np.ndarray
-    invalid_integral: np.ndarray | None  # (H+1, W+1) integral image of invalid pixels
+    input: np.ndarray  # (H, W, 3) the input modality
+    template: np.ndarray  # (H, W, 3) the template modality, in the input's frame
+    invalid: np.ndarray | None  # (H, W) bool, None when every pixel is valid
+    files: str  # the source files, for messages
+    max_side: int | None = None  # registered pairs: the largest valid enough crop side
+
+    def __post_init__(self):
+        # (H+1, W+1) integral image of invalid pixels: a crop's invalid count in O(1).
+        self.invalid_integral = (
+            None
+            if self.invalid is None
+            else cv2.integral(self.invalid.astype(np.uint8), sdepth=cv2.CV_32S)
+        )
 
 
 class AlignedPairsGenerator(SampleGenerator):
@@ -313,8 +344,12 @@ class AlignedPairsGenerator(SampleGenerator):
             raise ValueError(f"`max_tries` must be >= 1, got {o['max_tries']!r}")
         if not 0 <= o["val_fraction"] < 1:
             raise ValueError(f"`val_fraction` must be in [0, 1), got {o['val_fraction']!r}")
-        self.pairs = find_pairs(self.source_dir, *self._subdirs())
+        self.pairs = self._find_pairs()
         self.split_pairs = {s: holdout_split(self.pairs, s, o["val_fraction"]) for s in SPLIT_IDS}
+
+    def _find_pairs(self) -> list:
+        """The pairs, in the order the val hold-out uses (each has a unique ``name``)."""
+        return find_pairs(self.source_dir, *self._subdirs())
 
     def _subdirs(self) -> tuple[str | None, str | None]:
         """(input, template) subfolder names, or (None, None) to detect the layout."""
@@ -339,12 +374,15 @@ class AlignedPairsGenerator(SampleGenerator):
                 f"pair {pair.name!r} is not aligned: {pair.input_path} is {a.shape[1]} x "
                 f"{a.shape[0]} but {pair.template_path} is {b.shape[1]} x {b.shape[0]}"
             )
-        integral = None
+        return _LoadedPair(a, b, self._black_mask(a, b), f"{pair.input_path}, {pair.template_path}")
+
+    def _black_mask(self, a: np.ndarray, b: np.ndarray, invalid=None) -> np.ndarray | None:
+        """`invalid` or-ed with pure-black pixels of `a` or `b` (if `mask_black`); None if
+        nothing is invalid."""
         if self.options["mask_black"]:
-            invalid = ~a.any(axis=-1) | ~b.any(axis=-1)
-            if invalid.any():
-                integral = cv2.integral(invalid.astype(np.uint8), sdepth=cv2.CV_32S)
-        return _LoadedPair(a, b, integral)
+            black = ~a.any(axis=-1) | ~b.any(axis=-1)
+            invalid = black if invalid is None else invalid | black
+        return invalid if invalid is not None and invalid.any() else None
 
     def _side_range(self, h: int, w: int) -> tuple[int, int]:
         short = min(h, w)
@@ -360,6 +398,18 @@ class AlignedPairsGenerator(SampleGenerator):
         pairs = self.split_pairs[split]
         pair = pairs[int(rng.integers(len(pairs)))]
         loaded = self.cache.get(pair.name, lambda: self._load_pair(pair))
+        s, x, y = self._pick_crop(pair, loaded, rng)
+        size = (INPUT_SIZE, INPUT_SIZE)
+        inp = resize_to(np.ascontiguousarray(loaded.input[y : y + s, x : x + s]), size)
+        src = resize_to(np.ascontiguousarray(loaded.template[y : y + s, x : x + s]), size)
+        valid = None
+        if loaded.invalid is not None:
+            crop_valid = ~loaded.invalid[y : y + s, x : x + s]
+            valid = resize_to(np.where(crop_valid, 255, 0).astype(np.uint8), size) == 255
+        return _finish(inp, src, rng, pair.name, valid)
+
+    def _pick_crop(self, pair, loaded: _LoadedPair, rng) -> tuple[int, int, int]:
+        """``(side, x0, y0)`` of a random square crop valid enough (rejection sampling)."""
         h, w = loaded.input.shape[:2]
         lo, hi = self._side_range(h, w)
         ii = loaded.invalid_integral
@@ -375,19 +425,14 @@ class AlignedPairsGenerator(SampleGenerator):
                 break
         else:
             raise ValueError(
-                f"pair {pair.name!r} ({pair.input_path}, {pair.template_path}): no {lo}..{hi} px "
-                f"square crop with >= {min_valid:.0%} valid (not pure black) pixels in "
+                f"pair {pair.name!r} ({loaded.files}): no {lo}..{hi} px square crop with >= "
+                f"{min_valid:.0%} valid ({self._valid_meaning}) pixels in "
                 f"{self.options['max_tries']} tries; lower `min_valid` or the crop size"
             )
-        size = (INPUT_SIZE, INPUT_SIZE)
-        inp = resize_to(np.ascontiguousarray(loaded.input[y : y + s, x : x + s]), size)
-        src = resize_to(np.ascontiguousarray(loaded.template[y : y + s, x : x + s]), size)
-        valid = None
-        if ii is not None:
-            a = loaded.input[y : y + s, x : x + s].any(axis=-1)
-            b = loaded.template[y : y + s, x : x + s].any(axis=-1)
-            valid = resize_to(np.where(a & b, 255, 0).astype(np.uint8), size) == 255
-        return _finish(inp, src, rng, pair.name, valid)
+        return s, x, y
+
+    #: What a valid pixel is, for messages.
+    _valid_meaning = "not pure black"
 
 
 class GoogleMapGenerator(AlignedPairsGenerator):
@@ -432,6 +477,146 @@ class GoogleEarthGenerator(AlignedPairsGenerator):
                 )
             a, b = subdirs
         return a, b
+
+
+def valid_squares(invalid_integral: np.ndarray, side: int, min_valid: float) -> np.ndarray:
+    """Which ``side`` x ``side`` crops have at least `min_valid` of their pixels valid.
+
+    Args:
+        invalid_integral: (H+1, W+1) integral image of the invalid pixels (`cv2.integral`).
+        side: the crop side, 1 <= side <= min(H, W).
+        min_valid: the wanted valid fraction, in [0, 1].
+
+    Returns:
+        (H - side + 1, W - side + 1) bool, indexed by the crop's top-left (y0, x0).
+    """
+    ii, s = invalid_integral, int(side)
+    bad = ii[s:, s:].astype(np.int64) - ii[:-s, s:] - ii[s:, :-s] + ii[:-s, :-s]
+    return 1.0 - bad / (s * s) >= min_valid  # the rejection loop's test, to the last bit
+
+
+def largest_valid_square(invalid_integral: np.ndarray, min_valid: float) -> int:
+    """The largest side of a square crop with at least `min_valid` of its pixels valid.
+
+    Found by bisection over sides: a side it returns always has a valid crop; a larger one may
+    exist when the valid fraction is not monotonic in the side. 0 when no pixel is valid.
+    """
+    h, w = invalid_integral.shape[0] - 1, invalid_integral.shape[1] - 1
+
+    def ok(s: int) -> bool:
+        return bool(valid_squares(invalid_integral, s, min_valid).any())
+
+    if not ok(1):
+        return 0
+    lo, hi = 1, min(h, w)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+class RegisteredPairsGenerator(AlignedPairsGenerator):
+    """Registered pairs (the SRIF layout): each pair brought into its input image's frame by its
+    affine, out-of-frame pixels masked, then cropped as `AlignedPairsGenerator` does."""
+
+    name = "registered_pairs"
+    option_defaults = {
+        k: v
+        for k, v in AlignedPairsGenerator.option_defaults.items()
+        if k not in ("input_subdir", "template_subdir")
+    } | {
+        "crop_size": (256, 400),
+        "min_valid": 0.95,
+        "mask_black": False,
+        "swap": False,
+        "val_pairs": None,
+    }
+    _valid_meaning = "inside both images, not pure black if `mask_black`"
+
+    def _setup(self) -> None:
+        if not isinstance(self.options["swap"], bool):
+            raise ValueError(f"`swap` must be True or False, got {self.options['swap']!r}")
+        super()._setup()
+        val_pairs = self.options["val_pairs"]
+        if val_pairs is not None:
+            if isinstance(val_pairs, (str, int)) or not all(
+                isinstance(v, (str, int)) and not isinstance(v, bool) for v in val_pairs
+            ):
+                raise ValueError(
+                    "`val_pairs` must be a list of pair ids (7 or 'pair7'), got "
+                    f"{val_pairs!r}"
+                )
+            wanted = {f"pair{v}" if isinstance(v, int) else str(v) for v in val_pairs}
+            names = {p.name for p in self.pairs}
+            unknown = sorted(wanted - names, key=natural_key)
+            if unknown:
+                raise ValueError(
+                    f"`val_pairs` names pairs that {self.source_dir} does not hold: {unknown}"
+                )
+            self.split_pairs = {
+                "train2014": [p for p in self.pairs if p.name not in wanted],
+                "val2014": [p for p in self.pairs if p.name in wanted],
+            }
+
+    def _find_pairs(self) -> list:
+        return find_registered_pairs(self.source_dir)
+
+    def prepare(self, split: str, count: int, map_fn=map) -> None:
+        if count > 0 and not self.split_pairs[split]:
+            raise ValueError(
+                f"no pairs of {self.source_dir} are left for {split} (`val_pairs` holds them all)"
+            )
+        super().prepare(split, count, map_fn)
+
+    def _load_pair(self, pair) -> _LoadedPair:
+        first, second = read_image_rgb(pair.first), read_image_rgb(pair.second)
+        g = pair.second_G_first
+        if self.options["swap"]:
+            # Input: the second image; template source: the first, mapped by G into its frame.
+            inp, other, flags = second, first, cv2.INTER_LINEAR
+        else:
+            # Input: the first image; template source: the second, read at G x (inverse map).
+            inp, other, flags = first, second, cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        size = (inp.shape[1], inp.shape[0])
+        src = cv2.warpAffine(other, g, size, flags=flags, borderMode=cv2.BORDER_CONSTANT)
+        inside = cv2.warpAffine(
+            np.full(other.shape[:2], 255, np.uint8), g, size, flags=flags,
+            borderMode=cv2.BORDER_CONSTANT,
+        )
+        invalid = self._black_mask(inp, src, inside != 255)
+        loaded = _LoadedPair(inp, src, invalid, f"{pair.first}, {pair.second}, {pair.gt_path}")
+        if invalid is not None:  # the crop-side cap, once per pair
+            loaded.max_side = largest_valid_square(
+                loaded.invalid_integral, float(self.options["min_valid"])
+            )
+        return loaded
+
+    def _pick_crop(self, pair, loaded: _LoadedPair, rng) -> tuple[int, int, int]:
+        """A side drawn in the crop range capped to the pair's largest valid square, then a
+        position drawn uniformly among that side's valid crops (never fails on a small overlap,
+        which rejection sampling would)."""
+        ii = loaded.invalid_integral
+        if ii is None:
+            return super()._pick_crop(pair, loaded, rng)
+        min_valid = float(self.options["min_valid"])
+        cap = loaded.max_side
+        if cap == 0:
+            raise ValueError(f"pair {pair.name!r} ({loaded.files}): the images do not overlap")
+        lo, hi = self._side_range(*loaded.input.shape[:2])
+        lo, hi = min(lo, cap), min(hi, cap)
+        for _ in range(int(self.options["max_tries"])):
+            s = int(rng.integers(lo, hi + 1))
+            ys, xs = np.nonzero(valid_squares(ii, s, min_valid))
+            if len(ys):
+                k = int(rng.integers(len(ys)))
+                return s, int(xs[k]), int(ys[k])
+        raise ValueError(  # pragma: no cover (the capped side always has a valid crop)
+            f"pair {pair.name!r} ({loaded.files}): no {lo}..{hi} px square crop with >= "
+            f"{min_valid:.0%} valid pixels"
+        )
 
 
 class DemoGenerator(SampleGenerator):
@@ -533,6 +718,7 @@ GENERATORS: dict[str, type[SampleGenerator]] = {
         AlignedPairsGenerator,
         GoogleMapGenerator,
         GoogleEarthGenerator,
+        RegisteredPairsGenerator,
         DemoGenerator,
         DemoMultimodalGenerator,
     )

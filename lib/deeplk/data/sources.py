@@ -1,4 +1,5 @@
-"""Raw source images for the generators: listing, reading, grey detection, aligned pairs.
+"""Raw source images for the generators: listing, reading, grey detection, aligned and
+registered pairs.
 
 Accepted layouts of an aligned-pairs folder (`find_pairs`):
 
@@ -7,10 +8,19 @@ Accepted layouts of an aligned-pairs folder (`find_pairs`):
   names the two subfolders are taken in sorted order);
 - files named ``<stem>_a.<ext>`` (input modality) and ``<stem>_b.<ext>`` (template modality)
   side by side in one folder.
+
+A registered-pairs folder (`find_registered_pairs`, the SRIF layout) holds ``pair{i}_1.<ext>``,
+``pair{i}_2.<ext>`` and ``gt_{i}.txt``: a 2 x 3 affine ``G`` (three numbers per line, a third
+line ``0 0 1`` allowed) such that ``[G; 0 0 1]`` maps ``pair{i}_1`` pixel coordinates (pixel
+centres at integers) onto ``pair{i}_2``'s. The images need not be the same size. Transform files
+are all or nothing: a folder without any ``gt_*.txt`` holds aligned pairs (every ``G`` is the
+identity); a folder with some needs one per pair.
 """
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,3 +209,89 @@ def holdout_split(items: list, split: str, val_fraction: float) -> list:
         return list(items)
     n_val = min(n - 1, max(1, int(round(n * val_fraction))))
     return list(items[n - n_val :]) if split == "val2014" else list(items[: n - n_val])
+
+
+@dataclass(frozen=True)
+class RegisteredPair:
+    """Two images of the same place and the affine between them.
+
+    Attributes:
+        name: the pair's stem, e.g. ``"pair7"``.
+        first, second: ``pair{i}_1`` and ``pair{i}_2``.
+        second_G_first: (2, 3) float64 affine mapping `first` pixels onto `second` pixels.
+        gt_path: the transform file it was read from (None for an aligned folder).
+    """
+
+    name: str
+    first: Path
+    second: Path
+    second_G_first: np.ndarray
+    gt_path: Path | None
+
+
+def read_affine(path) -> np.ndarray:
+    """Read a transform file: a 2 x 3 affine (or 3 x 3 with last row ``0 0 1``), whitespace
+    separated.
+
+    Returns:
+        (2, 3) float64.
+
+    Raises:
+        FileNotFoundError naming a missing file; ValueError naming the file when it is not
+        numeric, has the wrong shape, holds non-finite values or a singular linear part.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"transform file not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy warns on empty files; the shape check says it
+            g = np.loadtxt(path, dtype=np.float64, ndmin=2)
+    except ValueError as e:
+        raise ValueError(f"transform file {path} is not a numeric 2 x 3 matrix: {e}") from None
+    if g.shape == (3, 3) and np.allclose(g[2], [0, 0, 1]):
+        g = g[:2]
+    if g.shape != (2, 3):
+        raise ValueError(
+            f"transform file {path} must hold a 2 x 3 affine (or 3 x 3 with last row 0 0 1), "
+            f"got shape {g.shape[0]} x {g.shape[1] if g.ndim == 2 else 0}"
+        )
+    if not np.all(np.isfinite(g)):
+        raise ValueError(f"transform file {path} holds non-finite values")
+    det = g[0, 0] * g[1, 1] - g[0, 1] * g[1, 0]
+    if abs(det) < 1e-6:
+        raise ValueError(f"transform file {path} is singular (det of its 2 x 2 part = {det:.3g})")
+    return g
+
+
+def _gt_name(stem: str) -> str:
+    m = re.fullmatch(r"pair(.+)", stem)
+    return f"gt_{m.group(1) if m else stem}.txt"
+
+
+def find_registered_pairs(source_dir) -> list[RegisteredPair]:
+    """Registered pairs ``pair{i}_1`` / ``pair{i}_2`` / ``gt_{i}.txt`` in `source_dir`, in
+    natural order (see the module docstring for the layout and the transform convention).
+
+    Raises:
+        FileNotFoundError / ValueError naming the folder, an unmatched image or a missing or
+        malformed transform file.
+    """
+    root = Path(source_dir)
+    pairs = find_pairs(root, input_suffix="_1", template_suffix="_2")
+    has_gt = any(p.is_file() for p in root.glob("gt_*.txt"))
+    out = []
+    for p in pairs:
+        if has_gt:
+            gt = root / _gt_name(p.name)
+            if not gt.is_file():
+                raise FileNotFoundError(
+                    f"transform file not found: {gt} (pair {p.input_path.name}, "
+                    f"{p.template_path.name}); {root} holds gt_*.txt files, so every pair needs "
+                    "one"
+                )
+            g = read_affine(gt)
+        else:
+            gt, g = None, np.array([[1.0, 0, 0], [0, 1, 0]])
+        out.append(RegisteredPair(p.name, p.input_path, p.template_path, g, gt))
+    return out
