@@ -18,6 +18,7 @@ import tensorflow as tf
 from deeplk import geometry, lk
 from deeplk.lk import LKResult, LucasKanadeLayer
 from deeplk.warp import warp_image
+from deeplk.geometry import centred_homography
 
 CENTRE_192 = np.array([[32, 32], [159, 32], [159, 159], [32, 159]], dtype=np.float64)
 
@@ -144,7 +145,7 @@ class TestLucasKanade:
         centre = np.array([[16, 16], [79, 16], [79, 79], [16, 79]], np.float64)
         dst = centre + rng.uniform(10, 14, (8, 4, 2)) * rng.choice([-1, 1], (8, 4, 2))
         inputs, templates, _ = make_pairs(smooth_image(3.0, seed=4, size=96), dst, size=64)
-        init = lk.centered_homography(96, 64, batch=8)
+        init = centred_homography(96, 64, batch=8)
         ic = run(inputs, templates, init, max_iterations=30)
         esm = run(inputs, templates, init, max_iterations=30, algorithm="esm")
         assert (pe(esm.H, dst, 64) < 0.1).sum() > (pe(ic.H, dst, 64) < 0.1).sum()
@@ -360,7 +361,7 @@ class TestPyramid:
         rng = np.random.default_rng(3)
         dst = CENTRE_192 + rng.uniform(16, 32, (5, 4, 2)) * rng.choice([-1, 1], (5, 4, 2))
         inputs, templates, _ = make_pairs(smooth_image(12.0), dst)
-        init = lk.centered_homography(192, 128, batch=5)
+        init = centred_homography(192, 128, batch=5)
         pyramids = [
             [lk.gaussian_blur(x, s) for x, s in zip(lk.build_pyramid(images, 3), (1, 1, 0))]
             for images in (inputs, templates)
@@ -418,7 +419,7 @@ class TestPyramid:
             A = np.eye(2) + rng.uniform(-0.06, 0.06, (4, 2, 2))
             dst = (centre - 47.5) @ np.transpose(A, (0, 2, 1)) + 47.5 + shift
         inputs, templates, _ = make_pairs(image, dst, size=64)
-        init = lk.centered_homography(96, 64, batch=4)
+        init = centred_homography(96, 64, batch=4)
         stage_only = lk.pyramid_lucas_kanade(
             [inputs], [templates], init, max_iterations=1, tolerance=1e-3,
             coarse_motions=((motion, 50),), jit_compile=False, return_history=True)
@@ -511,13 +512,6 @@ class TestAlignImages:
 
 
 class TestHelpers:
-    def test_centered_homography(self):
-        H = lk.centered_homography(192, 128, batch=2)
-        assert H.shape == (2, 3, 3)
-        corners = geometry.homography_to_corners(H, 128).numpy()
-        np.testing.assert_allclose(corners, np.broadcast_to(CENTRE_192, (2, 4, 2)))
-        assert lk.centered_homography((100, 60), (20, 40)).numpy()[:2, 2].tolist() == [10, 40]
-
     def test_to_grayscale_and_blur(self, rng):
         rgb = rng.random((2, 8, 9, 3)).astype(np.float32)
         np.testing.assert_allclose(lk.to_grayscale(rgb).numpy(),

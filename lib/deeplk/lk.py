@@ -101,7 +101,7 @@ import numpy as np
 import tensorflow as tf
 
 from deeplk._checks import check_positive_int, check_shape
-from deeplk.geometry import Size, parse_size, scale_homography, transform_points
+from deeplk.geometry import centred_homography, scale_homography, transform_points
 
 __all__ = [
     "LKResult",
@@ -109,7 +109,6 @@ __all__ = [
     "pyramid_lucas_kanade",
     "build_pyramid",
     "check_pyramid_doubles",
-    "centered_homography",
     "to_grayscale",
     "gaussian_blur",
     "align_images",
@@ -1324,29 +1323,6 @@ def build_pyramid(images, levels: int) -> list:
     return pyramid[::-1]
 
 
-def centered_homography(input_size: Size, template_size: Size, batch=None,
-                        dtype=tf.float32) -> tf.Tensor:
-    """The translation placing the template at the centre of the input (the default LK guess).
-
-    For a 128 template in a 192 input the template corners (0, 0), (127, 0), (127, 127), (0, 127)
-    go to (32, 32), (159, 32), (159, 159), (32, 159).
-
-    Args:
-        input_size, template_size: int or ``(h, w)``.
-        batch: ``None`` for a ``(3, 3)`` result, else a batch size (int or scalar tensor).
-        dtype: floating dtype.
-
-    Returns:
-        ``(3, 3)`` or ``(batch, 3, 3)`` ``input_H_template``.
-    """
-    hi, wi = parse_size("input_size", input_size)
-    ht, wt = parse_size("template_size", template_size)
-    H = tf.constant([[1, 0, (wi - wt) / 2.0], [0, 1, (hi - ht) / 2.0], [0, 0, 1]], dtype=dtype)
-    if batch is None:
-        return H
-    return tf.tile(H[None], tf.stack([batch, 1, 1]))
-
-
 def to_grayscale(images) -> tf.Tensor:
     """``(B, H, W, 3)`` RGB -> ``(B, H, W, 1)`` luma (ITU-R 601, as `tf.image.rgb_to_grayscale`);
     one-channel images are returned unchanged."""
@@ -1412,7 +1388,7 @@ def align_images(
         inputs: ``(B, Hi, Wi, C)`` input images in [0, 1] (e.g. 192 x 192 RGB), static size.
         templates: ``(B, h, w, C)`` templates (e.g. 128 x 128), static size, same C.
         init_H: ``(B, 3, 3)`` initial ``input_H_template``; ``None`` = the centred placement
-            (`centered_homography`, corners (32, 32) ... (159, 159) for 128 in 192).
+            (`deeplk.geometry.centred_homography`, corners (32, 32) ... (159, 159) for 128 in 192).
         levels: pyramid levels (2x2 average pooling).
         max_iterations: as in `pyramid_lucas_kanade`; ``None``: 15 at the coarsest level, 5 at
             the others, 2 at the finest.
@@ -1466,7 +1442,7 @@ def align_images(
                              f"levels")
     if init_H is None:
         batch = inputs.shape[0] if inputs.shape[0] is not None else tf.shape(inputs)[0]
-        init_H = centered_homography(tuple(inputs.shape[1:3]), tuple(templates.shape[1:3]),
+        init_H = centred_homography(tuple(inputs.shape[1:3]), tuple(templates.shape[1:3]),
                                      batch, inputs.dtype)
     H0 = _check_H(init_H, inputs.dtype)
     if host is None:

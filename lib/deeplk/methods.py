@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from deeplk import baselines, evaluate
+from deeplk.geometry_np import centred_homography
 
 __all__ = ["METHOD_NAMES", "MethodInfo", "available_methods", "get_method", "evaluate_methods", "photometric_residual"]
 
@@ -100,7 +101,7 @@ def _build_hybrid(checkpoint_dir=None, levels: int = 3, **lk_options) -> Predict
         inputs = np.asarray(inputs, np.float32)
         templates = np.asarray(templates, np.float32)
         b = len(inputs)
-        centred = baselines.centred_homography(inputs.shape[1:3], templates.shape[1:3])
+        centred = centred_homography(inputs.shape[1:3], templates.shape[1:3])
         inits = []
         for i in range(b):
             H = baselines.plausible_homography(

@@ -76,6 +76,7 @@ import tensorflow as tf
 
 from deeplk._checks import check_positive_int, check_shape
 from deeplk.features import special_feature_map
+from deeplk.geometry_np import centred_homography
 from deeplk.geometry import (
     corners_to_homography,
     homography_to_corners,
@@ -881,12 +882,6 @@ def load_dlkfm(checkpoint_dir, levels: int = 3) -> DLKFMNet:
 # --------------------------------------------------------------------------------------------
 
 
-def _centred_H(batch: int, input_hw, template_hw) -> np.ndarray:
-    from deeplk.baselines import centred_homography
-
-    return np.repeat(centred_homography(input_hw, template_hw)[None], batch, axis=0)
-
-
 class DLKFMAligner:
     """Coarse-to-fine LK on the features of a `DLKFMNet` (the ``dlkfm`` method's predictor).
 
@@ -946,7 +941,7 @@ class DLKFMAligner:
     def initial_homographies(self, inputs: np.ndarray, templates: np.ndarray) -> np.ndarray:
         """``(B, 3, 3)`` float64 initial ``input_H_template`` (never uses a label)."""
         b = len(inputs)
-        H = _centred_H(b, inputs.shape[1:3], templates.shape[1:3])
+        H = np.repeat(centred_homography(inputs.shape[1:3], templates.shape[1:3])[None], b, axis=0)
         if self.init == "sift":
             from deeplk import baselines
 

@@ -179,7 +179,7 @@ def trace_pyramid_lk(input_pyramid, template_pyramid, init_H=None, true_corners=
     import tensorflow as tf
 
     from deeplk import lk
-    from deeplk.geometry import scale_homography
+    from deeplk.geometry import centred_homography, scale_homography
 
     inputs, templates = list(input_pyramid), list(template_pyramid)
     n = len(inputs)
@@ -194,7 +194,7 @@ def trace_pyramid_lk(input_pyramid, template_pyramid, init_H=None, true_corners=
     ht, wt = (int(d) for d in np.shape(templates[-1])[1:3])
     hi, wi = (int(d) for d in np.shape(inputs[-1])[1:3])
     if init_H is None:
-        H = lk.centered_homography((hi, wi), (ht, wt), batch=1, dtype=tf.float64)
+        H = centred_homography((hi, wi), (ht, wt), batch=1, dtype=tf.float64)
     else:
         H = tf.reshape(tf.cast(tf.convert_to_tensor(init_H), tf.float64), [1, 3, 3])
     numbers = list(range(n, 0, -1)) if level_numbers is None else [int(v) for v in level_numbers]
