@@ -34,12 +34,12 @@ import numpy as np
 
 from .._checks import check_shape
 from ..geometry_np import centred_corners
-from .protocol import MIN_CROSS
+from .protocol import INPUT_SIZE, MIN_CROSS, PATCH_OFFSET, TEMPLATE_SIZE
 
 __all__ = ["MAX_RHO", "random_corner_offsets", "synthesize_pairs", "with_synthetic_pairs"]
 
 #: Largest offset for which the template stays inside the 192 input (corner 32 - 32 = 0).
-MAX_RHO = 32.0
+MAX_RHO = float(PATCH_OFFSET)
 
 
 def _check_rho(rho, template_size: int, input_size: int) -> float:
@@ -49,7 +49,7 @@ def _check_rho(rho, template_size: int, input_size: int) -> float:
     return float(rho)
 
 
-def random_corner_offsets(batch, rho: float, seed, template_size: int = 128, input_size: int = 192):
+def random_corner_offsets(batch, rho: float, seed, template_size: int = TEMPLATE_SIZE, input_size: int = INPUT_SIZE):
     """``(batch, 4, 2)`` float32 corner offsets, uniform in ``[-rho, rho]``, convex after adding them
     to `deeplk.geometry_np.centred_corners` (a folded draw has its offsets halved).
 
@@ -74,7 +74,7 @@ def random_corner_offsets(batch, rho: float, seed, template_size: int = 128, inp
     return tf.where(ok[:, None, None], offsets, 0.5 * offsets)
 
 
-def synthesize_pairs(inputs, rho: float, seed, template_size: int = 128):
+def synthesize_pairs(inputs, rho: float, seed, template_size: int = TEMPLATE_SIZE):
     """New training pairs from input images: ``(inputs, templates, corners)``.
 
     Args:
@@ -105,7 +105,7 @@ def synthesize_pairs(inputs, rho: float, seed, template_size: int = 128):
     return inputs, tf.cast(templates, inputs.dtype), corners
 
 
-def with_synthetic_pairs(dataset, rho: float, seed: int = 0, template_size: int = 128, rho_start: float | None = None,
+def with_synthetic_pairs(dataset, rho: float, seed: int = 0, template_size: int = TEMPLATE_SIZE, rho_start: float | None = None,
                          ramp_batches: int = 0):
     """Map a dataset of DLK batches ``(input, template, corners)`` to synthetic rho pairs.
 
