@@ -180,3 +180,15 @@ class TestIsConvexQuad:
             GN.is_convex_quad(np.zeros((3, 2)))
         with pytest.raises(ValueError, match="corners"):
             G.is_convex_quad(np.zeros((2, 3, 2)))
+
+
+def test_host_modules_do_not_import_tensorflow():
+    """The NumPy geometry keeps the data protocol and the OpenCV baselines free of TensorFlow
+    (dataset generation workers and baselines start fast)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, deeplk.geometry_np, deeplk.data.protocol, deeplk.baselines; "
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
