@@ -147,7 +147,7 @@ def main(argv=None):
     print(f"{args.pairs} {args.data} pairs, rho {args.rho}, 3-level LK on grey 192/128, "
           f"iterations {args.iterations or 'default'}, tolerance {args.tolerance or 'default'}, "
           f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs")
-    identity = np.tile(lk.centered_homography(192, 128).numpy(), (args.pairs, 1, 1))
+    identity = np.tile(geometry.centred_homography(192, 128).numpy(), (args.pairs, 1, 1))
     report("identity (centred guess)", 0.0, identity, corners)
     settings = dict(levels=3, max_iterations=args.iterations, tolerance=args.tolerance,
                     blur_sigma=args.blur)

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from deeplk.data import dlk_format as F
 from deeplk.data import protocol as P
+from deeplk.geometry_np import is_convex_quad
 from deeplk.data.loader import check_label
 
 tf = pytest.importorskip("tensorflow")
@@ -241,9 +242,9 @@ def test_degenerate_corner_draws_are_redrawn():
     # A draw putting TL, TR and BR on one line (y = 0) would give a degenerate H.
     bad = np.array([[0, 0], [128, 0], [160, 0], [0, 128]])
     collinear = bad - P.CORNER_BOX_ORIGINS
-    assert not P.is_convex_quad(bad)
+    assert not is_convex_quad(bad, P.MIN_CROSS)
     corners = P.sample_corners(_ScriptedRng([collinear], np.random.default_rng(1)))
-    assert P.is_convex_quad(corners) and not np.array_equal(corners, bad)
+    assert is_convex_quad(corners, P.MIN_CROSS) and not np.array_equal(corners, bad)
     with pytest.raises(RuntimeError, match="no convex corner set"):
         P.sample_corners(_ScriptedRng([collinear] * 3, np.random.default_rng(1)), max_tries=3)
 

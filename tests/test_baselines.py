@@ -35,8 +35,8 @@ class TestIdentity:
         np.testing.assert_allclose(baselines.identity(img, tmpl), TEMPLATE + 32)
 
     def test_centred_homography_other_sizes(self):
-        H = baselines.centred_homography((100, 200), (50, 60))
-        np.testing.assert_allclose(baselines.homography_corners(H, (50, 60))[0], [70, 25])
+        img = np.zeros((100, 200)), np.zeros((50, 60))
+        np.testing.assert_allclose(baselines.identity(*img)[0], [70, 25])
 
 
 @pytest.mark.parametrize("name, bound, min_share", [("sift", 1.0, 5 / 6), ("orb", 3.0, 4 / 6), ("ecc", 0.5, 5 / 6)])

@@ -7,15 +7,16 @@ import pytest
 import tensorflow as tf
 from skimage import data as skdata
 
+from deeplk import geometry_np
 from deeplk.data import protocol
 from deeplk.data.augment import (
     MAX_RHO,
-    centred_corners,
     random_corner_offsets,
     synthesize_pairs,
     with_synthetic_pairs,
 )
-from deeplk.geometry import corners_to_homography
+from deeplk.geometry import corners_to_homography, is_convex_quad
+from deeplk.geometry_np import centred_corners
 from deeplk.warp import warp_image
 
 TEMPLATE = np.array([[0, 0], [127, 0], [127, 127], [0, 127]], np.float32)
@@ -39,7 +40,7 @@ def dlk_batches(photos, n_batches=4):
 
 class TestCentredCorners:
     def test_known_answer(self):
-        np.testing.assert_array_equal(centred_corners(), CENTRED)
+        np.testing.assert_array_equal(centred_corners(192, 128), CENTRED)
         np.testing.assert_array_equal(centred_corners(48, 32), [[8, 8], [39, 8], [39, 39], [8, 39]])
 
     def test_bad_sizes(self):
@@ -101,15 +102,13 @@ class TestOffsets:
         assert abs(off.mean()) < 0.02 * rho
         np.testing.assert_allclose(off.var(), rho**2 / 3, rtol=0.03)
         corners = CENTRED + off
-        assert all(protocol.is_convex_quad(c) for c in corners)
+        assert all(geometry_np.is_convex_quad(corners, protocol.MIN_CROSS))
 
     def test_folded_draw_is_halved(self):
         # The only way to fold at rho=32: extreme offsets; check the fallback on the mechanism.
-        from deeplk.data.augment import _convex
-
         folded = CENTRED + np.array([[32, -32], [-32, 32], [0, 0], [0, 0]], np.float64)
         folded[0] = [CENTRED[1, 0] + 20, CENTRED[0, 1] + 60]  # TL beyond TR: not convex
-        assert not _convex(tf.constant(folded[None], tf.float32)).numpy()[0]
+        assert not is_convex_quad(tf.constant(folded[None], tf.float32), protocol.MIN_CROSS).numpy()[0]
         assert MAX_RHO == 32
 
     def test_stateless(self):

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 from deeplk.data import protocol as P
+from deeplk.geometry_np import is_convex_quad
 
 
 def _photo192(seed=0):
@@ -39,8 +40,8 @@ class TestSampleCorners:
 
 class TestIsConvexQuad:
     def test_accepts_square_and_perturbed(self):
-        assert P.is_convex_quad([[32, 32], [159, 32], [159, 159], [32, 159]])
-        assert P.is_convex_quad([[0, 0], [191, 63], [128, 128], [0, 191]])
+        assert is_convex_quad([[32, 32], [159, 32], [159, 159], [32, 159]], P.MIN_CROSS)
+        assert is_convex_quad([[0, 0], [191, 63], [128, 128], [0, 191]], P.MIN_CROSS)
 
     @pytest.mark.parametrize(
         "corners",
@@ -52,11 +53,11 @@ class TestIsConvexQuad:
         ],
     )
     def test_rejects_degenerate(self, corners):
-        assert not P.is_convex_quad(corners)
+        assert not is_convex_quad(corners, P.MIN_CROSS)
 
     def test_shape_error(self):
         with pytest.raises(ValueError, match=r"\(4, 2\)"):
-            P.is_convex_quad(np.zeros((3, 2)))
+            is_convex_quad(np.zeros((3, 2)), P.MIN_CROSS)
 
 
 class TestHomography:

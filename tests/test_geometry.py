@@ -107,10 +107,10 @@ class TestFourPointHomography:
         H = G.four_point_homography(src, dst)
         np.testing.assert_allclose(G.transform_points(H, src).numpy(), dst, atol=1e-9)
 
-    def test_normalization_does_not_change_result(self, dlkfm_corners):
+    def test_normalisation_does_not_change_result(self, dlkfm_corners):
         src, dst = dlkfm_corners(8, np.float64)
-        a = G.four_point_homography(src, dst, normalize_points=True).numpy()
-        b = G.four_point_homography(src, dst, normalize_points=False).numpy()
+        a = G.four_point_homography(src, dst, normalise_points=True).numpy()
+        b = G.four_point_homography(src, dst, normalise_points=False).numpy()
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
 
     def test_identity(self, dlkfm_corners):
@@ -272,17 +272,17 @@ class TestCornersToHomography:
 
 
 class TestNormalizeHomography:
-    def test_normalizes(self, rng):
+    def test_normalises(self, rng):
         H = random_homographies(rng, 4)
         k = rng.uniform(0.5, 3.0, (4, 1, 1)) * np.array([1, -1, 1, -1]).reshape(4, 1, 1)
-        np.testing.assert_allclose(G.normalize_homography(H * k).numpy(), H, rtol=1e-12)
+        np.testing.assert_allclose(G.normalise_homography(H * k).numpy(), H, rtol=1e-12)
 
     def test_dtype(self):
-        assert G.normalize_homography(np.eye(3, dtype=np.float32)[None] * 2).dtype == tf.float32
+        assert G.normalise_homography(np.eye(3, dtype=np.float32)[None] * 2).dtype == tf.float32
 
     def test_exception(self):
         with pytest.raises(ValueError, match="H"):
-            G.normalize_homography(np.ones((2, 3, 4)))
+            G.normalise_homography(np.ones((2, 3, 4)))
 
 
 class TestComposeHomographies:

@@ -7,7 +7,9 @@ without XLA (faster to trace); one test checks that XLA gives the same answer.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 
 import cv2
 import keras
@@ -16,8 +18,9 @@ import pytest
 import tensorflow as tf
 
 from deeplk import geometry, lk
-from deeplk.lk import LKResult, LucasKanadeLayer
+from deeplk.lk import LKOptions, LKResult, LucasKanadeLayer, preprocess, solver
 from deeplk.warp import warp_image
+from deeplk.geometry import centred_homography
 
 CENTRE_192 = np.array([[32, 32], [159, 32], [159, 159], [32, 159]], dtype=np.float64)
 
@@ -144,7 +147,7 @@ class TestLucasKanade:
         centre = np.array([[16, 16], [79, 16], [79, 79], [16, 79]], np.float64)
         dst = centre + rng.uniform(10, 14, (8, 4, 2)) * rng.choice([-1, 1], (8, 4, 2))
         inputs, templates, _ = make_pairs(smooth_image(3.0, seed=4, size=96), dst, size=64)
-        init = lk.centered_homography(96, 64, batch=8)
+        init = centred_homography(96, 64, batch=8)
         ic = run(inputs, templates, init, max_iterations=30)
         esm = run(inputs, templates, init, max_iterations=30, algorithm="esm")
         assert (pe(esm.H, dst, 64) < 0.1).sum() > (pe(ic.H, dst, 64) < 0.1).sum()
@@ -315,9 +318,9 @@ class TestSampler:
             [[1.0, 0.0, 9.0], [0.0, 1.0, 6.0], [0.0, 0.0, 1.0]],  # exactly on the last row/col
             [[1.2, 0.3, 14.5], [-0.2, 1.1, 9.6], [3e-3, 1e-3, 1.0]],  # out at the bottom right
         ], dtype=dtype)
-        tmpl = lk._Template(tf.zeros((4, 14, 16, channels), dtype), 1e-7)
-        x, y = lk._warp_coordinates(tf.constant(H), tmpl.xs, tmpl.ys)
-        values, mask = lk._Input(tf.constant(images)).sample(x, y)
+        tmpl = solver._Template(tf.zeros((4, 14, 16, channels), dtype), 1e-7)
+        x, y = solver._warp_coordinates(tf.constant(H), tmpl.xs, tmpl.ys)
+        values, mask = solver._Input(tf.constant(images)).sample(x, y)
         expected, expected_mask = warp_image(images, H, (14, 16))
         assert 0.3 < mask.numpy().mean() < 0.95  # inside, border and outside are covered
         values = tf.reshape(values, expected.shape)
@@ -327,8 +330,8 @@ class TestSampler:
 
     def test_hessian_and_gradient_moments_match_the_jacobian(self, rng):
         h, w, c = 9, 12, 2
-        tmpl = lk._Template(tf.constant(rng.random((2, h, w, c))), 1e-7)
-        N, _ = lk._frame(h, w)
+        tmpl = solver._Template(tf.constant(rng.random((2, h, w, c))), 1e-7)
+        N, _ = solver._frame(h, w)
         y, x = np.mgrid[0:h, 0:w]
         xn, yn = N[0, 0] * x + N[0, 2], N[1, 1] * y + N[1, 2]
         zero, one = np.zeros_like(xn), np.ones_like(xn)
@@ -360,7 +363,7 @@ class TestPyramid:
         rng = np.random.default_rng(3)
         dst = CENTRE_192 + rng.uniform(16, 32, (5, 4, 2)) * rng.choice([-1, 1], (5, 4, 2))
         inputs, templates, _ = make_pairs(smooth_image(12.0), dst)
-        init = lk.centered_homography(192, 128, batch=5)
+        init = centred_homography(192, 128, batch=5)
         pyramids = [
             [lk.gaussian_blur(x, s) for x, s in zip(lk.build_pyramid(images, 3), (1, 1, 0))]
             for images in (inputs, templates)
@@ -418,7 +421,7 @@ class TestPyramid:
             A = np.eye(2) + rng.uniform(-0.06, 0.06, (4, 2, 2))
             dst = (centre - 47.5) @ np.transpose(A, (0, 2, 1)) + 47.5 + shift
         inputs, templates, _ = make_pairs(image, dst, size=64)
-        init = lk.centered_homography(96, 64, batch=4)
+        init = centred_homography(96, 64, batch=4)
         stage_only = lk.pyramid_lucas_kanade(
             [inputs], [templates], init, max_iterations=1, tolerance=1e-3,
             coarse_motions=((motion, 50),), jit_compile=False, return_history=True)
@@ -511,13 +514,6 @@ class TestAlignImages:
 
 
 class TestHelpers:
-    def test_centered_homography(self):
-        H = lk.centered_homography(192, 128, batch=2)
-        assert H.shape == (2, 3, 3)
-        corners = geometry.homography_to_corners(H, 128).numpy()
-        np.testing.assert_allclose(corners, np.broadcast_to(CENTRE_192, (2, 4, 2)))
-        assert lk.centered_homography((100, 60), (20, 40)).numpy()[:2, 2].tolist() == [10, 40]
-
     def test_to_grayscale_and_blur(self, rng):
         rgb = rng.random((2, 8, 9, 3)).astype(np.float32)
         np.testing.assert_allclose(lk.to_grayscale(rgb).numpy(),
@@ -536,7 +532,7 @@ class TestHelpers:
     def test_template_gradients_match_numpy(self, rng, shape):
         """Central differences inside, one-sided at the border: `np.gradient`'s definition."""
         T = rng.random(shape)
-        gx, gy = lk._template_gradients(tf.constant(T))
+        gx, gy = solver._template_gradients(tf.constant(T))
         np.testing.assert_allclose(gx.numpy(), np.gradient(T, axis=2), rtol=0, atol=1e-14)
         np.testing.assert_allclose(gy.numpy(), np.gradient(T, axis=1), rtol=0, atol=1e-14)
 
@@ -556,8 +552,8 @@ class TestHelpers:
         against the TensorFlow ones of the compiled program; odd sizes and a 2x2 level blurred
         with a 5-tap kernel included."""
         images = rng.random(shape).astype(dtype)
-        host = lk._host_pyramid(images, levels, grayscale, sigmas)
-        program = lk._preprocess(tf.constant(images), levels, grayscale, sigmas)
+        host = preprocess._host_pyramid(images, levels, grayscale, sigmas)
+        program = preprocess._preprocess(tf.constant(images), levels, grayscale, sigmas)
         assert len(host) == len(program) == levels
         for h, p in zip(host, program):
             assert h.dtype == p.dtype and h.shape == tuple(p.shape) + (1,)
@@ -577,9 +573,8 @@ class TestLucasKanadeLayer:
         full = layer.solve([inputs[:2], templates[:2], init[:2]], return_history=True)
         assert isinstance(full, LKResult) and full.history is not None
         config = layer.get_config()
-        for key in ("max_iterations", "tolerance", "damping", "adaptive_damping",
-                    "masked_hessian", "min_rcond", "min_valid_fraction", "algorithm"):
-            assert key in config
+        assert LKOptions(**config["options"]) == layer.options == LKOptions(
+            max_iterations=30, tolerance=1e-3, damping=1e-3, masked_hessian=True)
         clone = LucasKanadeLayer.from_config(config)
         assert clone.get_config() == config
         revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
@@ -588,7 +583,9 @@ class TestLucasKanadeLayer:
     def test_esm_layer_matches_function(self, single_level_problem):
         inputs, templates, init, _, _ = single_level_problem
         layer = LucasKanadeLayer(max_iterations=10, algorithm="esm")
-        assert LucasKanadeLayer.from_config(layer.get_config()).algorithm == "esm"
+        assert LucasKanadeLayer.from_config(layer.get_config()).options.algorithm == "esm"
+        same = LucasKanadeLayer(LKOptions(max_iterations=10, algorithm="esm"))
+        assert same.get_config()["options"] == layer.get_config()["options"]
         expected = run(inputs[:2], templates[:2], init[:2], max_iterations=10, algorithm="esm")
         np.testing.assert_allclose(layer([inputs[:2], templates[:2], init[:2]]).numpy(),
                                    expected.H.numpy(), rtol=1e-6)
@@ -607,3 +604,87 @@ class TestLucasKanadeLayer:
             LucasKanadeLayer()(tf.zeros((1, 8, 8, 1)))
         with pytest.raises(ValueError, match="max_iterations"):
             LucasKanadeLayer(max_iterations=0)
+        with pytest.raises(ValueError, match="one value per level"):
+            LucasKanadeLayer(max_iterations=(3, 2))
+
+
+class TestLKOptions:
+    def test_defaults_and_normalised_values(self):
+        o = LKOptions(max_iterations=[3, 2], tolerance=np.float64(0.5), algorithm="esm",
+                      coarse_motions=[["translation", 4]])
+        assert o.max_iterations == (3, 2) and o.tolerance == 0.5 and type(o.tolerance) is float
+        assert o.coarse_motions == (("translation", 4),)
+        assert LKOptions().damping == 1e-4 and LKOptions().max_iterations is None
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            o.damping = 1.0
+
+    @pytest.mark.parametrize("field, value", [
+        ("max_iterations", 0), ("max_iterations", (3, 0)), ("max_iterations", ()),
+        ("tolerance", -1.0), ("tolerance", float("nan")), ("damping", "x"), ("damping", True),
+        ("min_rcond", -1e-9), ("min_valid_fraction", 1.5), ("algorithm", "gauss"),
+        ("algorithm", ("esm", "newton")), ("coarse_motions", ("translation",)),
+        ("coarse_motions", (("rotation", 3),)), ("coarse_motions", (("affine", 0),)),
+        ("masked_hessian", 1), ("half_pixel_centers", "yes"), ("adaptive_damping", None),
+    ])
+    def test_bad_values_name_the_field(self, field, value):
+        name = "coarse_motions" if field == "coarse_motions" else field
+        with pytest.raises(ValueError, match=name):
+            LKOptions(**{field: value})
+
+    def test_unknown_field(self):
+        with pytest.raises(TypeError, match="unexpected"):
+            LKOptions(iterations=3)
+        with pytest.raises(TypeError, match="unexpected"):
+            LKOptions.coerce({"iterations": 3})
+        with pytest.raises(TypeError, match="options"):
+            LKOptions.coerce("esm")
+
+    def test_dict_round_trip(self):
+        o = LKOptions(max_iterations=(5, 3), tolerance=(0.1, 0.01), algorithm=("esm", "inverse_compositional"),
+                      coarse_motions=(("translation", 5), ("affine", 2)), half_pixel_centers=False)
+        d = o.to_dict()
+        assert json.loads(json.dumps(d)) == d
+        assert LKOptions(**d) == o == LKOptions.coerce(d) == LKOptions.coerce(o)
+        assert LKOptions.coerce(d, damping=0.5) == o.replace(damping=0.5)
+        assert LKOptions.coerce(None) == LKOptions()
+
+    def test_resolve(self):
+        defaults = dict(max_iterations=(30, 10, 5), tolerance=(0.1,) * 3,
+                        algorithm=("esm",) * 3, coarse_motions=(("translation", 5),))
+        r = LKOptions().resolve(3, **defaults)
+        assert r == (defaults["max_iterations"], defaults["tolerance"], defaults["algorithm"],
+                     defaults["coarse_motions"])
+        r = LKOptions(max_iterations=4, algorithm=("esm", "esm", "inverse_compositional"),
+                      coarse_motions=()).resolve(3, **defaults)
+        assert r.max_iterations == (4, 4, 4) and r.algorithm[-1] == "inverse_compositional"
+        assert r.coarse_motions == ()
+        with pytest.raises(ValueError, match="one value per level \\(3\\)"):
+            LKOptions(tolerance=(0.1, 0.2)).resolve(3, **defaults)
+
+    def test_motion_names_match_the_solver(self):
+        from deeplk.lk import options
+
+        assert tuple(solver._MOTIONS) == options.MOTIONS
+
+    def test_object_and_keywords_agree(self, single_level_problem):
+        inputs, templates, init, _, _ = single_level_problem
+        o = LKOptions(max_iterations=7, tolerance=1e-3, algorithm="esm")
+        a = lk.lucas_kanade(inputs[:2], templates[:2], init[:2], o, jit_compile=False)
+        b = lk.lucas_kanade(inputs[:2], templates[:2], init[:2], max_iterations=7, tolerance=1e-3,
+                            algorithm="esm", jit_compile=False)
+        c = lk.lucas_kanade(inputs[:2], templates[:2], init[:2], o.to_dict(), jit_compile=False,
+                            max_iterations=2)
+        np.testing.assert_array_equal(a.H.numpy(), b.H.numpy())
+        assert c.iterations.numpy().max() <= 2 < a.iterations.numpy().max()
+
+    def test_multichannel_features_align(self, rng):
+        """`align_images` without the grey conversion aligns C-channel feature images (e.g.
+        descriptors) jointly."""
+        dst = CENTRE_192 + rng.uniform(-8, 8, (2, 4, 2))
+        feats = np.stack([smooth_image(8.0, seed=s) for s in range(5)], -1).astype(np.float32)
+        H = geometry.corners_to_homography(dst, 128).numpy().astype(np.float64)
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        templates = np.stack([cv2.warpPerspective(feats, h, (128, 128), flags=flags) for h in H])
+        result = lk.align_images(np.repeat(feats[None], 2, 0), templates.astype(np.float32),
+                                 grayscale=False, jit_compile=False)
+        assert not result.failed.numpy().any() and pe(result.H, dst).max() < 0.1

@@ -74,3 +74,17 @@ def test_evaluate_methods_records(pairs):
     assert s["n"] == 6 and s["ms_per_pair"] > 0
     assert set(s["success"]) == {"0.1", "0.5", "1", "3", "5", "10", "20"}
     assert errors["identity"].shape == (6,) and summaries["identity"]["success"]["1"] == 0.0
+
+
+def test_lk_options_are_validated_when_the_method_is_built():
+    from deeplk.lk import LKOptions
+
+    with pytest.raises(ValueError, match="algorithm"):
+        methods.get_method("lk", algorithm="newton")
+    with pytest.raises(ValueError, match="max_iterations"):
+        methods.get_method("hybrid", lk_options={"max_iterations": 0})
+    with pytest.raises(TypeError, match="unexpected"):
+        methods.get_method("lk", bogus=1)
+    with pytest.raises(ValueError, match="one value per level"):
+        methods.get_method("lk", lk_options=LKOptions(tolerance=(0.1, 0.1)))(
+            np.zeros((1, 192, 192, 3), np.float32), np.zeros((1, 128, 128, 3), np.float32))

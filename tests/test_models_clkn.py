@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 from deeplk import geometry, lk, methods
+from deeplk.geometry import centred_homography
 from deeplk.models import clkn
 from deeplk.models.clkn import (
     CLKN,
@@ -119,7 +120,7 @@ class TestModel:
         np.testing.assert_allclose(model.level_nets[2](x), np.repeat(x.mean(-1, keepdims=True)
                                                                       + 0.5, 4, -1), atol=1e-5)
         out = model((x, t))
-        start = geometry.corner_error(corners_of(lk.centered_homography(INPUT, TEMPLATE, 2)),
+        start = geometry.corner_error(corners_of(centred_homography(INPUT, TEMPLATE, 2)),
                                       c).numpy()
         end = geometry.corner_error(corners_of(out["H"]), c).numpy()
         assert not out["level_failed"].numpy().any()
@@ -182,7 +183,7 @@ class TestCascade:
         x, t, _ = synthetic_pairs(3)
         gi, gt = lk.to_grayscale(x), lk.to_grayscale(t)
         ip, tp = lk.build_pyramid(gi, 3), lk.build_pyramid(gt, 3)
-        H0 = lk.centered_homography(INPUT, TEMPLATE, 3)
+        H0 = centred_homography(INPUT, TEMPLATE, 3)
         level_H, failed = cascade_lucas_kanade(ip, tp, H0, lk_iterations=1)
         assert not np.any(np.stack(failed))
         ref = lk.pyramid_lucas_kanade(ip, tp, H0, max_iterations=1, tolerance=0.0,
@@ -240,7 +241,7 @@ class TestCascade:
     def test_bad_arguments(self):
         a = tf.zeros([1, 12, 12, 1])
         b = tf.zeros([1, 8, 8, 1])
-        H0 = lk.centered_homography(12, 8, 1)
+        H0 = centred_homography(12, 8, 1)
         with pytest.raises(ValueError, match="same length"):
             cascade_lucas_kanade([a], [b, b], H0)
         with pytest.raises(ValueError, match="double"):

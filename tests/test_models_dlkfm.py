@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from deeplk import geometry, methods
 from deeplk.features import special_feature_map
+from deeplk.lk import LKOptions
 from deeplk.models import dlkfm as D
 from deeplk.train import FINAL_WEIGHTS_NAME, TrainConfig, train
 
@@ -626,14 +627,17 @@ class TestInference:
         inputs, templates, dst = textured_problem
         predict = D.build_dlkfm_method(identity_checkpoint, jit_compile=False)
         assert predict.lk_options == D.DEFAULT_LK_OPTIONS
-        assert predict.lk_options["algorithm"] == "esm"
+        assert predict.lk_options.algorithm == "esm"
         corners, failed = predict(inputs, templates)
         assert not failed.any()
         assert np.all(np.linalg.norm(corners - dst, axis=-1).mean(-1) < 0.25)
-        bad = D.build_dlkfm_method(identity_checkpoint, jit_compile=False,
-                                   lk_options={"algorithm": "newton"})
+        # A bad option fails when the method is built, naming the field.
         with pytest.raises(ValueError, match="algorithm"):
-            bad(inputs[:1], templates[:1])
+            D.build_dlkfm_method(identity_checkpoint, jit_compile=False,
+                                 lk_options={"algorithm": "newton"})
+        with pytest.raises(ValueError, match="tolerance"):
+            D.build_dlkfm_method(identity_checkpoint, jit_compile=False,
+                                 lk_options=LKOptions(tolerance=0.5))
 
     def test_special_maps(self, identity_checkpoint, textured_problem):
         inputs, templates, _ = textured_problem

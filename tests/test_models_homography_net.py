@@ -14,6 +14,7 @@ import tensorflow as tf
 from deeplk import methods
 from deeplk.data import generate_dataset
 from deeplk.geometry import corners_to_homography
+from deeplk.geometry_np import centred_corners
 from deeplk.models import homography_net as hn
 from deeplk.train import TrainConfig, load_latest, train
 
@@ -51,7 +52,7 @@ def tiny_pairs():
     """Three 48 / 32 pairs with known corners (offsets up to 6 px)."""
     rng = np.random.default_rng(3)
     inputs = np.stack([texture(48, seed=s) for s in range(3)])
-    base = hn.centred_corners(48, 32).astype(np.float32)
+    base = centred_corners(48, 32).astype(np.float32)
     corners = base + rng.uniform(-6, 6, (3, 4, 2)).astype(np.float32)
     templates = hn.warp_image(inputs, corners_to_homography(corners, 32), 32, return_mask=False).numpy()
     return inputs, templates, corners
@@ -138,7 +139,7 @@ class TestModel:
         model = hn.HomographyNet(**TINY).build_for_inputs()
         np.testing.assert_array_equal(model((inputs, templates)).numpy(), 0.0)
         np.testing.assert_array_equal(model.predict_corners(inputs, templates).numpy(),
-                                      np.broadcast_to(hn.centred_corners(48, 32), (3, 4, 2)))
+                                      np.broadcast_to(centred_corners(48, 32), (3, 4, 2)))
 
     def test_config_and_save_load_round_trip(self, tiny_model, tiny_pairs, tmp_path):
         inputs, templates, _ = tiny_pairs
@@ -278,7 +279,7 @@ def check_loss_gradient(loss_fn):
     that define H: a smooth float64 image, sampling positions away from integers."""
     yy, xx = np.mgrid[0:24, 0:24].astype(np.float64)
     img = np.stack([0.5 + 0.4 * np.sin(0.37 * xx + 0.21 * yy), 0.5 + 0.3 * np.cos(0.29 * yy - 0.13 * xx)], -1)[None]
-    base = hn.centred_corners(24, 16)[None]
+    base = centred_corners(24, 16)[None]
     truth = base + np.array([[[0.7, -0.4], [-0.3, 0.6], [0.5, 0.5], [-0.6, -0.2]]])
     template = hn.warp_image(img, corners_to_homography(truth, 16), 16, return_mask=False).numpy()
     offsets0 = np.array([[[0.31, 0.17], [-0.23, 0.41], [0.13, -0.37], [0.27, 0.19]]])
@@ -298,7 +299,7 @@ class TestPhotometricLoss:
         loss, per_sample, valid = hn.masked_photometric_l1(img, crop, translation(8, 8), return_per_sample=True)
         assert float(loss) == 0.0 and float(valid[0]) == 1.0
         # The same through the corners and TensorDLT (float64): no shrinking of the identity.
-        H = corners_to_homography(hn.centred_corners(48, 32)[None], 32)
+        H = corners_to_homography(centred_corners(48, 32)[None], 32)
         warped, _ = hn.warp_image(img.astype(np.float64), H, 32)
         np.testing.assert_allclose(warped.numpy(), crop, atol=1e-6)
         assert float(hn.masked_photometric_l1(img.astype(np.float64), crop, H)) < 1e-6
@@ -413,7 +414,7 @@ class TestTasks:
         task = hn.SupervisedTask(TINY)
         model = task.build_model()  # zero head: predicts offset 0
         loss, metrics = task.compute_loss(model, tiny_pairs, training=False)
-        target = corners - hn.centred_corners(48, 32)
+        target = corners - centred_corners(48, 32)
         np.testing.assert_allclose(float(loss), np.mean((target / 32.0) ** 2), rtol=1e-5)
         np.testing.assert_allclose(float(metrics["mace"]), np.linalg.norm(target, axis=-1).mean(), rtol=1e-5)
 
@@ -422,7 +423,7 @@ class TestTasks:
         task = hn.UnsupervisedTask(TINY)
         model = task.build_model()
         loss, metrics = task.compute_loss(model, tiny_pairs, training=False)
-        H = corners_to_homography(np.broadcast_to(hn.centred_corners(48, 32), (3, 4, 2)), 32)
+        H = corners_to_homography(np.broadcast_to(centred_corners(48, 32), (3, 4, 2)), 32)
         np.testing.assert_allclose(float(loss), float(hn.masked_photometric_l1(inputs, templates, H)), rtol=1e-5)
         assert float(metrics["valid"]) == 1.0
         pyramid = hn.UnsupervisedTask(TINY, loss_pools=(1, 4))

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from deeplk.geometry import centred_homography
 from deeplk.models import regression as R
 from deeplk.train import TrainConfig, train
 
@@ -131,7 +132,7 @@ class TestOffsets:
             R.corners_to_offsets(np.zeros((2, 8)))
 
     def test_centred_homography_maps_template_to_base(self):
-        C_tf = R.centred_homography(batch=1, dtype=tf.float64).numpy()[0]
+        C_tf = centred_homography(R.INPUT_SIZE, R.TEMPLATE_SIZE, batch=1, dtype=tf.float64).numpy()[0]
         np.testing.assert_array_equal(np_apply(C_tf, TEMPLATE_CORNERS), BASE)
 
 

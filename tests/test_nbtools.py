@@ -24,8 +24,8 @@ def _nb():
     return nb
 
 
-def test_normalize_drops_noise_and_renumbers():
-    out = nbtools.normalize_notebook(_nb())
+def test_normalise_drops_noise_and_renumbers():
+    out = nbtools.normalise_notebook(_nb())
     assert len(out.cells) == 3  # injected parameters removed
     code = out.cells[2]
     assert code.execution_count == 1
@@ -34,7 +34,7 @@ def test_normalize_drops_noise_and_renumbers():
     assert out.metadata.kernelspec.name == "python3"
     assert out.cells[1].execution_count is None  # never run
     # idempotent
-    again = nbtools.normalize_notebook(out)
+    again = nbtools.normalise_notebook(out)
     assert nbformat.writes(again) == nbformat.writes(out)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from deeplk import viz
+from deeplk.geometry import centred_homography
 
 
 def _batch(n=3):
@@ -257,7 +258,7 @@ def test_trace_matches_pyramid_lucas_kanade(small_playback):
     from deeplk import lk
 
     ip, tp, pb = small_playback
-    ref = lk.pyramid_lucas_kanade(ip, tp, lk.centered_homography(64, 32, 1), max_iterations=(20, 10),
+    ref = lk.pyramid_lucas_kanade(ip, tp, centred_homography(64, 32, 1), max_iterations=(20, 10),
                                   return_history=True, jit_compile=False)
     history = ref.history.numpy()[:, 0]
     # Same frames: every level's initial guess and one frame per update.

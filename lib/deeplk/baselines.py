@@ -21,10 +21,9 @@ import cv2
 import numpy as np
 
 from deeplk._checks import check_shape
+from deeplk.geometry_np import centred_homography, homography_to_corners, is_convex_quad, scale_homography
 
 __all__ = [
-    "centred_homography",
-    "homography_corners",
     "to_grey_uint8",
     "identity",
     "sift",
@@ -37,32 +36,6 @@ __all__ = [
     "BASELINES",
     "predict_batch",
 ]
-
-
-def _template_corners(h: int, w: int) -> np.ndarray:
-    return np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float64)
-
-
-def centred_homography(input_shape, template_shape) -> np.ndarray:
-    """``input_H_template`` (3, 3) placing the template in the middle of the input, unscaled.
-
-    For a 128 template in a 192 input its corners land on (32, 32), (159, 32), (159, 159),
-    (32, 159): the initial guess of the DLK protocol.
-    """
-    hi, wi = int(input_shape[0]), int(input_shape[1])
-    ht, wt = int(template_shape[0]), int(template_shape[1])
-    H = np.eye(3)
-    H[0, 2] = (wi - wt) / 2.0
-    H[1, 2] = (hi - ht) / 2.0
-    return H
-
-
-def homography_corners(input_H_template: np.ndarray, template_shape) -> np.ndarray:
-    """Where the template's corners land in the input: (4, 2) float64."""
-    H = np.asarray(input_H_template, dtype=np.float64)
-    check_shape("input_H_template", H, (3, 3))
-    pts = _template_corners(int(template_shape[0]), int(template_shape[1]))
-    return cv2.perspectiveTransform(pts[None], H)[0]
 
 
 def to_grey_uint8(image, normalise: bool = True) -> np.ndarray:
@@ -102,9 +75,7 @@ def plausible_corners(corners: np.ndarray | None, input_shape) -> np.ndarray | N
     if np.abs(corners).max() > limit:
         return None
     # the quadrilateral must stay convex and keep its orientation (no fold-over)
-    d = np.roll(corners, -1, axis=0) - corners
-    cross = d[:, 0] * np.roll(d, -1, axis=0)[:, 1] - d[:, 1] * np.roll(d, -1, axis=0)[:, 0]
-    if not (np.all(cross > 0) or np.all(cross < 0)):
+    if not is_convex_quad(corners, either_orientation=True):
         return None
     return corners
 
@@ -112,8 +83,8 @@ def plausible_corners(corners: np.ndarray | None, input_shape) -> np.ndarray | N
 def identity(input_image, template) -> np.ndarray:
     """The centred guess: the template placed unwarped in the middle of the input."""
     _check_pair(input_image, template)
-    H = centred_homography(np.shape(input_image), np.shape(template))
-    return homography_corners(H, np.shape(template))
+    H = centred_homography(np.shape(input_image)[:2], np.shape(template)[:2])
+    return homography_to_corners(H, np.shape(template)[:2])
 
 
 def feature_homography(
@@ -156,7 +127,7 @@ def feature_homography(
 
 def plausible_homography(H, input_image, template) -> np.ndarray | None:
     """`H` if the template's corners land plausibly in the input (`plausible_corners`), else None."""
-    if H is None or plausible_corners(homography_corners(H, np.shape(template)), np.shape(input_image)) is None:
+    if H is None or plausible_corners(homography_to_corners(H, np.shape(template)[:2]), np.shape(input_image)) is None:
         return None
     return H
 
@@ -164,20 +135,13 @@ def plausible_homography(H, input_image, template) -> np.ndarray | None:
 def sift(input_image, template, ratio: float = 0.75, ransac_threshold: float = 5.0) -> np.ndarray | None:
     """SIFT + ratio test (0.75) + RANSAC (5 px) on min-max normalised grey images."""
     H = plausible_homography(feature_homography(input_image, template, "sift", ratio, ransac_threshold), input_image, template)
-    return None if H is None else homography_corners(H, np.shape(template))
+    return None if H is None else homography_to_corners(H, np.shape(template)[:2])
 
 
 def orb(input_image, template, ratio: float = 0.8, ransac_threshold: float = 5.0) -> np.ndarray | None:
     """ORB (1500 features, Harris score) + ratio test (0.8) + RANSAC (5 px)."""
     H = feature_homography(input_image, template, "orb", ratio, ransac_threshold)
-    return None if H is None else plausible_corners(homography_corners(H, np.shape(template)), np.shape(input_image))
-
-
-def _scale_h(H: np.ndarray, s: float) -> np.ndarray:
-    """H between frames resized by `s` with half-pixel centres (x' = (x + 0.5) s - 0.5)."""
-    S = np.array([[s, 0, 0.5 * s - 0.5], [0, s, 0.5 * s - 0.5], [0, 0, 1.0]])
-    S_inv = np.array([[1 / s, 0, 0.5 / s - 0.5], [0, 1 / s, 0.5 / s - 0.5], [0, 0, 1.0]])
-    return S @ H @ S_inv
+    return None if H is None else plausible_corners(homography_to_corners(H, np.shape(template)[:2]), np.shape(input_image))
 
 
 def ecc_homography(
@@ -203,7 +167,7 @@ def ecc_homography(
     for _ in range(levels - 1):
         pyr_in.append(cv2.resize(pyr_in[-1], None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA))
         pyr_t.append(cv2.resize(pyr_t[-1], None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA))
-    H = _scale_h(H, 0.5 ** (levels - 1))
+    H = scale_homography(H, 0.5 ** (levels - 1))
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, eps)
     for level in range(levels - 1, -1, -1):
         warp = (H / H[2, 2]).astype(np.float32)
@@ -213,7 +177,7 @@ def ecc_homography(
             return None
         H = warp.astype(np.float64)
         if level > 0:
-            H = _scale_h(H, 2.0)
+            H = scale_homography(H, 2.0)
     if not np.all(np.isfinite(H)) or abs(H[2, 2]) < 1e-12:
         return None
     return H / H[2, 2]
@@ -222,7 +186,7 @@ def ecc_homography(
 def ecc(input_image, template, init_H: np.ndarray | None = None, levels: int = 3) -> np.ndarray | None:
     """ECC homography (3-level pyramid, centred start by default) as predicted corners."""
     H = ecc_homography(input_image, template, init_H=init_H, levels=levels)
-    return None if H is None else plausible_corners(homography_corners(H, np.shape(template)), np.shape(input_image))
+    return None if H is None else plausible_corners(homography_to_corners(H, np.shape(template)[:2]), np.shape(input_image))
 
 
 BASELINES: dict[str, Callable] = {"identity": identity, "sift": sift, "orb": orb, "ecc": ecc}

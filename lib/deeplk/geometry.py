@@ -21,7 +21,9 @@ from typing import Sequence, Union
 import numpy as np
 import tensorflow as tf
 
-from deeplk._checks import check_positive_int, check_shape
+from deeplk import geometry_np
+from deeplk._checks import check_shape
+from deeplk.geometry_np import Size, parse_size
 
 __all__ = [
     "four_point_homography",
@@ -30,7 +32,9 @@ __all__ = [
     "template_corners",
     "homography_to_corners",
     "corners_to_homography",
-    "normalize_homography",
+    "centred_homography",
+    "is_convex_quad",
+    "normalise_homography",
     "compose_homographies",
     "invert_homography",
     "scale_homography",
@@ -38,26 +42,12 @@ __all__ = [
     "parse_size",
 ]
 
-Size = Union[int, Sequence[int]]
 Scale = Union[float, Sequence[float], tf.Tensor]
 
 
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-
-
-def parse_size(name: str, size: Size) -> tuple[int, int]:
-    """Return ``(h, w)`` from an int (square) or an ``(h, w)`` pair; `ValueError` otherwise."""
-    if np.ndim(size) == 0:
-        s = check_positive_int(name, size)
-        return s, s
-    values = list(np.asarray(size).reshape(-1))
-    if len(values) != 2:
-        raise ValueError(f"`{name}` must be an int or an (h, w) pair, got {size!r}")
-    return check_positive_int(f"{name}[0] (h)", values[0]), check_positive_int(
-        f"{name}[1] (w)", values[1]
-    )
 
 
 def _result_dtype(*tensors: tf.Tensor) -> tf.DType:
@@ -83,7 +73,7 @@ def _check_same_batch(name_a: str, a: tf.Tensor, name_b: str, b: tf.Tensor) -> N
         )
 
 
-def _normalize(H: tf.Tensor) -> tf.Tensor:
+def _normalise(H: tf.Tensor) -> tf.Tensor:
     return H / H[..., 2:3, 2:3]
 
 
@@ -117,7 +107,7 @@ def _hartley(points: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     return centred * s[:, None, None], T, T_inv
 
 
-def four_point_homography(src_points, dst_points, normalize_points: bool = True) -> tf.Tensor:
+def four_point_homography(src_points, dst_points, normalise_points: bool = True) -> tf.Tensor:
     """Batched 4-point direct linear transform ("TensorDLT"): the H with ``dst ~ H @ src``.
 
     For each sample, the 8x8 linear system in the 8 unknowns of ``H`` (with ``H[2, 2] = 1``) is
@@ -130,7 +120,7 @@ def four_point_homography(src_points, dst_points, normalize_points: bool = True)
         src_points: ``(B, 4, 2)`` source points, ``(x, y)`` pixels (e.g. template corners).
         dst_points: ``(B, 4, 2)`` destination points, ``(x, y)`` pixels (e.g. where the template
             corners land in the input image).
-        normalize_points: apply the Hartley normalisation (recommended; only for comparisons).
+        normalise_points: apply the Hartley normalisation (recommended; only for comparisons).
 
     Returns:
         ``(B, 3, 3)`` homography mapping ``src`` to ``dst`` (``dst_H_src``; with template corners
@@ -151,7 +141,7 @@ def four_point_homography(src_points, dst_points, normalize_points: bool = True)
     src = tf.cast(src, tf.float64)
     dst = tf.cast(dst, tf.float64)
 
-    if normalize_points:
+    if normalise_points:
         src_n, T_src, _ = _hartley(src)
         dst_n, _, T_dst_inv = _hartley(dst)
     else:
@@ -168,9 +158,9 @@ def four_point_homography(src_points, dst_points, normalize_points: bool = True)
     h = tf.linalg.solve(A, b)[..., 0]  # (B, 8)
     H = tf.reshape(tf.concat([h, ones[:, :1]], axis=-1), [-1, 3, 3])
 
-    if normalize_points:
+    if normalise_points:
         H = tf.matmul(T_dst_inv, tf.matmul(H, T_src))
-    return tf.cast(_normalize(H), out_dtype)
+    return tf.cast(_normalise(H), out_dtype)
 
 
 #: Alias used in the deep-homography literature (Nguyen et al. 2018).
@@ -259,16 +249,58 @@ def corners_to_homography(corners, template_size: Size) -> tf.Tensor:
     return four_point_homography(src, corners)
 
 
+def centred_homography(input_size: Size, template_size: Size, batch=None,
+                       dtype=tf.float32) -> tf.Tensor:
+    """The centred guess: the translation placing the template in the middle of the input
+    (`deeplk.geometry_np.centred_homography` as a tensor).
+
+    For a 128 template in a 192 input the template corners (0, 0), (127, 0), (127, 127), (0, 127)
+    go to (32, 32), (159, 32), (159, 159), (32, 159).
+
+    Args:
+        input_size, template_size: int or ``(h, w)``.
+        batch: ``None`` for a ``(3, 3)`` result, else a batch size (int or scalar tensor).
+        dtype: floating dtype.
+
+    Returns:
+        ``(3, 3)`` or ``(batch, 3, 3)`` ``input_H_template``.
+
+    >>> centred_homography(192, 128, batch=2).shape
+    TensorShape([2, 3, 3])
+    """
+    H = tf.constant(geometry_np.centred_homography(input_size, template_size), dtype=dtype)
+    if batch is None:
+        return H
+    return tf.tile(H[None], tf.stack([batch, 1, 1]))
+
+
+def is_convex_quad(corners, min_cross: float = 0.0) -> tf.Tensor:
+    """``(B,)`` bool: quadrilaterals TL, TR, BR, BL strictly convex and clockwise on screen,
+    every cross product of consecutive edges above `min_cross` (px^2); the tensor twin of
+    `deeplk.geometry_np.is_convex_quad` (one orientation).
+
+    Args:
+        corners: ``(B, 4, 2)`` ``(x, y)`` corners.
+        min_cross: threshold on the cross products (rejects nearly collinear triples).
+    """
+    (p,) = _as_float(corners)
+    check_shape("corners", p, (None, 4, 2), "B x 4 corners x (x, y)")
+    e1 = tf.roll(p, shift=-1, axis=1) - p
+    e2 = tf.roll(e1, shift=-1, axis=1)
+    cross = e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]
+    return tf.reduce_all(cross > min_cross, axis=1)
+
+
 # --------------------------------------------------------------------------------------------
 # Algebra on homographies
 # --------------------------------------------------------------------------------------------
 
 
-def normalize_homography(H) -> tf.Tensor:
+def normalise_homography(H) -> tf.Tensor:
     """Divide ``(B, 3, 3)`` homographies by ``H[..., 2, 2]`` (same map, canonical scale)."""
     (H,) = _as_float(H)
     check_shape("H", H, (None, 3, 3), "B x 3 x 3 homographies")
-    return _normalize(H)
+    return _normalise(H)
 
 
 def compose_homographies(a_H_b, b_H_c) -> tf.Tensor:
@@ -285,7 +317,7 @@ def compose_homographies(a_H_b, b_H_c) -> tf.Tensor:
     check_shape("a_H_b", A, (None, 3, 3), "B x 3 x 3 homographies")
     check_shape("b_H_c", B, (None, 3, 3), "B x 3 x 3 homographies")
     _check_same_batch("a_H_b", A, "b_H_c", B)
-    return _normalize(tf.matmul(A, B))
+    return _normalise(tf.matmul(A, B))
 
 
 def invert_homography(H) -> tf.Tensor:
@@ -300,7 +332,7 @@ def invert_homography(H) -> tf.Tensor:
     (H,) = _as_float(H)
     check_shape("H", H, (None, 3, 3), "B x 3 x 3 homographies")
     H_inv = tf.linalg.inv(tf.cast(H, tf.float64))
-    return tf.cast(_normalize(H_inv), H.dtype)
+    return tf.cast(_normalise(H_inv), H.dtype)
 
 
 def scale_homography(H, scale: Scale, half_pixel_centers: bool = True) -> tf.Tensor:
@@ -351,7 +383,7 @@ def scale_homography(H, scale: Scale, half_pixel_centers: bool = True) -> tf.Ten
     S_inv = tf.reshape(
         tf.stack([1.0 / sx, zero, -tx / sx, zero, 1.0 / sy, -ty / sy, zero, zero, one]), [1, 3, 3]
     )
-    return _normalize(tf.matmul(S, tf.matmul(H, S_inv)))
+    return _normalise(tf.matmul(S, tf.matmul(H, S_inv)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from deeplk import baselines, evaluate
+from deeplk.geometry_np import centred_homography
 
 __all__ = ["METHOD_NAMES", "MethodInfo", "available_methods", "get_method", "evaluate_methods", "photometric_residual"]
 
@@ -53,12 +54,18 @@ def _lk_corners(H, template_shape) -> np.ndarray:
     return homography_to_corners(H, tuple(template_shape[1:3])).numpy().astype(np.float64)
 
 
-def _build_lk(checkpoint_dir=None, levels: int = 3, **lk_options) -> Predictor:
-    """Pyramid LK on grey intensities from the centred guess (`deeplk.lk.align_images`)."""
-    from deeplk.lk import align_images
+def _build_lk(checkpoint_dir=None, levels: int = 3, lk_options=None, **settings) -> Predictor:
+    """Pyramid LK on grey intensities from the centred guess (`deeplk.lk.align_images`).
+
+    `lk_options`: an `deeplk.lk.LKOptions` (or a dict of its fields); `settings`: its fields
+    given one by one (``max_iterations=...``), replacing those of `lk_options`. Validated here.
+    """
+    from deeplk.lk import LKOptions, align_images
+
+    options = LKOptions.coerce(lk_options, **settings)
 
     def predict(inputs, templates):
-        result = align_images(np.asarray(inputs, np.float32), np.asarray(templates, np.float32), levels=levels, **lk_options)
+        result = align_images(np.asarray(inputs, np.float32), np.asarray(templates, np.float32), levels=levels, options=options)
         failed = result.failed.numpy()
         corners = _lk_corners(result.H, np.shape(templates))
         corners[failed] = np.nan
@@ -90,17 +97,20 @@ def photometric_residual(inputs, templates, input_H_template, min_valid_fraction
     return res
 
 
-def _build_hybrid(checkpoint_dir=None, levels: int = 3, **lk_options) -> Predictor:
+def _build_hybrid(checkpoint_dir=None, levels: int = 3, lk_options=None, **settings) -> Predictor:
     """Training-free: SIFT + RANSAC initial guess (the centred guess where SIFT fails), refined by
     pyramid LK on intensities; LK from the centred guess runs too, and per sample the refinement
-    with the lower photometric residual wins (no ground truth involved)."""
-    from deeplk.lk import align_images
+    with the lower photometric residual wins (no ground truth involved). `lk_options`,
+    `settings`: as in the ``lk`` method."""
+    from deeplk.lk import LKOptions, align_images
+
+    options = LKOptions.coerce(lk_options, **settings)
 
     def predict(inputs, templates):
         inputs = np.asarray(inputs, np.float32)
         templates = np.asarray(templates, np.float32)
         b = len(inputs)
-        centred = baselines.centred_homography(inputs.shape[1:3], templates.shape[1:3])
+        centred = centred_homography(inputs.shape[1:3], templates.shape[1:3])
         inits = []
         for i in range(b):
             H = baselines.plausible_homography(
@@ -110,7 +120,7 @@ def _build_hybrid(checkpoint_dir=None, levels: int = 3, **lk_options) -> Predict
         init = np.concatenate([np.stack(inits), np.repeat(centred[None], b, axis=0)]).astype(np.float32)
         both_in = np.concatenate([inputs, inputs])
         both_t = np.concatenate([templates, templates])
-        result = align_images(both_in, both_t, init_H=init, levels=levels, **lk_options)
+        result = align_images(both_in, both_t, init_H=init, levels=levels, options=options)
         H = result.H.numpy()
         residual = photometric_residual(both_in, both_t, H)
         failed = result.failed.numpy()

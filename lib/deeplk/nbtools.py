@@ -1,6 +1,6 @@
 """Keep the committed notebooks clean and checkable.
 
-`normalize_notebook` makes a notebook's JSON canonical: a fixed kernelspec, execution counts
+`normalise_notebook` makes a notebook's JSON canonical: a fixed kernelspec, execution counts
 renumbered 1, 2, ... in order, no stderr streams (TensorFlow and tqdm noise), no papermill or
 timing metadata, no injected-parameters cell, and sorted JSON keys with one-space indentation
 (nbformat's own writer). `check_parameters_cell` enforces the project's rule: exactly one cell
@@ -44,7 +44,7 @@ def check_parameters_cell(nb: nbformat.NotebookNode, path: str = "<notebook>") -
     return values
 
 
-def normalize_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+def normalise_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Return a canonical copy of `nb` (see the module docstring)."""
     nb = nbformat.from_dict(nb)  # deep copy
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
@@ -96,7 +96,7 @@ def process(paths: list[Path], check: bool) -> list[Path]:
         text = path.read_text(encoding="utf-8")
         nb = nbformat.reads(text, as_version=4)
         check_parameters_cell(nb, str(path))
-        canonical = _canonical_text(normalize_notebook(nb))
+        canonical = _canonical_text(normalise_notebook(nb))
         if canonical != text:
             differ.append(path)
             if not check:

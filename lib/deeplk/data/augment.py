@@ -7,7 +7,7 @@ unperturbed corners moved by offsets drawn uniformly in ``[-rho, rho]``, with a 
 a new pair from each *input* image in the DLK geometry:
 
 - the unperturbed template sits at ``[32:160, 32:160]`` of the input, i.e. its corners land on
-  ``(32, 32), (159, 32), (159, 159), (32, 159)`` (`centred_corners`);
+  ``(32, 32), (159, 32), (159, 159), (32, 159)`` (`deeplk.geometry_np.centred_corners`);
 - ``corners = centred + offsets``, offsets i.i.d. uniform in ``[-rho, rho]`` (real-valued);
 - ``input_H_template`` is the homography from the template corners ``(0, 0), (127, 0),
   (127, 127), (0, 127)`` to ``corners`` (`deeplk.geometry.corners_to_homography`), and the
@@ -33,27 +33,13 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import check_shape
+from ..geometry_np import centred_corners
+from .protocol import INPUT_SIZE, MIN_CROSS, PATCH_OFFSET, TEMPLATE_SIZE
 
-__all__ = ["MAX_RHO", "centred_corners", "random_corner_offsets", "synthesize_pairs", "with_synthetic_pairs"]
+__all__ = ["MAX_RHO", "random_corner_offsets", "synthesize_pairs", "with_synthetic_pairs"]
 
 #: Largest offset for which the template stays inside the 192 input (corner 32 - 32 = 0).
-MAX_RHO = 32.0
-
-
-def centred_corners(input_size: int = 192, template_size: int = 128) -> np.ndarray:
-    """Where an unperturbed, centred template's corners land in the input, (4, 2) float64.
-
-    ``(o, o), (o + t - 1, o), (o + t - 1, o + t - 1), (o, o + t - 1)`` with
-    ``o = (input_size - template_size) / 2`` (``(32, 32), (159, 32), (159, 159), (32, 159)`` for
-    the DLK sizes 192 / 128).
-    """
-    if (input_size - template_size) % 2 or template_size <= 0 or input_size <= template_size:
-        raise ValueError(
-            "`input_size` must exceed `template_size` by an even number of pixels, got "
-            f"{input_size} and {template_size}"
-        )
-    o, e = (input_size - template_size) // 2, (input_size + template_size) // 2 - 1
-    return np.array([[o, o], [e, o], [e, e], [o, e]], dtype=np.float64)
+MAX_RHO = float(PATCH_OFFSET)
 
 
 def _check_rho(rho, template_size: int, input_size: int) -> float:
@@ -63,21 +49,9 @@ def _check_rho(rho, template_size: int, input_size: int) -> float:
     return float(rho)
 
 
-def _convex(corners):
-    """(B,) bool: TL, TR, BR, BL strictly convex and clockwise on screen (cross products > 1 px^2)."""
-    import tensorflow as tf
-
-    p = corners
-    q = tf.roll(p, shift=-1, axis=1)  # next corner
-    r = tf.roll(p, shift=-2, axis=1)
-    e1, e2 = q - p, r - q
-    cross = e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]
-    return tf.reduce_all(cross > 1.0, axis=1)
-
-
-def random_corner_offsets(batch, rho: float, seed, template_size: int = 128, input_size: int = 192):
+def random_corner_offsets(batch, rho: float, seed, template_size: int = TEMPLATE_SIZE, input_size: int = INPUT_SIZE):
     """``(batch, 4, 2)`` float32 corner offsets, uniform in ``[-rho, rho]``, convex after adding them
-    to `centred_corners` (a folded draw has its offsets halved).
+    to `deeplk.geometry_np.centred_corners` (a folded draw has its offsets halved).
 
     Args:
         batch: batch size (int or scalar int tensor).
@@ -85,6 +59,8 @@ def random_corner_offsets(batch, rho: float, seed, template_size: int = 128, inp
         seed: shape ``(2,)`` integer seed of ``tf.random.stateless_uniform``.
     """
     import tensorflow as tf
+
+    from deeplk.geometry import is_convex_quad
 
     if tf.is_tensor(rho):  # a ramp (`with_synthetic_pairs`): checked there
         rho = tf.cast(rho, tf.float32)
@@ -94,11 +70,11 @@ def random_corner_offsets(batch, rho: float, seed, template_size: int = 128, inp
     offsets = rho * tf.random.stateless_uniform(
         tf.stack([batch, 4, 2]), seed=seed, minval=-1.0, maxval=1.0, dtype=tf.float32
     )
-    ok = _convex(base + offsets)
+    ok = is_convex_quad(base + offsets, MIN_CROSS)
     return tf.where(ok[:, None, None], offsets, 0.5 * offsets)
 
 
-def synthesize_pairs(inputs, rho: float, seed, template_size: int = 128):
+def synthesize_pairs(inputs, rho: float, seed, template_size: int = TEMPLATE_SIZE):
     """New training pairs from input images: ``(inputs, templates, corners)``.
 
     Args:
@@ -129,7 +105,7 @@ def synthesize_pairs(inputs, rho: float, seed, template_size: int = 128):
     return inputs, tf.cast(templates, inputs.dtype), corners
 
 
-def with_synthetic_pairs(dataset, rho: float, seed: int = 0, template_size: int = 128, rho_start: float | None = None,
+def with_synthetic_pairs(dataset, rho: float, seed: int = 0, template_size: int = TEMPLATE_SIZE, rho_start: float | None = None,
                          ramp_batches: int = 0):
     """Map a dataset of DLK batches ``(input, template, corners)`` to synthetic rho pairs.
 

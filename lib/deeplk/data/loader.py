@@ -73,7 +73,8 @@ def check_label(corners: np.ndarray, path) -> np.ndarray:
     quadrilateral strictly convex in the order TL, TR, BR, BL (collinear, crossed or flipped
     corners would make a degenerate or mirrored homography). Every DLK-protocol label is.
     """
-    from .protocol import is_convex_quad
+    from ..geometry_np import is_convex_quad
+    from .protocol import MIN_CROSS
 
     lo, hi = -LABEL_MARGIN, INPUT_SIZE - 1 + LABEL_MARGIN
     if np.any(corners < lo) or np.any(corners > hi):
@@ -81,7 +82,7 @@ def check_label(corners: np.ndarray, path) -> np.ndarray:
             f"label {path} is out of range: corners {corners.tolist()} must lie in "
             f"[{lo}, {hi}] (the {INPUT_SIZE} x {INPUT_SIZE} input frame plus {LABEL_MARGIN} px)"
         )
-    if not is_convex_quad(corners):
+    if not is_convex_quad(corners, MIN_CROSS):
         raise ValueError(
             f"label {path} is degenerate: corners {corners.tolist()} (TL, TR, BR, BL) do not form "
             "a convex quadrilateral (collinear, crossed or mirrored corners)"

@@ -25,20 +25,37 @@ import cv2
 import numpy as np
 
 from .._checks import check_shape
+from ..geometry_np import (
+    centred_corners,
+    centred_homography,
+    corners_to_homography,
+    is_convex_quad,
+    template_corners,
+)
 
 #: Side of the input image.
 INPUT_SIZE = 192
 #: Side of the template.
 TEMPLATE_SIZE = 128
 #: Where the unperturbed template sits in the input: ``[32:160, 32:160]``.
-PATCH_OFFSET = 32
+PATCH_OFFSET = (INPUT_SIZE - TEMPLATE_SIZE) // 2
 #: Side of the box each corner is drawn in (64: about +-32 px around the unperturbed corner).
 BOX_SIZE = 64
 
 #: Template corners in template pixels, order TL, TR, BR, BL, shape (4, 2).
-TEMPLATE_CORNERS = np.array([[0, 0], [127, 0], [127, 127], [0, 127]], dtype=np.float64)
+TEMPLATE_CORNERS = template_corners(TEMPLATE_SIZE)
+#: The centred guess of the protocol: ``input_H_template`` (3, 3) placing the template at
+#: ``[32:160, 32:160]`` (a translation by `PATCH_OFFSET`), and where its corners land,
+#: (32, 32), (159, 32), (159, 159), (32, 159) (`deeplk.geometry_np.centred_homography`).
+CENTRED_H = centred_homography(INPUT_SIZE, TEMPLATE_SIZE)
+CENTRED_CORNERS = centred_corners(INPUT_SIZE, TEMPLATE_SIZE)
+#: A protocol quadrilateral turns by more than this (cross product of consecutive edges, px^2)
+#: at every corner (`deeplk.geometry_np.is_convex_quad`): convex, clockwise on screen, no
+#: (nearly) collinear corner triple.
+MIN_CROSS = 1.0
 #: Top-left of the 64 x 64 box of each corner in the input frame, order TL, TR, BR, BL.
-CORNER_BOX_ORIGINS = np.array([[0, 0], [128, 0], [128, 128], [0, 128]], dtype=np.int64)
+_FAR = INPUT_SIZE - BOX_SIZE
+CORNER_BOX_ORIGINS = np.array([[0, 0], [_FAR, 0], [_FAR, _FAR], [0, _FAR]], dtype=np.int64)
 
 
 def sample_corners(rng: np.random.Generator, max_tries: int = 100) -> np.ndarray:
@@ -54,32 +71,9 @@ def sample_corners(rng: np.random.Generator, max_tries: int = 100) -> np.ndarray
     """
     for _ in range(max_tries):
         corners = CORNER_BOX_ORIGINS + rng.integers(0, BOX_SIZE, size=(4, 2))
-        if _is_convex(corners.tolist(), 1.0):
+        if is_convex_quad(corners, MIN_CROSS):
             return corners
     raise RuntimeError(f"no convex corner set found in {max_tries} tries")  # pragma: no cover
-
-
-def is_convex_quad(corners, min_cross: float = 1.0) -> bool:
-    """True if the quadrilateral TL, TR, BR, BL is strictly convex and consistently oriented.
-
-    Args:
-        corners: (4, 2) (x, y) points, order TL, TR, BR, BL.
-        min_cross: the cross product of consecutive edges must exceed this (px^2), which rejects
-            collinear and nearly collinear corner triples.
-    """
-    c = np.asarray(corners, dtype=np.float64)
-    check_shape("corners", c, (4, 2), "(x, y) corners TL, TR, BR, BL")
-    return _is_convex(c.tolist(), min_cross)
-
-
-def _is_convex(p: list, min_cross: float) -> bool:
-    # Plain floats: this runs once per sample, keep it cheap.
-    for k in range(4):
-        (x0, y0), (x1, y1), (x2, y2) = p[k], p[(k + 1) % 4], p[(k + 2) % 4]
-        # TL -> TR -> BR -> BL turns clockwise on screen: positive cross with y pointing down.
-        if (x1 - x0) * (y2 - y1) - (y1 - y0) * (x2 - x1) <= min_cross:
-            return False
-    return True
 
 
 def homography_from_corners(corners) -> np.ndarray:
@@ -93,15 +87,7 @@ def homography_from_corners(corners) -> np.ndarray:
     """
     c = np.asarray(corners, dtype=np.float64)
     check_shape("corners", c, (4, 2), "(x, y) corners TL, TR, BR, BL")
-    return _homography(c)
-
-
-_TEMPLATE_CORNERS_F32 = TEMPLATE_CORNERS.astype(np.float32)
-
-
-def _homography(corners: np.ndarray) -> np.ndarray:
-    h = cv2.getPerspectiveTransform(_TEMPLATE_CORNERS_F32, corners.astype(np.float32))
-    return h / h[2, 2]
+    return corners_to_homography(c, TEMPLATE_SIZE)
 
 
 def make_template(template_source: np.ndarray, input_H_template: np.ndarray) -> np.ndarray:
@@ -170,5 +156,5 @@ def make_pair(input_image: np.ndarray, template_source: np.ndarray, rng: np.rand
     check_shape("input_image", input_image, (INPUT_SIZE, INPUT_SIZE, 3))
     check_shape("template_source", template_source, (INPUT_SIZE, INPUT_SIZE, 3))
     corners = sample_corners(rng)
-    input_H_template = _homography(corners)
+    input_H_template = corners_to_homography(corners, TEMPLATE_SIZE)
     return _warp_template(template_source, input_H_template), corners, input_H_template

@@ -16,7 +16,7 @@ Our version (the 192 / 128 data protocol of the project):
   ReLU ("same" padding, so pixel coordinates are unchanged), then a 1x1 convolution to
   ``channels`` (4) feature channels.
 - **Alignment.** ``H`` starts at the centred placement of the template (offset 32 for 128 in
-  192, `deeplk.lk.centered_homography`), is scaled to each level, refined by
+  192, `deeplk.geometry.centred_homography`), is scaled to each level, refined by
   `deeplk.lk.lucas_kanade` with ``max_iterations=lk_iterations`` (1) on that level's features, and
   scaled back (`cascade_lucas_kanade`). Gradients flow through the LK step into the features of
   both images and into the incoming ``H`` (hence into the coarser levels).
@@ -41,8 +41,8 @@ import numpy as np
 import tensorflow as tf
 
 from deeplk._checks import check_positive_int, check_shape
-from deeplk.geometry import homography_to_corners, corner_error, scale_homography
-from deeplk.lk import build_pyramid, centered_homography, check_pyramid_doubles, lucas_kanade
+from deeplk.geometry import centred_homography, homography_to_corners, corner_error, scale_homography
+from deeplk.lk import build_pyramid, check_pyramid_doubles, lucas_kanade
 from deeplk.paths import resolve
 from deeplk.utils import write_text_atomic
 
@@ -369,7 +369,7 @@ class CLKN(keras.Model):
         input_features = [net(x) for net, x in zip(self.level_nets, input_pyramid)]
         template_features = [net(t) for net, t in zip(self.level_nets, template_pyramid)]
         batch = tf.shape(inputs)[0]
-        init_H = centered_homography(tuple(inputs.shape[1:3]), tuple(templates.shape[1:3]),
+        init_H = centred_homography(tuple(inputs.shape[1:3]), tuple(templates.shape[1:3]),
                                      batch, inputs.dtype)
         level_H, level_failed = cascade_lucas_kanade(
             input_features, template_features, init_H,
@@ -472,7 +472,7 @@ def level_corner_errors(model: CLKN, inputs, templates, true_corners,
     check_shape("templates", templates, (len(inputs), None, None, None), "N x h x w x C")
     batch_size = check_positive_int("batch_size", batch_size)
     size = tuple(templates.shape[1:3])
-    start = centered_homography(tuple(inputs.shape[1:3]), size, len(inputs), tf.float64)
+    start = centred_homography(tuple(inputs.shape[1:3]), size, len(inputs), tf.float64)
     rows = [corner_error(homography_to_corners(start, size), true_corners).numpy()]
     chunks = []
     for i in range(0, len(inputs), batch_size):

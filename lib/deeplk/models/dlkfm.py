@@ -81,6 +81,8 @@ from deeplk.geometry import (
     homography_to_corners,
     scale_homography,
 )
+from deeplk.geometry_np import centred_homography
+from deeplk.lk.options import LKOptions
 from deeplk.paths import resolve
 from deeplk.warp import warp_image
 
@@ -126,7 +128,7 @@ ARCH_FALLBACK = {"normalize": False}
 DEFAULT_PERTURBATION = {1: 4.0, 2: 3.0, 3: 3.0}
 
 #: `deeplk.lk.pyramid_lucas_kanade` options of the ``dlkfm`` method unless given.
-DEFAULT_LK_OPTIONS = {"algorithm": "esm", "coarse_motions": (("translation", 10),)}
+DEFAULT_LK_OPTIONS = LKOptions(algorithm="esm", coarse_motions=(("translation", 10),))
 
 METHOD_DESCRIPTIONS = {
     "dlkfm": "DLKFM: learned per-level Siamese features, inverse-compositional LK levels 3->2->1, "
@@ -881,12 +883,6 @@ def load_dlkfm(checkpoint_dir, levels: int = 3) -> DLKFMNet:
 # --------------------------------------------------------------------------------------------
 
 
-def _centred_H(batch: int, input_hw, template_hw) -> np.ndarray:
-    from deeplk.baselines import centred_homography
-
-    return np.repeat(centred_homography(input_hw, template_hw)[None], batch, axis=0)
-
-
 class DLKFMAligner:
     """Coarse-to-fine LK on the features of a `DLKFMNet` (the ``dlkfm`` method's predictor).
 
@@ -904,7 +900,8 @@ class DLKFMAligner:
             `deeplk.lk.pyramid_lucas_kanade`.
         batch_size: pairs per feature/LK call (bounds the memory of the feature maps).
         jit_compile: XLA for the LK loop.
-        lk_options: further keyword arguments of `deeplk.lk.pyramid_lucas_kanade`; ``None``:
+        lk_options: further `deeplk.lk.LKOptions` (the object or a dict of its fields) of
+            `deeplk.lk.pyramid_lucas_kanade`, without the three above; ``None``:
             `DEFAULT_LK_OPTIONS` (ESM updates after a translation stage: on the multimodal demo,
             64 val pairs, 7.8 % below 5 px against 1.6 % with the inverse-compositional rule,
             whose fixed point drifts off the feature-MSE minimum when the residual at the truth
@@ -917,7 +914,7 @@ class DLKFMAligner:
                  init_predictor: Optional[Callable] = None, checkpoint_dir=None,
                  feature_type: Optional[str] = None, max_iterations=None,
                  tolerance=1e-2, damping: float = 1e-4, batch_size: int = 16,
-                 jit_compile: bool = True, lk_options: Optional[dict] = None,
+                 jit_compile: bool = True, lk_options=None,
                  fold_batchnorm: bool = False):
         if init not in INITS:
             raise ValueError(f"`init` must be one of {INITS}, got {init!r}")
@@ -930,7 +927,14 @@ class DLKFMAligner:
         self.damping = float(damping)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.jit_compile = bool(jit_compile)
-        self.lk_options = dict(DEFAULT_LK_OPTIONS if lk_options is None else lk_options)
+        self.lk_options = LKOptions.coerce(DEFAULT_LK_OPTIONS if lk_options is None else lk_options)
+        fixed = dict(max_iterations=max_iterations, tolerance=tolerance, damping=self.damping,
+                     half_pixel_centers=False)  # stride-2 feature levels: corner-aligned
+        overlap = [k for k in fixed if getattr(self.lk_options, k) != getattr(LKOptions(), k)]
+        if overlap:
+            raise ValueError(f"`lk_options` must not set {overlap}: pass max_iterations, tolerance "
+                             "and damping as DLKFMAligner arguments")
+        self._solver_options = self.lk_options.replace(**fixed)
         self.fold_batchnorm = bool(fold_batchnorm)
         self.init_predictor = init_predictor
         if init == "mhn" and init_predictor is None:
@@ -946,7 +950,7 @@ class DLKFMAligner:
     def initial_homographies(self, inputs: np.ndarray, templates: np.ndarray) -> np.ndarray:
         """``(B, 3, 3)`` float64 initial ``input_H_template`` (never uses a label)."""
         b = len(inputs)
-        H = _centred_H(b, inputs.shape[1:3], templates.shape[1:3])
+        H = np.repeat(centred_homography(inputs.shape[1:3], templates.shape[1:3])[None], b, axis=0)
         if self.init == "sift":
             from deeplk import baselines
 
@@ -974,10 +978,8 @@ class DLKFMAligner:
         if init_H is None:
             init_H = self.initial_homographies(inputs, templates)
         ip, tp = self._features(tf.constant(inputs), tf.constant(templates))
-        return pyramid_lucas_kanade(
-            ip, tp, tf.constant(init_H, tf.float32), max_iterations=self.max_iterations,
-            tolerance=self.tolerance, damping=self.damping, half_pixel_centers=False,
-            jit_compile=self.jit_compile, **self.lk_options)
+        return pyramid_lucas_kanade(ip, tp, tf.constant(init_H, tf.float32), self._solver_options,
+                                    jit_compile=self.jit_compile)
 
     def __call__(self, inputs, templates):
         inputs = np.asarray(inputs, np.float32)

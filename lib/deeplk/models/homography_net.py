@@ -4,7 +4,7 @@ unsupervised, with the rho 16 -> 32 curriculum.
 The model (`HomographyNet`) takes a DLK pair ``(input (B, 192, 192, 3), template (B, 128, 128,
 3))``, float32 RGB in [0, 1], and predicts where the template's corners land in the input, as
 offsets ``(B, 4, 2)`` (x, y pixels) from the centred corners ``(32, 32), (159, 32), (159, 159),
-(32, 159)`` (`deeplk.data.augment.centred_corners`)::
+(32, 159)`` (`deeplk.geometry_np.centred_corners`)::
 
     input    --(resize by input_scale)--> VGG19 to block3_conv4 (frozen, stride 4) --+
     template --(resize by input_scale)--> same VGG19 --> zero-pad to the input grid --+-- concat
@@ -72,7 +72,8 @@ import numpy as np
 import tensorflow as tf
 
 from deeplk._checks import check_bool, check_momentum, check_shape
-from deeplk.data.augment import centred_corners, with_synthetic_pairs
+from deeplk.data.augment import with_synthetic_pairs
+from deeplk.geometry_np import centred_corners
 from deeplk.geometry import corners_to_homography, scale_homography
 from deeplk.paths import resolve
 from deeplk.utils import write_text_atomic

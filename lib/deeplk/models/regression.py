@@ -52,6 +52,8 @@ import numpy as np
 import tensorflow as tf
 
 from deeplk._checks import check_shape
+from deeplk.data.protocol import CENTRED_CORNERS as BASE_CORNERS
+from deeplk.data.protocol import INPUT_SIZE, PATCH_OFFSET, TEMPLATE_SIZE
 from deeplk.geometry import corner_error, corners_to_homography, invert_homography, transform_points
 from deeplk.lk import to_grayscale
 from deeplk.paths import resolve
@@ -71,7 +73,6 @@ __all__ = [
     "pack_pair",
     "offsets_to_corners",
     "corners_to_offsets",
-    "centred_homography",
     "residual_offsets",
     "compose_residual",
     "regression_loss",
@@ -92,14 +93,8 @@ __all__ = [
     "benchmark_case",
 ]
 
-INPUT_SIZE = 192
-TEMPLATE_SIZE = 128
-#: Where the unperturbed template sits in the input: ``input[32:160, 32:160]``.
-PATCH_OFFSET = 32
 #: Default scale of the regression targets: the net's last layer predicts offsets / 32.
 OFFSET_SCALE = 32.0
-#: The unperturbed template corners in the 192 input frame, (4, 2), TL, TR, BR, BL.
-BASE_CORNERS = np.array([[32, 32], [159, 32], [159, 159], [32, 159]], dtype=np.float64)
 MHN_STAGES = 3
 #: File written next to the weights of every trained stage.
 CONFIG_NAME = "model_config.json"
@@ -181,15 +176,6 @@ def corners_to_offsets(corners) -> tf.Tensor:
         corners = tf.cast(corners, tf.float32)
     check_shape("corners", corners, (None, 4, 2), "B x 4 corners x (x, y)")
     return tf.reshape(corners - _base(corners.dtype), [-1, 8])
-
-
-def centred_homography(batch=None, dtype=tf.float32) -> tf.Tensor:
-    """``C``: the ``input_H_template`` of the unperturbed template (a translation by +32).
-
-    Returns ``(3, 3)``, or ``(batch, 3, 3)`` when `batch` is given (int or scalar tensor).
-    """
-    C = tf.constant([[1, 0, PATCH_OFFSET], [0, 1, PATCH_OFFSET], [0, 0, 1]], dtype=dtype)
-    return C if batch is None else tf.tile(C[None], tf.stack([batch, 1, 1]))
 
 
 def _input_H_centred(input_H_template: tf.Tensor) -> tf.Tensor:

@@ -32,16 +32,13 @@ from typing import Sequence
 import numpy as np
 
 from deeplk._checks import check_shape
+from deeplk.geometry_np import template_corners
 
 __all__ = ["PARAMETERS", "Landscape", "alignment_loss", "perturbed_homographies", "loss_landscape", "plot_landscapes"]
 
 _CORNER_NAMES = ("tl", "tr", "br", "bl")
 PARAMETERS = (("tx", "ty") + tuple(f"{c}_{a}" for c in _CORNER_NAMES for a in "xy")
               + tuple(f"p{k}" for k in range(1, 9)))
-
-
-def _template_corners(h: int, w: int) -> np.ndarray:
-    return np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
 
 
 def _homographies_from_corners(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -102,7 +99,7 @@ def perturbed_homographies(true_corners, template_size, params: Sequence[str], v
         else:
             corner, axis = name.split("_")
             dst[:, _CORNER_NAMES.index(corner), "xy".index(axis)] += d
-    H = _homographies_from_corners(_template_corners(h, w), dst)
+    H = _homographies_from_corners(template_corners((h, w)), dst)
     if np.any(p):
         cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
         N = np.array([[1 / s, 0, -cx / s], [0, 1 / s, -cy / s], [0, 0, 1]])

@@ -137,19 +137,6 @@ def playback_from_history(history, template_size, true_corners=None, level_lengt
     return Playback(hist[:, sample], levels, iterations, size, true_corners, bool(failed), bool(converged))
 
 
-def _default_iterations(levels: int) -> tuple:
-    """The iteration caps of `deeplk.lk.pyramid_lucas_kanade` (30 coarsest, 10 between, 5 finest)."""
-    return (30,) if levels == 1 else (30,) + (10,) * (levels - 2) + (5,)
-
-
-def _per_level(name: str, value, levels: int) -> list:
-    """A scalar repeated per level, or one value per level (checked by `deeplk.lk` itself)."""
-    values = [value] * levels if np.ndim(value) == 0 else list(np.asarray(value, dtype=object).reshape(-1))
-    if len(values) != levels:
-        raise ValueError(f"`{name}` must be a scalar or one value per level ({levels}), got {value!r}")
-    return values
-
-
 def trace_pyramid_lk(input_pyramid, template_pyramid, init_H=None, true_corners=None, level_numbers=None,
                      max_iterations=None, tolerance=1e-2, damping: float = 1e-4, jit_compile: bool = False,
                      half_pixel_centers: bool = True, **lk_options) -> Playback:
@@ -165,9 +152,9 @@ def trace_pyramid_lk(input_pyramid, template_pyramid, init_H=None, true_corners=
             None = the centred placement.
         true_corners: ``(4, 2)`` or ``(1, 4, 2)`` ground truth for the displayed errors only.
         level_numbers: level number of each pyramid entry (default n, ..., 1).
-        max_iterations, tolerance, damping, half_pixel_centers, **lk_options: as
-            `deeplk.lk.pyramid_lucas_kanade` (``half_pixel_centers``: how the coordinates of
-            consecutive levels relate, see `deeplk.geometry.scale_homography`).
+        max_iterations, tolerance, damping, half_pixel_centers, **lk_options: `deeplk.lk.LKOptions`
+            fields, as in `deeplk.lk.pyramid_lucas_kanade` (``half_pixel_centers``: how the
+            coordinates of consecutive levels relate, see `deeplk.geometry.scale_homography`).
         jit_compile: XLA for each level's loop. Off by default: for one sample the XLA compilation
             (tens of seconds on a loaded 2-core CPU) costs far more than it saves; graph mode
             traces each level once per shape (a few seconds).
@@ -178,8 +165,9 @@ def trace_pyramid_lk(input_pyramid, template_pyramid, init_H=None, true_corners=
     """
     import tensorflow as tf
 
-    from deeplk import lk
-    from deeplk.geometry import scale_homography
+    from deeplk.geometry import centred_homography, scale_homography
+    from deeplk.lk import LKOptions
+    from deeplk.lk.solver import pyramid_defaults
 
     inputs, templates = list(input_pyramid), list(template_pyramid)
     n = len(inputs)
@@ -189,12 +177,13 @@ def trace_pyramid_lk(input_pyramid, template_pyramid, init_H=None, true_corners=
     for k in range(n):
         check_shape(f"input_pyramid[{k}]", inputs[k], (1, None, None, None), "1 x h x w x C (one sample)")
         check_shape(f"template_pyramid[{k}]", templates[k], (1, None, None, None), "1 x h x w x C (one sample)")
-    iters = _per_level("max_iterations", _default_iterations(n) if max_iterations is None else max_iterations, n)
-    tols = _per_level("tolerance", tolerance, n)
+    options = LKOptions.coerce(lk_options, max_iterations=max_iterations, tolerance=tolerance, damping=damping,
+                               half_pixel_centers=bool(half_pixel_centers))
+    per_level = options.resolve(n, **pyramid_defaults(n))
     ht, wt = (int(d) for d in np.shape(templates[-1])[1:3])
     hi, wi = (int(d) for d in np.shape(inputs[-1])[1:3])
     if init_H is None:
-        H = lk.centered_homography((hi, wi), (ht, wt), batch=1, dtype=tf.float64)
+        H = centred_homography((hi, wi), (ht, wt), batch=1, dtype=tf.float64)
     else:
         H = tf.reshape(tf.cast(tf.convert_to_tensor(init_H), tf.float64), [1, 3, 3])
     numbers = list(range(n, 0, -1)) if level_numbers is None else [int(v) for v in level_numbers]
@@ -212,8 +201,11 @@ def trace_pyramid_lk(input_pyramid, template_pyramid, init_H=None, true_corners=
     tf_logger.setLevel("ERROR")
     try:
         for k in range(n):
-            res, hist, steps = _trace_level(inputs[k], templates[k], H, iters[k], tols[k], damping, jit_compile,
-                                            2.0 ** (n - 1 - k), hpc, lk_options)
+            level_options = options.replace(
+                max_iterations=per_level.max_iterations[k], tolerance=per_level.tolerance[k],
+                algorithm=per_level.algorithm[k], coarse_motions=per_level.coarse_motions if k == 0 else ())
+            res, hist, steps = _trace_level(inputs[k], templates[k], H, level_options, jit_compile,
+                                            2.0 ** (n - 1 - k), hpc)
             histories.append(hist[: steps + 1])
             lengths.append(steps + 1)
             failed |= bool(res.failed.numpy()[0])
@@ -229,7 +221,7 @@ def trace_pyramid_lk(input_pyramid, template_pyramid, init_H=None, true_corners=
                                  failed=failed, converged=converged)
 
 
-def _trace_level(inp, tmpl, H, max_iterations, tolerance, damping, jit_compile, to_full, hpc, lk_options):
+def _trace_level(inp, tmpl, H, options, jit_compile, to_full, hpc):
     """One level of `trace_pyramid_lk`: ``(LKResult, history (T, 1, 3, 3) at full resolution, updates)``."""
     import tensorflow as tf
 
@@ -237,9 +229,8 @@ def _trace_level(inp, tmpl, H, max_iterations, tolerance, damping, jit_compile, 
     from deeplk.geometry import scale_homography
 
     feats_i = tf.convert_to_tensor(inp)
-    res = lk.lucas_kanade(feats_i, tmpl, tf.cast(H, feats_i.dtype), max_iterations=max_iterations,
-                          tolerance=tolerance, damping=damping, return_history=True, jit_compile=jit_compile,
-                          **lk_options)
+    res = lk.lucas_kanade(feats_i, tmpl, tf.cast(H, feats_i.dtype), options, return_history=True,
+                          jit_compile=jit_compile)
     hist = tf.cast(res.history, tf.float64)  # (T, 1, 3, 3) at this level
     if to_full != 1.0:
         hist = tf.reshape(scale_homography(tf.reshape(hist, [-1, 3, 3]), to_full, hpc), tf.shape(hist))

@@ -1,4 +1,4 @@
-"""Batched inverse-compositional Lucas-Kanade for 8-parameter homographies on feature maps.
+"""The solver: batched inverse-compositional Lucas-Kanade for 8-parameter homographies on feature maps.
 
 The aligner estimates ``input_H_template`` (template pixel coordinates -> input pixel
 coordinates, the library's one direction) such that ``warp_image(input, H, template_size)``
@@ -43,7 +43,7 @@ Update rules (``algorithm``):
   uses 5 translation iterations, ESM at the coarse levels and the inverse-compositional update at
   the finest: 97 % under 1 px on those pairs.
 
-Design choices (parameters in `lucas_kanade`):
+Design choices (fields of `LKOptions`):
 
 - **Normalised frame.** The iterations run in a normalised template frame
   ``x_n = (x - cx) / s``, ``y_n = (y - cy) / s``, ``(cx, cy)`` the template centre and ``s`` half
@@ -85,43 +85,30 @@ are passed as tensors, so changing them does not retrace. Called inside a `tf.fu
 Keras model, the loop is built inline in the caller's graph (and the caller decides on XLA).
 In a batch, every level runs until its last sample stops, so samples that do not converge cost
 the full iteration cap of each level: the caps, not the typical sample, set the run time. No warp
-is computed after a level's last iteration. `align_images` called eagerly builds the grey
-pyramids on the host with OpenCV (``preprocess_on_host``): inside the program those passes over
-the RGB images took over a third of its time (XLA re-read the RGB input in several fusions). On
-560 MSCOCO-protocol pairs in batches of 64, this and the skipped last warps brought the CPU time
-from ~3.5 to ~2.2 ms per pair with identical accuracy (``bench/lk_vs_ecc.py``).
+is computed after a level's last iteration.
+
+Settings come as one `deeplk.lk.options.LKOptions`; the image preprocessing (grey conversion,
+pyramids, blur) lives in `deeplk.lk.preprocess`, the classical aligner on images in
+`deeplk.lk.align` and the Keras layer in `deeplk.lk.layer`.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence, Union
+from typing import Mapping, NamedTuple, Optional, Sequence, Union
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from deeplk._checks import check_positive_int, check_shape
-from deeplk.geometry import Size, parse_size, scale_homography, transform_points
+from deeplk._checks import check_shape
+from deeplk.geometry import scale_homography, transform_points
+from deeplk.lk.options import LevelSettings, LKOptions
+from deeplk.lk.preprocess import _features, _preprocess, _squeeze_channel, check_pyramid_doubles
 
-__all__ = [
-    "LKResult",
-    "lucas_kanade",
-    "pyramid_lucas_kanade",
-    "build_pyramid",
-    "check_pyramid_doubles",
-    "centered_homography",
-    "to_grayscale",
-    "gaussian_blur",
-    "align_images",
-    "LucasKanadeLayer",
-]
+__all__ = ["LKResult", "lucas_kanade", "pyramid_lucas_kanade", "pyramid_defaults"]
 
 #: A template whose mean squared gradient is below this fraction of its mean squared value is
 #: treated as textureless (scale-invariant; a constant template has exactly zero gradient).
 _MIN_RELATIVE_TEXTURE = 1e-10
-
-#: Luma weights (ITU-R 601), as `tf.image.rgb_to_grayscale`.
-_LUMA = (0.2989, 0.5870, 0.1140)
 
 
 class LKResult(NamedTuple):
@@ -165,7 +152,6 @@ class _Config(NamedTuple):
     input_shapes: tuple = ()  # (H, W[, C]) per level as handed to the core
     preprocess_template_shape: tuple = ()  # (h, w[, C]) of the template before preprocessing
     coarse_motions: tuple = ()  # ((motion, max_iterations), ...) before the coarsest level
-
 
 # --------------------------------------------------------------------------------------------
 # Constant grids and moment tables (NumPy, float64, built at trace time)
@@ -230,22 +216,16 @@ def _moments(fields: tf.Tensor, X: tf.Tensor, Y: tf.Tensor) -> tf.Tensor:
     m = tf.einsum("bkhp,hq->bkqp", rows, Y)
     return tf.reshape(m, [-1, int(fields.shape[1]) * int(X.shape[1]) * int(Y.shape[1])])
 
-
 # --------------------------------------------------------------------------------------------
 # Small TF helpers (internal tensors are (B, H, W) for one channel, (B, H, W, C) otherwise:
 # XLA on CPU is markedly slower on a trailing axis of size 1)
 # --------------------------------------------------------------------------------------------
 
-
-def _squeeze_channel(x: tf.Tensor) -> tf.Tensor:
-    return x[..., 0] if x.shape.rank == 4 and x.shape[-1] == 1 else x
-
-
 def _channel_sum(x: tf.Tensor, c: int) -> tf.Tensor:
     return x if c == 1 else tf.reduce_sum(x, axis=-1)
 
 
-def _safe_normalize(H: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def _safe_normalise(H: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """``(H / H[2, 2], ok)``; where ``|H[2, 2]|`` is tiny, H is left as is and ``ok`` is False."""
     d = H[..., 2:3, 2:3]
     ok = tf.abs(d) > np.finfo(H.dtype.as_numpy_dtype).tiny * 1e6
@@ -293,131 +273,6 @@ def _template_gradients(T: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return c1 * (p[tuple(hi)] - p[tuple(lo)]) + c2 * T
 
     return along(2), along(1)
-
-
-def _avg_pool2(x: tf.Tensor) -> tf.Tensor:
-    """2x2 average pooling, stride 2, odd sizes floored; rank 3 or 4, static spatial size."""
-    h, w = int(x.shape[1]) // 2, int(x.shape[2]) // 2
-    x = x[:, : 2 * h, : 2 * w]
-    tail = list(x.shape[3:])
-    x = tf.reshape(x, [-1, h, 2, w, 2] + tail)
-    return tf.reduce_mean(x, axis=[2, 4])
-
-
-def _gaussian_kernel(sigma: float) -> np.ndarray:
-    radius = max(1, int(np.ceil(2.0 * sigma)))
-    t = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (t / sigma) ** 2)
-    return k / k.sum()
-
-
-def _blur_norm(n: int, k: np.ndarray) -> np.ndarray:
-    """``(n,)`` sum of the kernel taps that fall inside a signal of length ``n`` (the blurred
-    indicator; also right when ``n`` is shorter than the kernel)."""
-    r = (len(k) - 1) // 2
-    return np.convolve(np.ones(n), k, mode="full")[r : r + n]
-
-
-def _blur(x: tf.Tensor, sigma: float) -> tf.Tensor:
-    """Separable Gaussian blur (radius ``ceil(2 sigma)``) as a normalised convolution: zero
-    padding, then division by the blurred indicator of the image, so that borders are averages
-    of the pixels inside (a constant image stays constant). Rank 3 or 4, static spatial size."""
-    if sigma <= 0:
-        return x
-    k = _gaussian_kernel(sigma)
-    r = (len(k) - 1) // 2
-    h, w = int(x.shape[1]), int(x.shape[2])
-    norm_x = _blur_norm(w, k)
-    norm_y = _blur_norm(h, k)
-    tail = [[0, 0]] * (x.shape.rank - 3)
-    extra = (1,) * (x.shape.rank - 3)
-
-    def along(x, axis, size, norm):
-        pad = [[0, 0], [0, 0], [0, 0]] + tail
-        pad[axis] = [r, r]
-        p = tf.pad(x, pad)
-        out = 0.0
-        for i, weight in enumerate(k):
-            sl = [slice(None)] * x.shape.rank
-            sl[axis] = slice(i, i + size)
-            out = out + float(weight) * p[tuple(sl)]
-        shape = [1, 1, 1] + list(extra)
-        shape[axis] = size
-        return out * tf.constant((1.0 / norm).reshape(shape), x.dtype)
-
-    return along(along(x, 2, w, norm_x), 1, h, norm_y)
-
-
-def _to_gray(x: tf.Tensor) -> tf.Tensor:
-    """``(B, H, W, 3)`` -> ``(B, H, W)`` luma."""
-    return x[..., 0] * _LUMA[0] + x[..., 1] * _LUMA[1] + x[..., 2] * _LUMA[2]
-
-
-# Host preprocessing of `align_images` (eager calls): the same grey conversion, 2x2 average
-# pyramid and normalised Gaussian blur as `_preprocess`, on NumPy arrays with OpenCV. Inside the
-# compiled program these few passes over the RGB images cost ~0.4 ms per pair (XLA re-reads the
-# RGB input in several fusions); here ~0.15 ms, and only the grey pyramids are copied to
-# TensorFlow. Equal to `_preprocess` up to float rounding (tested).
-
-
-def _host_images(x) -> Optional[np.ndarray]:
-    """``x`` as a float32/float64 NumPy array of rank 4 with a static size, or None (then the
-    caller takes the TensorFlow path, which validates and raises the errors)."""
-    if isinstance(x, tf.Tensor):
-        if not hasattr(x, "numpy"):
-            return None
-        x = x.numpy()
-    try:
-        a = np.asarray(x)
-    except Exception:  # noqa: BLE001 - anything odd goes to the validating path
-        return None
-    if a.dtype not in (np.float32, np.float64) or a.ndim != 4 or min(a.shape) < 1:
-        return None
-    return a
-
-
-def _host_gray(x: np.ndarray) -> np.ndarray:
-    """``(B, H, W, 3)`` -> ``(B, H, W)`` luma (`_LUMA`), one `cv2.transform` pass."""
-    import cv2
-
-    b, h, w, _ = x.shape
-    m = np.array([_LUMA], dtype=x.dtype)
-    return cv2.transform(np.ascontiguousarray(x).reshape(b * h, w, 3), m).reshape(b, h, w)
-
-
-def _host_pool2(x: np.ndarray) -> np.ndarray:
-    """2x2 average pooling of ``(B, H, W)``, odd sizes floored (as `_avg_pool2`)."""
-    h, w = x.shape[1] // 2, x.shape[2] // 2
-    x = x[:, : 2 * h, : 2 * w]
-    quarter = x.dtype.type(0.25)
-    return ((x[:, 0::2, 0::2] + x[:, 0::2, 1::2]) + (x[:, 1::2, 0::2] + x[:, 1::2, 1::2])) * quarter
-
-
-def _host_blur(x: np.ndarray, sigma: float) -> np.ndarray:
-    """`_blur` of ``(B, H, W)``: separable Gaussian, zero padding, divided by the blurred
-    indicator."""
-    if sigma <= 0:
-        return x
-    import cv2
-
-    k = _gaussian_kernel(sigma)
-    h, w = x.shape[1], x.shape[2]
-    inv_norm = (1.0 / np.outer(_blur_norm(h, k), _blur_norm(w, k))).astype(x.dtype)
-    k = k.astype(x.dtype)
-    out = np.stack([cv2.sepFilter2D(im, -1, k, k, borderType=cv2.BORDER_CONSTANT) for im in x])
-    return out * inv_norm
-
-
-def _host_pyramid(images: np.ndarray, levels: int, grayscale: bool, sigmas: tuple) -> list:
-    """`_preprocess` on the host for one-channel results: list of ``(B, h, w, 1)`` tensors,
-    coarsest first."""
-    x = _host_gray(images) if grayscale and images.shape[-1] == 3 else images[..., 0]
-    pyramid = [x]
-    for _ in range(levels - 1):
-        pyramid.append(_host_pool2(pyramid[-1]))
-    return [tf.convert_to_tensor(np.ascontiguousarray(_host_blur(p, s))[..., None])
-            for p, s in zip(pyramid[::-1], sigmas)]
-
 
 # --------------------------------------------------------------------------------------------
 # One level
@@ -548,8 +403,6 @@ _MOTIONS = {
     "affine": (1, 1, 1, 1, 1, 1, 0, 0),
 }
 
-#: Update rules of `lucas_kanade` (``algorithm``).
-_ALGORITHMS = ("inverse_compositional", "esm")
 
 
 class _Plan(NamedTuple):
@@ -689,7 +542,7 @@ def _lk_level(
     adaptive, masked = config.adaptive, config.masked_hessian
     source = _Input(images)
     batch = tf.shape(H0)[0]
-    H0n, ok0 = _safe_normalize(tf.matmul(H0, tmpl.N_inv[None]))
+    H0n, ok0 = _safe_normalise(tf.matmul(H0, tmpl.N_inv[None]))
     start_ok = tmpl.ok & ok0 & _all_finite(H0n, [1, 2])
     corners = tf.tile(tmpl.corners_n[None], tf.stack([batch, 1, 1]))
     eye3 = tf.eye(3, dtype=tf.float64)[None]
@@ -701,7 +554,7 @@ def _lk_level(
         hessian_inv = tmpl.damped_inverse(tmpl.hessian_full, tmpl.ok, damping, free)
 
     def to_pixels(Hn):
-        return _safe_normalize(tf.matmul(Hn, tmpl.N[None]))[0]
+        return _safe_normalise(tf.matmul(Hn, tmpl.N[None]))[0]
 
     def evaluate(Hn):
         """Masked error and mask of the estimate ``Hn`` (one warp)."""
@@ -761,7 +614,7 @@ def _lk_level(
         finite_dp = _all_finite(dp, [1])
         dp = tf.where(finite_dp[:, None], dp, tf.zeros_like(dp))
         W = eye3 + tf.reshape(tf.concat([dp, zeros_b], axis=1), [-1, 3, 3])
-        H_next, ok_norm = _safe_normalize(tf.matmul(H_acc, _adjugate3(W)))
+        H_next, ok_norm = _safe_normalise(tf.matmul(H_acc, _adjugate3(W)))
         moved = transform_points(H_next, corners) - transform_points(H_acc, corners)
         displacement = tf.reduce_max(tf.norm(tf.stop_gradient(moved), axis=-1), axis=-1)
         step_ok = (finite_dp & ok_norm & _all_finite(H_next, [1, 2])
@@ -840,16 +693,6 @@ def _lk_level(
 # --------------------------------------------------------------------------------------------
 # Pyramid core (the function that gets compiled)
 # --------------------------------------------------------------------------------------------
-
-
-def _preprocess(images: tf.Tensor, levels: int, grayscale: bool, sigma: float) -> list:
-    """Grey conversion (3 channels), 2x2 average pyramid (coarsest first) and blur per level."""
-    if grayscale and images.shape.rank == 4 and images.shape[-1] == 3:
-        images = _to_gray(images)
-    pyramid = [_squeeze_channel(images)]
-    for _ in range(levels - 1):
-        pyramid.append(_avg_pool2(pyramid[-1]))
-    return [_blur(x, s) for x, s in zip(pyramid[::-1], sigma)]
 
 
 def _pyramid_core(inputs, templates, init_H, tolerance, damping, config: _Config):
@@ -973,21 +816,6 @@ def _run(inputs, templates, init_H, tolerance, damping, config: _Config, jit_com
 # --------------------------------------------------------------------------------------------
 
 
-def _features(name: str, x) -> tf.Tensor:
-    """A floating ``(B, H, W, C)`` tensor with ``H, W >= 2`` and ``C >= 1``, else ValueError."""
-    x = tf.convert_to_tensor(x)
-    if not x.dtype.is_floating:
-        raise ValueError(f"`{name}` must be a floating tensor (float32 or float64), got dtype "
-                         f"{x.dtype.name}")
-    check_shape(name, x, (None, None, None, None), "B x H x W x C")
-    for axis, what, least in ((1, "height", 2), (2, "width", 2), (3, "channel count", 1)):
-        d = x.shape[axis]
-        if d is not None and d < least:
-            raise ValueError(f"`{name}` must have a {what} of at least {least}, got shape "
-                             f"{tuple(x.shape)}")
-    return x
-
-
 def _check_pair(inp, tmpl, H, suffix: str = ""):
     """Check one level's input and template against each other and against ``H``."""
     name_i, name_t = f"input_features{suffix}", f"template_features{suffix}"
@@ -1009,37 +837,11 @@ def _check_pair(inp, tmpl, H, suffix: str = ""):
     return inp, tmpl
 
 
-def _per_level(name: str, value, levels: int, check) -> tuple:
-    if np.ndim(value) == 0:
-        return (check(name, value),) * levels
-    values = tuple(check(name, v) for v in np.asarray(value, dtype=object).reshape(-1))
-    if len(values) != levels:
-        raise ValueError(f"`{name}` must be a scalar or one value per level ({levels}), got "
-                         f"{value!r}")
-    return values
-
-
-def _non_negative(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if not (np.isfinite(v) and v >= 0):
-        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
-    return v
-
-
 #: Default iteration caps of the pyramid (coarsest, intermediate, finest level): the coarsest
 #: level starts farthest from the answer; at the finest one a sample that is in the basin needs
 #: 2-4 updates. In a batch every level runs until its last sample stops, so samples that do not
 #: converge (outside the basin) cost the cap: the caps bound the run time.
 _PYRAMID_ITERATIONS = (30, 10, 5)
-
-
-#: Defaults of `align_images` (coarsest, intermediate, finest level): with ESM at the coarse
-#: levels the finest level starts within a pixel, 2 updates reach ~0.01 px.
-_ALIGN_ITERATIONS = (15, 5, 2)
-_ALIGN_TOLERANCES = (0.1, 0.05, 0.01)
 
 
 def _default_iterations(levels: int) -> tuple:
@@ -1049,45 +851,6 @@ def _default_iterations(levels: int) -> tuple:
     return (coarsest,) + (middle,) * (levels - 2) + (finest,)
 
 
-def _check_settings(levels, max_iterations, tolerance, damping, min_rcond, min_valid_fraction):
-    if max_iterations is None:
-        max_iterations = _default_iterations(levels)
-    iters = _per_level("max_iterations", max_iterations, levels, check_positive_int)
-    tols = _per_level("tolerance", tolerance, levels, _non_negative)
-    _non_negative("damping", damping)
-    _non_negative("min_rcond", min_rcond)
-    if not 0 <= _non_negative("min_valid_fraction", min_valid_fraction) <= 1:
-        raise ValueError(f"`min_valid_fraction` must be in [0, 1], got {min_valid_fraction!r}")
-    return iters, tols
-
-
-def _check_algorithm(levels: int, algorithm) -> tuple:
-    """One update rule per level from a name or a sequence of names."""
-    def check(name, value):
-        if value not in _ALGORITHMS:
-            raise ValueError(f"`{name}` must be one of {_ALGORITHMS}, got {value!r}")
-        return value
-
-    if isinstance(algorithm, str):
-        return (check("algorithm", algorithm),) * levels
-    return _per_level("algorithm", list(algorithm), levels, check)
-
-
-def _check_motions(coarse_motions) -> tuple:
-    """``((motion, max_iterations), ...)`` with motions from `_MOTIONS`."""
-    if coarse_motions is None:
-        return ()
-    out = []
-    for stage in coarse_motions:
-        if isinstance(stage, str) or len(stage) != 2 or stage[0] not in _MOTIONS:
-            raise ValueError(
-                f"`coarse_motions` must be a sequence of (motion, max_iterations) with motion in "
-                f"{tuple(_MOTIONS)}, got {coarse_motions!r}"
-            )
-        out.append((stage[0], check_positive_int("coarse_motions iterations", stage[1])))
-    return tuple(out)
-
-
 def _check_H(init_H, dtype) -> tf.Tensor:
     H = tf.convert_to_tensor(init_H)
     if not H.dtype.is_floating:
@@ -1095,27 +858,41 @@ def _check_H(init_H, dtype) -> tf.Tensor:
     check_shape("init_H", H, (None, 3, 3), "B x 3 x 3 homographies input_H_template")
     return H
 
-
 # --------------------------------------------------------------------------------------------
 # Public functions
 # --------------------------------------------------------------------------------------------
+
+
+
+def _config(options: LKOptions, levels: LevelSettings, return_history: bool, **static) -> _Config:
+    """The static (trace-time) settings of one run."""
+    return _Config(levels.max_iterations, options.masked_hessian, options.adaptive_damping,
+                   options.min_rcond, options.min_valid_fraction, options.half_pixel_centers,
+                   bool(return_history), algorithms=levels.algorithm,
+                   coarse_motions=levels.coarse_motions, **static)
+
+
+#: Defaults of `lucas_kanade` (one level) for the `LKOptions` fields left at ``None``.
+_SINGLE_DEFAULTS = dict(max_iterations=(50,), tolerance=(1e-2,),
+                        algorithm=("inverse_compositional",), coarse_motions=())
+
+
+def pyramid_defaults(levels: int) -> dict:
+    """Defaults of `pyramid_lucas_kanade` for `levels` levels (the `LKOptions.resolve`
+    keywords)."""
+    return dict(max_iterations=_default_iterations(levels), tolerance=(1e-2,) * levels,
+                algorithm=("inverse_compositional",) * levels, coarse_motions=())
 
 
 def lucas_kanade(
     input_features,
     template_features,
     init_H,
-    max_iterations: int = 50,
-    tolerance: float = 1e-2,
-    damping: float = 1e-4,
+    options: Union[None, LKOptions, Mapping] = None,
     *,
-    adaptive_damping: bool = False,
-    masked_hessian: bool = False,
-    min_rcond: float = 1e-7,
-    min_valid_fraction: float = 0.1,
     return_history: bool = False,
     jit_compile: bool = True,
-    algorithm: str = "inverse_compositional",
+    **settings,
 ) -> LKResult:
     """Inverse-compositional Lucas-Kanade for homographies, batched (see the module docstring).
 
@@ -1123,77 +900,49 @@ def lucas_kanade(
         input_features: ``(B, Hi, Wi, C)`` floating input image or feature map.
         template_features: ``(B, h, w, C)`` template (static ``h, w >= 2``), same dtype and C.
         init_H: ``(B, 3, 3)`` initial ``input_H_template`` (template pixels -> input pixels).
-        max_iterations: maximum number of updates per sample.
-        tolerance: a sample stops once an update moves its template corners by less than this
-            many input pixels (maximum over the four corners).
-        damping: relative Levenberg-Marquardt damping, ``Hessian + damping * trace / 8 * I``.
-        adaptive_damping: reject error-increasing steps and adapt the damping per sample.
-        masked_hessian: recompute the Hessian over the valid pixels at every iteration.
-        min_rcond: a template whose undamped Hessian has an estimated reciprocal condition number
-            below this fails (textureless, or texture in one direction only).
-        min_valid_fraction: a sample fails if fewer than this fraction of its template pixels
-            sample inside the input.
+        options: the solver settings (`LKOptions`, or a dict of its fields); fields left at
+            ``None``: 50 iterations, tolerance 0.01 px, ``"inverse_compositional"`` updates
+            (``"esm"``: efficient second-order minimisation, a much wider basin at about twice
+            the cost per iteration; see the module docstring).
         return_history: also return the per-iteration estimates (for animations).
         jit_compile: compile with XLA when called eagerly (inside a `tf.function` the loop is
             built inline and the caller decides).
-        algorithm: ``"inverse_compositional"`` (template Jacobian and Hessian computed once) or
-            ``"esm"`` (efficient second-order minimisation: mean of the template's and the
-            warped input's gradients, a new Hessian per iteration; much wider basin, about
-            twice the cost per iteration; see the module docstring).
+        **settings: `LKOptions` fields replacing those of `options` (``max_iterations=10``).
 
     Returns:
         `LKResult` ``(H, iterations, converged, failed, history)``, H in the features' dtype.
 
     Raises:
         ValueError: bad ranks or shapes, mismatched batch sizes, channels or dtypes, empty or
-            non-floating features, bad settings.
+            non-floating features, bad settings. TypeError: a setting that is not an
+            `LKOptions` field.
 
     Differentiable with respect to both feature maps and `init_H`, through every iteration.
+
+    >>> import numpy as np
+    >>> t = np.random.default_rng(0).random((1, 16, 16, 1))
+    >>> H0 = np.eye(3)[None]
+    >>> bool(lucas_kanade(t, t, H0, max_iterations=3, jit_compile=False).converged[0])
+    True
     """
+    options = LKOptions.coerce(options, **settings)
     inp = _features("input_features", input_features)
     H0 = _check_H(init_H, inp.dtype)
     inp, tmpl = _check_pair(inp, template_features, H0)
-    iters, tols = _check_settings(1, max_iterations, tolerance, damping, min_rcond,
-                                  min_valid_fraction)
-    config = _Config(iters, bool(masked_hessian), bool(adaptive_damping), float(min_rcond),
-                     float(min_valid_fraction), True, bool(return_history),
-                     algorithms=_check_algorithm(1, algorithm))
-    return _run([inp], [tmpl], H0, tols, damping, config, jit_compile)
-
-
-def _level_defaults(levels: int, max_iterations, tolerance, algorithm):
-    """Fill the per-level settings left as None with the aligner's defaults for `levels` levels
-    (coarsest, middle levels, finest)."""
-
-    def per_level(values):
-        return values[:1] + values[1:2] * (levels - 2) + (values[2:] if levels > 1 else ())
-
-    if max_iterations is None:
-        max_iterations = per_level(_ALIGN_ITERATIONS)
-    if tolerance is None:
-        tolerance = per_level(_ALIGN_TOLERANCES)
-    if algorithm is None:
-        algorithm = ("esm",) * (levels - 1) + ("inverse_compositional",)
-    return max_iterations, tolerance, algorithm
+    levels = options.resolve(1, **_SINGLE_DEFAULTS)
+    return _run([inp], [tmpl], H0, levels.tolerance, options.damping,
+                _config(options, levels, return_history), jit_compile)
 
 
 def pyramid_lucas_kanade(
     input_pyramid: Sequence,
     template_pyramid: Sequence,
     init_H,
-    max_iterations: Union[None, int, Sequence[int]] = None,
-    tolerance: Union[float, Sequence[float]] = 1e-2,
-    damping: float = 1e-4,
+    options: Union[None, LKOptions, Mapping] = None,
     *,
-    half_pixel_centers: bool = True,
-    adaptive_damping: bool = False,
-    masked_hessian: bool = False,
-    min_rcond: float = 1e-7,
-    min_valid_fraction: float = 0.1,
     return_history: bool = False,
     jit_compile: bool = True,
-    algorithm: Union[str, Sequence[str]] = "inverse_compositional",
-    coarse_motions: Sequence = (),
+    **settings,
 ) -> LKResult:
     """Coarse-to-fine Lucas-Kanade over feature pyramids (one compiled program for all levels).
 
@@ -1210,26 +959,22 @@ def pyramid_lucas_kanade(
         template_pyramid: list of ``(B, h_k, w_k, C)`` template features, coarsest first (e.g.
             32, 64, 128), same length, dtype and channels.
         init_H: ``(B, 3, 3)`` initial ``input_H_template`` at full (finest) resolution.
-        max_iterations: an int, or one int per level (coarsest first); ``None``: 30 at the
-            coarsest level (which starts farthest from the answer), 10 at intermediate levels,
-            5 at the finest (a sample in the basin needs 2-4 updates there). In a batch a level
-            runs until its last sample stops, so these caps bound the run time.
-        tolerance: pixels of each level; a number, or one per level (coarsest first).
-        damping, adaptive_damping, masked_hessian, min_rcond, min_valid_fraction, jit_compile:
-            as in `lucas_kanade`.
-        half_pixel_centers: coordinate convention between levels (True: pixel areas, matching 2x2
-            average pooling and ``cv2.resize(..., INTER_AREA)``; False: corner-aligned, e.g.
-            ``img[::2, ::2]``).
+        options: the solver settings (`LKOptions` or a dict of its fields). Per-level fields
+            are one value or one per level (coarsest first); left at ``None``: 30 iterations at
+            the coarsest level (which starts farthest from the answer), 10 at intermediate
+            levels, 5 at the finest (a sample in the basin needs 2-4 updates there; in a batch
+            a level runs until its last sample stops, so these caps bound the run time),
+            tolerance 0.01 px of each level, ``"inverse_compositional"`` updates, no coarse
+            motion stage. ``half_pixel_centers`` sets the coordinate convention between levels
+            (True: pixel areas, matching 2x2 average pooling and ``cv2.resize(..., INTER_AREA)``;
+            False: corner-aligned, e.g. ``img[::2, ::2]``). ``coarse_motions`` such as
+            ``(("translation", 5),)`` run a restricted increment at the coarsest level before
+            the full homography (wider basin when the guess is far; a sample that fails in such
+            a stage continues from its guess, only the homography levels set ``failed``).
         return_history: also return every iteration's estimate at every level, expressed at
             full resolution (coarse motion stages included, before the coarsest level).
-        algorithm: update rule, one name or one per level (coarsest first):
-            ``"inverse_compositional"`` or ``"esm"`` (see `lucas_kanade`).
-        coarse_motions: stages with a restricted motion model run at the coarsest level before
-            the full homography, e.g. ``(("translation", 5),)`` or ``(("translation", 5),
-            ("affine", 5))``: ``(motion, max_iterations)`` with motion ``"translation"`` or
-            ``"affine"`` (the increment keeps the other parameters at 0). They widen the basin
-            when the initial guess is far; a sample that fails in such a stage continues from
-            its guess (only the homography levels set ``failed``).
+        jit_compile: as in `lucas_kanade`.
+        **settings: `LKOptions` fields replacing those of `options`.
 
     Returns:
         `LKResult` at full resolution; ``iterations`` summed over the levels.
@@ -1238,6 +983,7 @@ def pyramid_lucas_kanade(
         ValueError: as `lucas_kanade`, plus lists of different lengths, or sizes that do not
             double from one level to the next.
     """
+    options = LKOptions.coerce(options, **settings)
     if isinstance(input_pyramid, (tf.Tensor, np.ndarray)) or isinstance(
         template_pyramid, (tf.Tensor, np.ndarray)
     ):
@@ -1255,352 +1001,17 @@ def pyramid_lucas_kanade(
     inputs, templates = [], []
     for k in range(levels):
         i, t = _check_pair(input_pyramid[k], template_pyramid[k], H0, f" (level {k})")
-        for x, ref, what in ((i, finest, "dtype"), (i, finest, "channels")):
-            if what == "dtype" and x.dtype != ref.dtype:
-                raise ValueError(f"every level must have the dtype {ref.dtype.name} of the "
-                                 f"finest level, level {k} has {x.dtype.name}")
-            if (what == "channels" and x.shape[3] is not None and ref.shape[3] is not None
-                    and x.shape[3] != ref.shape[3]):
-                raise ValueError(f"every level must have the {ref.shape[3]} channels of the "
-                                 f"finest level, level {k} has {x.shape[3]}")
+        if i.dtype != finest.dtype:
+            raise ValueError(f"every level must have the dtype {finest.dtype.name} of the "
+                             f"finest level, level {k} has {i.dtype.name}")
+        if (i.shape[3] is not None and finest.shape[3] is not None
+                and i.shape[3] != finest.shape[3]):
+            raise ValueError(f"every level must have the {finest.shape[3]} channels of the "
+                             f"finest level, level {k} has {i.shape[3]}")
         inputs.append(i)
         templates.append(t)
     check_pyramid_doubles("input_pyramid", inputs)
     check_pyramid_doubles("template_pyramid", templates)
-    max_iterations, tolerance, algorithm = _level_defaults(levels, max_iterations, tolerance, algorithm)
-    iters, tols = _check_settings(levels, max_iterations, tolerance, damping, min_rcond,
-                                  min_valid_fraction)
-    config = _Config(iters, bool(masked_hessian), bool(adaptive_damping), float(min_rcond),
-                     float(min_valid_fraction), bool(half_pixel_centers), bool(return_history),
-                     algorithms=_check_algorithm(levels, algorithm),
-                     coarse_motions=_check_motions(coarse_motions))
-    return _run(inputs, templates, H0, tols, damping, config, jit_compile)
-
-
-def check_pyramid_doubles(name: str, pyramid: Sequence) -> None:
-    """Raise ValueError (naming `name`) unless each level of `pyramid` (coarsest first) is twice
-    the height and width of the previous one (``2 n`` or ``2 n + 1``, as `build_pyramid` makes
-    them); unknown (None) sizes pass."""
-    for k in range(len(pyramid) - 1):
-        for axis in (1, 2):
-            small, big = pyramid[k].shape[axis], pyramid[k + 1].shape[axis]
-            if small is not None and big is not None and big not in (2 * small, 2 * small + 1):
-                raise ValueError(
-                    f"`{name}` levels must double in size (coarsest first): level {k} has "
-                    f"shape {tuple(pyramid[k].shape)}, level {k + 1} has "
-                    f"{tuple(pyramid[k + 1].shape)}"
-                )
-
-
-def build_pyramid(images, levels: int) -> list:
-    """Image / feature pyramid by repeated 2x2 average pooling (stride 2, odd sizes floored).
-
-    Args:
-        images: ``(B, H, W, C)`` floating images or feature maps (static ``H``, ``W``).
-        levels: number of levels (>= 1); the coarsest is ``2^(levels-1)`` times smaller.
-
-    Returns:
-        list of ``levels`` tensors, **coarsest first**, the last one `images` itself. Pixel
-        coordinates of consecutive levels are related by ``x_coarse = (x_fine + 0.5) / 2 - 0.5``
-        (``scale_homography(H, 0.5, half_pixel_centers=True)``).
-
-    Raises:
-        ValueError: bad rank or dtype, or an image too small for the requested levels.
-    """
-    images = _features("images", images)
-    levels = check_positive_int("levels", levels)
-    for axis in (1, 2):
-        d = images.shape[axis]
-        if d is None:
-            raise ValueError(f"`images` must have a static height and width, got "
-                             f"{tuple(images.shape)}")
-        if d // 2 ** (levels - 1) < 1:
-            raise ValueError(
-                f"`images` of shape {tuple(images.shape)} is too small for {levels} levels"
-            )
-    pyramid = [images]
-    for _ in range(levels - 1):
-        pyramid.append(_avg_pool2(pyramid[-1]))
-    return pyramid[::-1]
-
-
-def centered_homography(input_size: Size, template_size: Size, batch=None,
-                        dtype=tf.float32) -> tf.Tensor:
-    """The translation placing the template at the centre of the input (the default LK guess).
-
-    For a 128 template in a 192 input the template corners (0, 0), (127, 0), (127, 127), (0, 127)
-    go to (32, 32), (159, 32), (159, 159), (32, 159).
-
-    Args:
-        input_size, template_size: int or ``(h, w)``.
-        batch: ``None`` for a ``(3, 3)`` result, else a batch size (int or scalar tensor).
-        dtype: floating dtype.
-
-    Returns:
-        ``(3, 3)`` or ``(batch, 3, 3)`` ``input_H_template``.
-    """
-    hi, wi = parse_size("input_size", input_size)
-    ht, wt = parse_size("template_size", template_size)
-    H = tf.constant([[1, 0, (wi - wt) / 2.0], [0, 1, (hi - ht) / 2.0], [0, 0, 1]], dtype=dtype)
-    if batch is None:
-        return H
-    return tf.tile(H[None], tf.stack([batch, 1, 1]))
-
-
-def to_grayscale(images) -> tf.Tensor:
-    """``(B, H, W, 3)`` RGB -> ``(B, H, W, 1)`` luma (ITU-R 601, as `tf.image.rgb_to_grayscale`);
-    one-channel images are returned unchanged."""
-    images = _features("images", images)
-    c = images.shape[-1]
-    if c == 1:
-        return images
-    if c != 3:
-        raise ValueError(f"`images` must have 1 or 3 channels, got shape {tuple(images.shape)}")
-    return _to_gray(images)[..., None]
-
-
-def gaussian_blur(images, sigma: float) -> tf.Tensor:
-    """Separable Gaussian blur, radius ``ceil(2 sigma)``, as a normalised convolution (zero
-    padding divided by the blurred indicator: border pixels are weighted averages of the pixels
-    inside, a constant image stays constant); ``sigma <= 0`` returns `images`.
-
-    Args:
-        images: ``(B, H, W, C)`` floating images (static ``H``, ``W``).
-        sigma: standard deviation in pixels.
-
-    Returns:
-        Blurred images, same shape and dtype.
-    """
-    images = _features("images", images)
-    if not np.isfinite(sigma):
-        raise ValueError(f"`sigma` must be finite, got {sigma!r}")
-    if images.shape[1] is None or images.shape[2] is None:
-        raise ValueError(f"`images` must have a static height and width, got "
-                         f"{tuple(images.shape)}")
-    return _blur(images, float(sigma))
-
-
-def align_images(
-    inputs,
-    templates,
-    init_H=None,
-    levels: int = 3,
-    max_iterations: Union[None, int, Sequence[int]] = None,
-    tolerance: Union[None, float, Sequence[float]] = None,
-    damping: float = 1e-4,
-    *,
-    grayscale: bool = True,
-    blur_sigma: float = 1.0,
-    return_history: bool = False,
-    jit_compile: bool = True,
-    algorithm: Union[None, str, Sequence[str]] = None,
-    coarse_motions: Sequence = (("translation", 5),),
-    preprocess_on_host: Optional[bool] = None,
-    **kwargs,
-) -> LKResult:
-    """Classical coarse-to-fine LK on image intensities (the ``lk`` method of the evaluation).
-
-    Grey conversion, the 2x2 average pyramid and the blur run on the host (NumPy / OpenCV) for
-    eager calls, else inside the compiled program with the LK iterations (same values up to
-    float rounding; see `preprocess_on_host`). Defaults (chosen on MSCOCO-protocol pairs,
-    ``bench/lk_vs_ecc.py``): a translation stage at the coarsest level, ESM updates at every
-    level but the finest (wide basin), inverse-compositional updates at the finest (cheap, the
-    estimate is already within a pixel), iteration caps (15, 5, 2) for 3 levels and tolerances
-    0.1 / 0.05 / 0.01 pixels of the level.
-
-    Args:
-        inputs: ``(B, Hi, Wi, C)`` input images in [0, 1] (e.g. 192 x 192 RGB), static size.
-        templates: ``(B, h, w, C)`` templates (e.g. 128 x 128), static size, same C.
-        init_H: ``(B, 3, 3)`` initial ``input_H_template``; ``None`` = the centred placement
-            (`centered_homography`, corners (32, 32) ... (159, 159) for 128 in 192).
-        levels: pyramid levels (2x2 average pooling).
-        max_iterations: as in `pyramid_lucas_kanade`; ``None``: 15 at the coarsest level, 5 at
-            the others, 2 at the finest.
-        tolerance: as in `pyramid_lucas_kanade`; ``None``: 0.1 at the coarsest level, 0.05 at
-            the others, 0.01 at the finest (pixels of each level).
-        damping: as in `pyramid_lucas_kanade`.
-        grayscale: convert RGB to luma first (else align all channels jointly).
-        blur_sigma: Gaussian blur (normalised convolution, pixels of the level) of both
-            pyramids. A number blurs every level except the finest (wider basin at the coarse
-            levels; blurring the finest level would bias the result by ~0.1 px because the
-            template's border is blurred differently from the input); or one value per level,
-            coarsest first; 0 disables.
-        algorithm: as in `pyramid_lucas_kanade`; ``None``: ``"esm"`` at every level except the
-            finest, ``"inverse_compositional"`` there.
-        coarse_motions: as in `pyramid_lucas_kanade` (default: 5 translation-only iterations at
-            the coarsest level); ``()`` disables.
-        preprocess_on_host: where the grey pyramids are built. ``None`` (default): on the host
-            when called eagerly with float32/float64 images whose result has one channel (grey
-            conversion, or one-channel images), otherwise in the compiled program; ``True``
-            requires the host (ValueError if not possible); ``False``: always in the program.
-        return_history, jit_compile, **kwargs: as in `pyramid_lucas_kanade`
-            (``adaptive_damping``, ``masked_hessian``, ``min_rcond``, ``min_valid_fraction``).
-
-    Returns:
-        `LKResult` at full resolution.
-
-    Raises:
-        ValueError: bad shapes or settings, images too small for `levels`.
-    """
-    levels = check_positive_int("levels", levels)
-    host = None
-    if preprocess_on_host is not False and tf.executing_eagerly():
-        host = _host_pair(inputs, templates, init_H, levels, grayscale)
-    if preprocess_on_host and host is None:
-        raise ValueError(
-            "`preprocess_on_host=True` needs an eager call with float32/float64 images of one "
-            "channel (or RGB with grayscale=True), the same dtype and batch size, large enough "
-            f"for {levels} levels"
-        )
-    if host is None:
-        inputs = _features("inputs", inputs)
-        templates = _features("templates", templates)
-    else:
-        inputs, templates = host
-    for name, x in (("inputs", inputs), ("templates", templates)):
-        if x.shape[1] is None or x.shape[2] is None:
-            raise ValueError(f"`{name}` must have a static height and width, got "
-                             f"{tuple(x.shape)}")
-        if min(x.shape[1], x.shape[2]) // 2 ** (levels - 1) < 2:
-            raise ValueError(f"`{name}` of shape {tuple(x.shape)} is too small for {levels} "
-                             f"levels")
-    if init_H is None:
-        batch = inputs.shape[0] if inputs.shape[0] is not None else tf.shape(inputs)[0]
-        init_H = centered_homography(tuple(inputs.shape[1:3]), tuple(templates.shape[1:3]),
-                                     batch, inputs.dtype)
-    H0 = _check_H(init_H, inputs.dtype)
-    if host is None:
-        inputs, templates = _check_pair(inputs, templates, H0)
-    if np.ndim(blur_sigma) == 0:
-        sigmas = (float(blur_sigma),) * (levels - 1) + (0.0,)
-    else:
-        sigmas = tuple(float(v) for v in np.asarray(blur_sigma, dtype=np.float64).reshape(-1))
-        if len(sigmas) != levels:
-            raise ValueError(f"`blur_sigma` must be a number or one value per level ({levels}), "
-                             f"got {blur_sigma!r}")
-    if not all(np.isfinite(v) for v in sigmas):
-        raise ValueError(f"`blur_sigma` must be finite, got {blur_sigma!r}")
-    known = {"half_pixel_centers", "adaptive_damping", "masked_hessian", "min_rcond",
-             "min_valid_fraction"}
-    unknown = set(kwargs) - known
-    if unknown:
-        raise TypeError(f"align_images() got unexpected keyword arguments {sorted(unknown)}")
-    min_rcond = kwargs.get("min_rcond", 1e-7)
-    min_valid_fraction = kwargs.get("min_valid_fraction", 0.1)
-    max_iterations, tolerance, algorithm = _level_defaults(levels, max_iterations, tolerance, algorithm)
-    iters, tols = _check_settings(levels, max_iterations, tolerance, damping, min_rcond,
-                                  min_valid_fraction)
-    config = _Config(
-        iters, bool(kwargs.get("masked_hessian", False)),
-        bool(kwargs.get("adaptive_damping", False)), float(min_rcond), float(min_valid_fraction),
-        bool(kwargs.get("half_pixel_centers", True)), bool(return_history),
-        preprocess=(levels, bool(grayscale), sigmas),
-        algorithms=_check_algorithm(levels, algorithm),
-        coarse_motions=_check_motions(coarse_motions),
-    )
-    if host is not None:
-        config = config._replace(preprocess=())
-        return _run(_host_pyramid(inputs, levels, grayscale, sigmas),
-                    _host_pyramid(templates, levels, grayscale, sigmas), H0, tols, damping,
-                    config, jit_compile)
-    return _run([inputs], [templates], H0, tols, damping, config, jit_compile)
-
-
-def _host_pair(inputs, templates, init_H, levels: int, grayscale: bool):
-    """``(inputs, templates)`` as NumPy arrays if `align_images` can build the pyramids on the
-    host (see its `preprocess_on_host`), else None."""
-    a, t = _host_images(inputs), _host_images(templates)
-    if a is None or t is None or a.dtype != t.dtype:
-        return None
-    c = a.shape[-1]
-    if c != t.shape[-1] or not (c == 1 or (c == 3 and grayscale)):
-        return None
-    batch = a.shape[0]
-    if t.shape[0] != batch or (init_H is not None and np.shape(init_H)[:1] != (batch,)):
-        return None
-    if min(a.shape[1:3] + t.shape[1:3]) // 2 ** (levels - 1) < 2:
-        return None
-    return a, t
-
-
-# --------------------------------------------------------------------------------------------
-# Keras layer
-# --------------------------------------------------------------------------------------------
-
-
-@keras.saving.register_keras_serializable(package="deeplk")
-class LucasKanadeLayer(keras.layers.Layer):
-    """Inverse-compositional LK as a Keras layer (one level; use one per pyramid level).
-
-    ``call([input_features, template_features, init_H])`` returns the refined ``(B, 3, 3)``
-    ``input_H_template``; `solve` returns the full `LKResult`. No weights; gradients flow to both
-    feature maps and to ``init_H`` through every iteration.
-
-    Args:
-        max_iterations, tolerance, damping, adaptive_damping, masked_hessian, min_rcond,
-            min_valid_fraction, algorithm: as in `lucas_kanade`.
-        **kwargs: `keras.layers.Layer` arguments (``name``, ``dtype``, ...).
-    """
-
-    def __init__(
-        self,
-        max_iterations: int = 50,
-        tolerance: float = 1e-2,
-        damping: float = 1e-4,
-        adaptive_damping: bool = False,
-        masked_hessian: bool = False,
-        min_rcond: float = 1e-7,
-        min_valid_fraction: float = 0.1,
-        algorithm: str = "inverse_compositional",
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        _check_settings(1, max_iterations, tolerance, damping, min_rcond, min_valid_fraction)
-        _check_algorithm(1, algorithm)
-        self.algorithm = str(algorithm)
-        self.max_iterations = int(max_iterations)
-        self.tolerance = float(tolerance)
-        self.damping = float(damping)
-        self.adaptive_damping = bool(adaptive_damping)
-        self.masked_hessian = bool(masked_hessian)
-        self.min_rcond = float(min_rcond)
-        self.min_valid_fraction = float(min_valid_fraction)
-
-    def solve(self, inputs, return_history: bool = False) -> LKResult:
-        """The full `LKResult` for ``inputs = [input_features, template_features, init_H]``."""
-        if not isinstance(inputs, (list, tuple)) or len(inputs) != 3:
-            raise ValueError(
-                "`inputs` must be a list [input_features, template_features, init_H], got "
-                f"{type(inputs).__name__}"
-                + (f" of length {len(inputs)}" if isinstance(inputs, (list, tuple)) else "")
-            )
-        input_features, template_features, init_H = inputs
-        # Eager calls are typically differentiated (custom loops, tests): no XLA there; inside
-        # a model the loop is inlined and Keras' own `jit_compile` applies.
-        return lucas_kanade(
-            input_features, template_features, init_H,
-            max_iterations=self.max_iterations, tolerance=self.tolerance, damping=self.damping,
-            adaptive_damping=self.adaptive_damping, masked_hessian=self.masked_hessian,
-            min_rcond=self.min_rcond, min_valid_fraction=self.min_valid_fraction,
-            return_history=return_history, jit_compile=False, algorithm=self.algorithm,
-        )
-
-    def call(self, inputs):
-        return self.solve(inputs).H
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0][0], 3, 3)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            max_iterations=self.max_iterations,
-            tolerance=self.tolerance,
-            damping=self.damping,
-            adaptive_damping=self.adaptive_damping,
-            masked_hessian=self.masked_hessian,
-            min_rcond=self.min_rcond,
-            min_valid_fraction=self.min_valid_fraction,
-            algorithm=self.algorithm,
-        )
-        return config
+    per_level = options.resolve(levels, **pyramid_defaults(levels))
+    return _run(inputs, templates, H0, per_level.tolerance, options.damping,
+                _config(options, per_level, return_history), jit_compile)
