@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from deeplk.models import regression as R
-from deeplk.train import TrainConfig, train
+from deeplk.train import RUN_CONFIG_NAME, TrainConfig, read_run_config, train, write_run_config
 
 BASE = np.array([[32, 32], [159, 32], [159, 159], [32, 159]], dtype=np.float64)
 TEMPLATE_CORNERS = np.array([[0, 0], [127, 0], [127, 127], [0, 127]], dtype=np.float64)
@@ -509,7 +509,7 @@ def mhn_dir(tmp_path_factory):
 class TestMethods:
     def test_dhn_method_returns_known_corners(self, rng, dhn_dir):
         folder = dhn_dir / "dhn"
-        assert (folder / "final.weights.h5").is_file() and (folder / R.CONFIG_NAME).is_file()
+        assert (folder / "final.weights.h5").is_file() and (folder / RUN_CONFIG_NAME).is_file()
         from deeplk.methods import get_method
 
         predict = get_method("dhn", checkpoint_dir=dhn_dir)
@@ -528,8 +528,8 @@ class TestMethods:
         np.testing.assert_allclose(out[0], O_DHN, atol=1e-4)
 
     def test_mhn_method_composes_stages(self, rng, mhn_dir):
-        record = R.read_model_config(mhn_dir / "mhn" / "stage2")
-        assert record["stage"] == 2 and record["model"] == "mhn" and record["net"]["input_scale"] == TINY["input_scale"]
+        record = read_run_config(mhn_dir / "mhn" / "stage2", R.FAMILY)
+        assert record.task == {"model": "mhn", "stage": 2} and record.model["input_scale"] == TINY["input_scale"]
         predict = R.build_mhn_method(mhn_dir, stages=2)
         corners, failed = predict(rng.random((2, 192, 192, 3)).astype(np.float32), rng.random((2, 128, 128, 3)).astype(np.float32))
         H1 = np_homography(TEMPLATE_CORNERS, BASE + O_MHN.reshape(4, 2))
@@ -549,14 +549,14 @@ class TestMethods:
     def test_missing_checkpoint_names_folder(self, tmp_path):
         with pytest.raises(FileNotFoundError, match=str(tmp_path / "dhn")):
             R.build_dhn_method(tmp_path)
-        R.write_model_config(tmp_path / "dhn", TINY, "dhn")
+        write_run_config(tmp_path / "dhn", **R.RegressionTask(TINY).run_config())
         with pytest.raises(FileNotFoundError, match=str(tmp_path / "dhn")):
             R.build_dhn_method(tmp_path)
 
     def test_corrupt_config_names_file(self, tmp_path):
         (tmp_path / "dhn").mkdir()
-        (tmp_path / "dhn" / R.CONFIG_NAME).write_text("{not json")
-        with pytest.raises(ValueError, match=R.CONFIG_NAME):
+        (tmp_path / "dhn" / RUN_CONFIG_NAME).write_text("{not json")
+        with pytest.raises(ValueError, match=RUN_CONFIG_NAME):
             R.build_dhn_method(tmp_path)
 
     def test_bad_shapes_in_predict(self, dhn_dir):

@@ -55,14 +55,13 @@ Training (`deeplk.train.train`, one loop for every model):
   ramping the largest offset up from ``rho_start`` over ``ramp_steps``); ``rho=32`` trains on the DLK pairs themselves (their +-32 box; ``pairs="synthetic"`` for on-the-fly
   rho=32 pairs instead) and starts from the rho=16 stage's latest weights when that stage exists.
   Checkpoints go to ``<checkpoint_dir>/<hnet_sup|hnet_unsup>/rho<16|32>/`` (each the
-  ``checkpoint_dir`` of one `deeplk.train.train` call) together with ``model_config.json``
-  (written atomically), so the methods ``hnet_sup`` / ``hnet_unsup`` rebuild the model and load
+  ``checkpoint_dir`` of one `deeplk.train.train` call, which also writes ``model_config.json``
+  from the task's `run_config`), so the methods ``hnet_sup`` / ``hnet_unsup`` rebuild the model and load
   the latest stage without options.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -75,7 +74,6 @@ from deeplk._checks import check_bool, check_momentum, check_shape
 from deeplk.data.augment import centred_corners, with_synthetic_pairs
 from deeplk.geometry import corners_to_homography, scale_homography
 from deeplk.paths import resolve
-from deeplk.utils import write_text_atomic
 from deeplk.warp import warp_image
 
 __all__ = [
@@ -127,7 +125,8 @@ INPUT_NORMS = ("vgg", "standardize")
 MODES = {"supervised": "hnet_sup", "unsupervised": "hnet_unsup"}
 #: The curriculum's stages (largest corner offset, pixels), in order.
 STAGES = (16, 32)
-MODEL_CONFIG_NAME = "model_config.json"
+#: The family name in ``model_config.json`` (`deeplk.train.read_run_config`).
+FAMILY = "homography_net"
 
 METHOD_DESCRIPTIONS = {
     "hnet_sup": "HomographyNet (frozen VGG19 block3_conv4 + 7 inception blocks + MLP), supervised on corner offsets, rho 16 -> 32",
@@ -633,6 +632,13 @@ class _Task:
     def __init__(self, model_config: dict | None = None, init_from=None):
         self.model_config = _model_options(dict(model_config or {}))
         self.init_from = init_from
+        self.notes: dict = {}  # training settings recorded in model_config.json (`train_stage`)
+
+    def run_config(self) -> dict:
+        """What `deeplk.train.train` writes to ``model_config.json``."""
+        task = {"mode": self.mode, "init_from": None if self.init_from is None else str(self.init_from),
+                "loss_pools": list(getattr(self, "loss_pools", (1,))), **self.notes}
+        return {"family": FAMILY, "model": self.model_config, "task": task}
 
     def build_model(self) -> HomographyNet:
         config = dict(self.model_config)
@@ -714,32 +720,22 @@ def stage_dir(checkpoint_dir, mode: str, rho: int) -> Path:
     return resolve(checkpoint_dir) / MODES[mode] / f"rho{rho}"
 
 
-def _has_weights(path: Path) -> bool:
-    from deeplk.train import FINAL_WEIGHTS_NAME, latest_step
+def _stage_trained(path: Path) -> bool:
+    from deeplk.train import RUN_CONFIG_NAME, has_weights
 
-    return (path / MODEL_CONFIG_NAME).is_file() and (
-        (path / FINAL_WEIGHTS_NAME).is_file() or latest_step(path) is not None
-    )
-
-
-def stage_exists(checkpoint_dir, mode: str, rho: int) -> bool:
-    """Whether stage `rho` of `mode` has ``model_config.json`` and weights under `checkpoint_dir`."""
-    return _has_weights(stage_dir(checkpoint_dir, mode, rho))
+    return (path / RUN_CONFIG_NAME).is_file() and has_weights(path)
 
 
 def latest_stage(checkpoint_dir, mode: str) -> int | None:
     """The last curriculum stage (rho) of `mode` with saved weights under `checkpoint_dir`."""
-    done = [rho for rho in STAGES if _has_weights(stage_dir(checkpoint_dir, mode, rho))]
+    done = [rho for rho in STAGES if _stage_trained(stage_dir(checkpoint_dir, mode, rho))]
     return done[-1] if done else None
 
 
-def _read_model_config(path: Path) -> dict:
-    file = path / MODEL_CONFIG_NAME
-    try:
-        meta = json.loads(file.read_text())
-        return _model_options(meta["model"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"cannot read the model configuration {file}: {e}") from e
+def _stage_model_config(path: Path) -> dict:
+    from deeplk.train import read_run_config
+
+    return _model_options(read_run_config(path, FAMILY).model)
 
 
 def train_stage(mode: str, rho: int, data_root, checkpoint_dir="checkpoints", model_config: dict | None = None,
@@ -787,9 +783,9 @@ def train_stage(mode: str, rho: int, data_root, checkpoint_dir="checkpoints", mo
     init_from = None
     if rho == STAGES[1]:
         previous = stage_dir(checkpoint_dir, mode, STAGES[0])
-        if _has_weights(previous):
+        if _stage_trained(previous):
             init_from = previous
-            prev_config = _read_model_config(previous)
+            prev_config = _stage_model_config(previous)
             differ = {k: (prev_config.get(k), config.get(k)) for k in set(prev_config) | set(config)
                       if k != "vgg_weights" and prev_config.get(k) != config.get(k)}
             if differ:
@@ -797,12 +793,6 @@ def train_stage(mode: str, rho: int, data_root, checkpoint_dir="checkpoints", mo
                     f"the rho={STAGES[0]} stage in {previous} was trained with other model options "
                     f"(option: (stage {STAGES[0]}, now)): {differ}; use the same options"
                 )
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / MODEL_CONFIG_NAME, json.dumps(
-        {"mode": mode, "rho": rho, "pairs": pairs, "init_from": None if init_from is None else str(init_from),
-         "rho_start": rho_start, "ramp_steps": ramp_steps,
-         "loss_pools": None if loss_pools is None else list(np.atleast_1d(loss_pools).tolist()),
-         "model": config}, indent=1))
     seed_everything(seed)
     ds = load_dataset(data_root, "train2014", batch_size=batch_size, shuffle=True, seed=seed, repeat=True,
                       max_samples=max_samples)
@@ -811,6 +801,7 @@ def train_stage(mode: str, rho: int, data_root, checkpoint_dir="checkpoints", mo
     elif rho_start is not None and ramp_steps:
         raise ValueError("`rho_start` / `ramp_steps` need pairs='synthetic' (the DLK pairs have fixed offsets)")
     task = make_task(mode, config, init_from=init_from, loss_pools=loss_pools)
+    task.notes = {"rho": rho, "pairs": pairs, "rho_start": rho_start, "ramp_steps": ramp_steps}
     train_config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=seed, checkpoint_dir=out,
                                log_dir=log_dir, **train_options)
     return train(task, ds, train_config)
@@ -823,23 +814,22 @@ def load_stage_model(checkpoint_dir, mode: str, rho: int | None = None) -> tuple
         FileNotFoundError: nothing trained for `mode` under `checkpoint_dir` (the message says
             how to train it).
     """
+    from deeplk.train import RUN_CONFIG_NAME, load_run
+
     if rho is None:
         rho = latest_stage(checkpoint_dir, mode)
         if rho is None:
             name = MODES.get(mode, mode)
             raise FileNotFoundError(
                 f"no trained {name} under {resolve(checkpoint_dir) / name}: expected "
-                f"rho16/ or rho32/ with {MODEL_CONFIG_NAME} and checkpoints; train it with "
+                f"rho16/ or rho32/ with {RUN_CONFIG_NAME} and checkpoints; train it with "
                 f"notebooks/02_train_homography_net.ipynb (mode={mode!r}) or "
                 "deeplk.models.homography_net.train_stage"
             )
     path = stage_dir(checkpoint_dir, mode, rho)
-    if not _has_weights(path):
-        raise FileNotFoundError(f"no {MODEL_CONFIG_NAME} and weights in {path}")
-    from deeplk.train import load_latest
-
-    config = {**_read_model_config(path), "vgg_weights": None}
-    return load_latest(make_task(mode, config), path), rho
+    model, _ = load_run(path, lambda record: make_task(mode, {**_model_options(record.model), "vgg_weights": None}),
+                        FAMILY)
+    return model, rho
 
 
 # ------------------------------------------------------------------------------------------

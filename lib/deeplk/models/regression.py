@@ -34,8 +34,8 @@ stops it there (`RegressionTask`), which saves the backward pass through the ear
 
 **Checkpoints.** ``<checkpoint_dir>/dhn/`` and ``<checkpoint_dir>/mhn/stage1|stage2|stage3/``,
 each the ``checkpoint_dir`` of one `deeplk.train.train` call (``final.weights.h5``,
-``ckpt-*``, ``train_meta.json``) plus ``model_config.json`` (`CONFIG_NAME`, written atomically)
-holding the `RegressionNet` configuration, so the methods ``dhn`` and ``mhn``
+``ckpt-*``, ``train_meta.json``, and ``model_config.json`` written by the loop from
+`RegressionTask.run_config`: the `RegressionNet` configuration), so the methods ``dhn`` and ``mhn``
 (`build_dhn_method`, `build_mhn_method`) rebuild the networks without being told the options.
 `train_stage` trains one of them; `make_train_dataset` reads a DLK folder for it, optionally
 drawing fresh perturbations on the fly (`resample_perturbations`, mono-modal data only).
@@ -43,7 +43,6 @@ drawing fresh perturbations on the fly (`resample_perturbations`, mono-modal dat
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -55,7 +54,6 @@ from deeplk._checks import check_shape
 from deeplk.geometry import corner_error, corners_to_homography, invert_homography, transform_points
 from deeplk.lk import to_grayscale
 from deeplk.paths import resolve
-from deeplk.utils import write_text_atomic
 from deeplk.warp import warp_image
 
 __all__ = [
@@ -65,7 +63,7 @@ __all__ = [
     "OFFSET_SCALE",
     "BASE_CORNERS",
     "MHN_STAGES",
-    "CONFIG_NAME",
+    "FAMILY",
     "METHOD_DESCRIPTIONS",
     "AUGMENTATIONS",
     "pack_pair",
@@ -82,8 +80,6 @@ __all__ = [
     "curriculum_offset",
     "make_train_dataset",
     "stage_dir",
-    "write_model_config",
-    "read_model_config",
     "load_stage",
     "train_stage",
     "build_dhn_method",
@@ -101,9 +97,8 @@ OFFSET_SCALE = 32.0
 #: The unperturbed template corners in the 192 input frame, (4, 2), TL, TR, BR, BL.
 BASE_CORNERS = np.array([[32, 32], [159, 32], [159, 159], [32, 159]], dtype=np.float64)
 MHN_STAGES = 3
-#: File written next to the weights of every trained stage.
-CONFIG_NAME = "model_config.json"
-_CONFIG_FORMAT = 1
+#: The family name in ``model_config.json`` (`deeplk.train.read_run_config`).
+FAMILY = "regression"
 MODELS = ("dhn", "mhn")
 #: ``"none"``: the dataset as stored; ``"resample"``: fresh corners and templates cut from the
 #: input on the fly (`resample_perturbations`; mono-modal datasets only).
@@ -449,6 +444,7 @@ class RegressionTask:
             they run in inference mode and no gradient flows into them or through the warp.
         init_weights: a ``.weights.h5`` file of the same architecture to start from (MHN stage
             ``k`` starts from stage ``k - 1``); ignored when `deeplk.train.train` resumes.
+        model, stage: ``"dhn"`` or ``"mhn"`` and the stage, recorded in ``model_config.json``.
 
     The loss is `regression_loss` of the stage's offsets against the true ones (for ``k > 1``
     the residual in the warped frame, `residual_offsets`); the metric ``pe`` is the mean corner
@@ -456,10 +452,16 @@ class RegressionTask:
     """
 
     def __init__(self, net_config: dict | None = None, previous: Sequence[RegressionNet] = (),
-                 init_weights=None):
+                 init_weights=None, model: str = "dhn", stage: int = 1):
         self.net_config = RegressionNet(**(net_config or {})).get_config()  # validates
         self.previous = list(previous)
         self.init_weights = None if init_weights is None else str(init_weights)
+        self.stage = _check_model(model, stage)
+        self.model = model
+
+    def run_config(self) -> dict:
+        """What `deeplk.train.train` writes to ``model_config.json``."""
+        return {"family": FAMILY, "model": self.net_config, "task": {"model": self.model, "stage": self.stage}}
 
     def build_model(self) -> RegressionNet:
         net = _net(self.net_config)
@@ -596,51 +598,17 @@ def stage_dir(checkpoint_dir, model: str, stage: int = 1) -> Path:
     return root / "dhn" if model == "dhn" else root / "mhn" / f"stage{stage}"
 
 
-def write_model_config(folder, net_config: dict, model: str, stage: int = 1) -> Path:
-    """Write ``<folder>/model_config.json`` (atomically): the `RegressionNet` config of a stage."""
-    stage = _check_model(model, stage)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    config = RegressionNet(**(net_config or {})).get_config()
-    record = {"format": _CONFIG_FORMAT, "model": model, "stage": stage, "net": config}
-    path = folder / CONFIG_NAME
-    write_text_atomic(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def read_model_config(folder) -> dict:
-    """The record written by `write_model_config`; clear errors naming the folder/file."""
-    folder = Path(folder)
-    path = folder / CONFIG_NAME
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"no trained model in {folder}: the folder does not exist (train it with "
-            "notebooks/01_train_regression.ipynb or deeplk.models.regression.train_stage)"
-        )
-    if not path.is_file():
-        raise FileNotFoundError(f"no {CONFIG_NAME} in {folder}: not a trained regression stage")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        net = dict(record["net"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"cannot read {path}: {e}") from None
-    if record.get("format") != _CONFIG_FORMAT:
-        raise ValueError(f"{path} has format {record.get('format')!r}, expected {_CONFIG_FORMAT}")
-    record["net"] = net
-    return record
-
-
 def load_stage(folder) -> RegressionNet:
     """The trained `RegressionNet` in `folder` (its config from ``model_config.json``, weights
-    from the latest checkpoint or ``final.weights.h5`` via `deeplk.train.load_latest`)."""
-    from deeplk.train import load_latest
+    from the latest checkpoint or ``final.weights.h5``, via `deeplk.train.load_run`)."""
+    from deeplk.train import load_run
 
-    folder = Path(folder)
-    record = read_model_config(folder)
     try:
-        return load_latest(RegressionTask(record["net"]), folder)
+        return load_run(folder, lambda record: RegressionTask(record.model), FAMILY)[0]
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"no trained weights in {folder}: {e}") from None
+        raise FileNotFoundError(
+            f"{e} (train it with notebooks/01_train_regression.ipynb or "
+            "deeplk.models.regression.train_stage)") from None
 
 
 def _same_net(a: dict, b: dict) -> bool:
@@ -669,7 +637,7 @@ def train_stage(model: str, stage: int, dataset, checkpoint_dir="checkpoints", s
     Returns:
         The `deeplk.train.TrainResult`.
     """
-    from deeplk.train import TrainConfig, train
+    from deeplk.train import RUN_CONFIG_NAME, TrainConfig, read_run_config, train
 
     stage = _check_model(model, stage)
     folder = stage_dir(checkpoint_dir, model, stage)
@@ -678,11 +646,11 @@ def train_stage(model: str, stage: int, dataset, checkpoint_dir="checkpoints", s
     if stage > 1:
         dirs = [stage_dir(checkpoint_dir, model, k) for k in range(1, stage)]
         previous = [load_stage(d) for d in dirs]
-        prev_net = read_model_config(dirs[-1])["net"]
+        prev_net = read_run_config(dirs[-1], FAMILY).model
         if net_options is not None and not _same_net(net_options, prev_net):
             raise ValueError(
                 f"`net_options` {net_options!r} differ from stage {stage - 1}'s architecture in "
-                f"{dirs[-1] / CONFIG_NAME} ({prev_net!r}); MHN stages share one architecture"
+                f"{dirs[-1] / RUN_CONFIG_NAME} ({prev_net!r}); MHN stages share one architecture"
             )
         net_options = prev_net
         if init_from_previous:
@@ -694,15 +662,14 @@ def train_stage(model: str, stage: int, dataset, checkpoint_dir="checkpoints", s
         if not init.is_file():
             raise FileNotFoundError(f"`init_weights` file not found: {init}")
     net_config = RegressionNet(**(net_options or {})).get_config()
-    if (folder / CONFIG_NAME).is_file():
-        old = read_model_config(folder)["net"]
+    if (folder / RUN_CONFIG_NAME).is_file():
+        old = read_run_config(folder, FAMILY).model
         if not _same_net(old, net_config) and any(folder.glob("ckpt-*")):
             raise ValueError(
                 f"{folder} holds a checkpoint of another architecture ({old!r}); use another "
                 "`checkpoint_dir` or delete the folder"
             )
-    write_model_config(folder, net_config, model, stage)
-    task = RegressionTask(net_config, previous=previous, init_weights=init)
+    task = RegressionTask(net_config, previous=previous, init_weights=init, model=model, stage=stage)
     config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=seed, checkpoint_dir=folder,
                          **train_options)
     return train(task, dataset, config)
