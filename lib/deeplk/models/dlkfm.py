@@ -48,9 +48,10 @@ variables, so they stay exactly as loaded. Level ``k``'s checkpoint therefore ho
 ``1..k`` it was trained with; inference loads the highest level's checkpoint (consistent even if a
 lower level is retrained later).
 
-**Checkpoint layout**: ``<checkpoint_dir>/dlkfm/config.json`` (the architecture, written
-atomically) and ``<checkpoint_dir>/dlkfm/level1|level2|level3/`` (each the ``checkpoint_dir`` of
-one `deeplk.train.train` call).
+**Checkpoint layout**: ``<checkpoint_dir>/dlkfm/level1|level2|level3/``, each the
+``checkpoint_dir`` of one `deeplk.train.train` call, which writes ``model_config.json`` there
+(the architecture and the loss settings, `DLKFMTask.run_config`). Folders of the older layout
+(one ``<checkpoint_dir>/dlkfm/config.json`` for every level) still load.
 
 **Inference** (`DLKFMAligner`, method ``dlkfm`` via `build_dlkfm_method`): features of every
 level, then `deeplk.lk.pyramid_lucas_kanade` from the coarsest level to level 1 with the
@@ -63,7 +64,6 @@ the separate multiply / add passes over the feature maps (``bench/dlkfm.py`` mea
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -101,10 +101,10 @@ __all__ = [
     "DLKFMTask",
     "train_level",
     "DLKFMAligner",
+    "FAMILY",
     "dlkfm_root",
     "level_dir",
-    "read_config",
-    "write_config",
+    "level_architecture",
     "trained_levels",
     "load_dlkfm",
     "build_dlkfm_method",
@@ -116,12 +116,12 @@ log = logging.getLogger(__name__)
 LEVELS = (1, 2, 3)
 FEATURE_TYPES = ("regular", "special")
 INITS = ("centred", "sift", "mhn")
-CONFIG_NAME = "config.json"
-#: Architecture keys of ``config.json`` (the constructor arguments of `DLKFMNet` but ``levels``).
+#: The family name in ``model_config.json`` (`deeplk.train.read_run_config`).
+FAMILY = "dlkfm"
+#: Architecture keys of ``model_config.json`` (the constructor arguments of `DLKFMNet` but
+#: ``levels`` and ``seed``).
 ARCH_KEYS = ("channels", "num_blocks", "leaky_alpha", "bn_momentum", "feature_type",
              "normalize")
-#: Value of an `ARCH_KEYS` entry missing from an older ``config.json``.
-ARCH_FALLBACK = {"normalize": False}
 #: Default corner perturbation (pixels of the level, per coordinate) of the convexity loss.
 DEFAULT_PERTURBATION = {1: 4.0, 2: 3.0, 3: 3.0}
 
@@ -481,7 +481,7 @@ class DLKFMNet(keras.Model):
         return config
 
     def architecture(self) -> dict:
-        """The `ARCH_KEYS` of this model (what ``config.json`` records)."""
+        """The `ARCH_KEYS` of this model (what ``model_config.json`` records)."""
         return {k: getattr(self, k) for k in ARCH_KEYS}
 
 
@@ -654,53 +654,26 @@ def level_dir(checkpoint_dir, level: int) -> Path:
     return dlkfm_root(checkpoint_dir) / f"level{_check_level('level', level)}"
 
 
-def read_config(checkpoint_dir) -> dict:
-    """The architecture recorded in ``<checkpoint_dir>/dlkfm/config.json``.
+def level_architecture(checkpoint_dir, level: int) -> dict | None:
+    """The architecture recorded for `level` (``None``: that level has no run folder config)."""
+    from deeplk.train import read_run_config
 
-    Raises:
-        FileNotFoundError: naming the folder, if there is no DLKFM config there.
-        ValueError: the file is not a valid config.
-    """
-    root = dlkfm_root(checkpoint_dir)
-    path = root / CONFIG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no trained DLKFM in {root}: {CONFIG_NAME} is missing (train the levels with "
-            f"notebooks/03_train_dlkfm.ipynb, level=1, 2, 3, checkpoint_dir={root.parent})"
-        )
+    folder = level_dir(checkpoint_dir, level)
     try:
-        config = json.loads(path.read_text())
-    except ValueError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
-    config = {**ARCH_FALLBACK, **config}
-    missing = [k for k in ARCH_KEYS if k not in config]
+        arch = read_run_config(folder, FAMILY).model
+    except FileNotFoundError:
+        return None
+    missing = [k for k in ARCH_KEYS if k not in arch]
     if missing:
-        raise ValueError(f"{path} lacks the keys {missing}")
-    return {k: config[k] for k in ARCH_KEYS}
-
-
-def write_config(checkpoint_dir, arch: dict) -> Path:
-    """Write the architecture to ``<checkpoint_dir>/dlkfm/config.json`` atomically."""
-    from deeplk.utils import write_text_atomic
-
-    root = dlkfm_root(checkpoint_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / CONFIG_NAME
-    arch = {**ARCH_FALLBACK, **arch}
-    write_text_atomic(path, json.dumps({k: arch[k] for k in ARCH_KEYS}, indent=2) + "\n")
-    return path
-
-
-def _has_weights(folder: Path) -> bool:
-    from deeplk.train import FINAL_WEIGHTS_NAME, latest_step
-
-    return folder.is_dir() and ((folder / FINAL_WEIGHTS_NAME).is_file()
-                                or latest_step(folder) is not None)
+        raise ValueError(f"the DLKFM config of {folder} lacks the keys {missing}")
+    return {k: arch[k] for k in ARCH_KEYS}
 
 
 def trained_levels(checkpoint_dir) -> list[int]:
     """Levels whose folder under ``<checkpoint_dir>/dlkfm`` holds weights."""
-    return [k for k in LEVELS if _has_weights(level_dir(checkpoint_dir, k))]
+    from deeplk.train import has_weights
+
+    return [k for k in LEVELS if has_weights(level_dir(checkpoint_dir, k))]
 
 
 # --------------------------------------------------------------------------------------------
@@ -721,8 +694,8 @@ class DLKFMTask:
         checkpoint_dir: the parent of ``dlkfm/`` (e.g. ``checkpoints``).
         channels, num_blocks, leaky_alpha, bn_momentum, feature_type, normalize: the
             architecture (`DLKFMNet`; new models default to ``normalize=True``); for levels 2
-            and 3 ``None`` (default) reads it from ``config.json``, an explicit value must match
-            it.
+            and 3 ``None`` (default) reads it from level ``k - 1``'s ``model_config.json``, an
+            explicit value must match it.
         num_perturbations: ``P`` corner perturbations per sample (2-4 in the paper).
         convexity_weight, margin, steps: see `dlkfm_loss`.
         perturbation: maximum corner displacement (pixels of the level, per coordinate) at
@@ -748,18 +721,18 @@ class DLKFMTask:
                      bn_momentum=bn_momentum, feature_type=feature_type, normalize=normalize)
         defaults = dict(channels=64, num_blocks=3, leaky_alpha=0.2, bn_momentum=0.9,
                         feature_type="regular", normalize=True)
-        config_path = dlkfm_root(checkpoint_dir) / CONFIG_NAME
-        saved = read_config(checkpoint_dir) if config_path.is_file() else None
-        if self.level > 1 and saved is None:
+        saved = level_architecture(checkpoint_dir, self.level - 1) if self.level > 1 else None
+        if self.level > 1 and saved is None and load_previous:
             raise FileNotFoundError(
                 f"level {self.level} needs level {self.level - 1} trained first, but "
-                f"{dlkfm_root(checkpoint_dir)} has no {CONFIG_NAME}"
+                f"{level_dir(checkpoint_dir, self.level - 1)} holds no trained model"
             )
-        if saved is not None and self.level > 1:
+        if saved is not None:
             for k, v in given.items():
                 if v is not None and v != saved[k]:
                     raise ValueError(
-                        f"`{k}`={v!r} differs from {saved[k]!r} recorded in {config_path} "
+                        f"`{k}`={v!r} differs from {saved[k]!r} recorded for level "
+                        f"{self.level - 1} in {level_dir(checkpoint_dir, self.level - 1)} "
                         f"(levels 2 and 3 must use the architecture of level 1)")
             self.arch = dict(saved)
         else:
@@ -784,8 +757,10 @@ class DLKFMTask:
         self.jit_compile = bool(jit_compile)
         self._compiled: dict = {}
         if self.level > 1 and self.load_previous:
+            from deeplk.train import has_weights
+
             below = level_dir(checkpoint_dir, self.level - 1)
-            if not _has_weights(below):
+            if not has_weights(below):
                 raise FileNotFoundError(
                     f"level {self.level} needs level {self.level - 1} trained first: no "
                     f"checkpoint in {below}")
@@ -798,9 +773,14 @@ class DLKFMTask:
                 for a, b in ((model.input_extractors, previous.input_extractors),
                              (model.template_extractors, previous.template_extractors)):
                     a[k - 1].set_weights(b[k - 1].get_weights())
-        if self.level == 1 and self.load_previous:
-            write_config(self.root_parent, self.arch)
         return model
+
+    def run_config(self) -> dict:
+        """What `deeplk.train.train` writes to ``model_config.json``."""
+        task = dict(level=self.level, num_perturbations=self.num_perturbations,
+                    convexity_weight=self.convexity_weight, margin=self.margin, steps=list(self.steps),
+                    perturbation=self.perturbation, seed=self.seed)
+        return {"family": FAMILY, "model": dict(self.arch), "task": task}
 
     def trainable_variables(self, model: DLKFMNet) -> list:
         return model.extractor_variables(self.level)
@@ -864,16 +844,21 @@ def load_dlkfm(checkpoint_dir, levels: int = 3) -> DLKFMNet:
     Raises:
         FileNotFoundError: naming the folder, if the config or the level's weights are missing.
     """
-    from deeplk.train import load_latest
+    from deeplk.train import load_run
 
     levels = _check_level("levels", levels)
-    arch = read_config(checkpoint_dir)
     folder = level_dir(checkpoint_dir, levels)
-    if not _has_weights(folder):
-        raise FileNotFoundError(f"no DLKFM level-{levels} checkpoint in {folder} (train level "
-                                f"{levels} first)")
-    task = DLKFMTask(levels, checkpoint_dir, load_previous=False, **arch)
-    return load_latest(task, folder)
+
+    def make_task(record):
+        arch = {k: record.model[k] for k in ARCH_KEYS if k in record.model}
+        return DLKFMTask(levels, checkpoint_dir, load_previous=False, **arch)
+
+    try:
+        return load_run(folder, make_task, FAMILY)[0]
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"no DLKFM level-{levels} model: {e} (train the levels with "
+                                f"notebooks/03_train_dlkfm.ipynb, level=1, 2, 3, "
+                                f"checkpoint_dir={dlkfm_root(checkpoint_dir).parent})") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -1032,11 +1017,13 @@ def build_dlkfm_method(checkpoint_dir=None, init: str = "centred", levels: Optio
     """
     if init not in INITS:
         raise ValueError(f"`init` must be one of {INITS}, got {init!r}")
-    read_config(checkpoint_dir)  # clear error naming the folder
     if levels is None:
         available = trained_levels(checkpoint_dir)
         if not available:
-            raise FileNotFoundError(f"no trained DLKFM level in {dlkfm_root(checkpoint_dir)}")
+            raise FileNotFoundError(
+                f"no trained DLKFM in {dlkfm_root(checkpoint_dir)}: no level folder holds weights "
+                f"(train the levels with notebooks/03_train_dlkfm.ipynb, level=1, 2, 3, "
+                f"checkpoint_dir={dlkfm_root(checkpoint_dir).parent})")
         levels = max(available)
         if levels < 3:
             warnings.warn(f"DLKFM in {dlkfm_root(checkpoint_dir)} has levels up to {levels} "

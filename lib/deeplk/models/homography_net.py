@@ -83,7 +83,6 @@ __all__ = [
     "VGG_NOTOP_URL",
     "MODES",
     "STAGES",
-    "MODEL_CONFIG_NAME",
     "METHOD_DESCRIPTIONS",
     "vgg19_backbone",
     "vgg_preprocess",
