@@ -593,18 +593,3 @@ class TestMethods:
             methods.get_method("hnet_sup", checkpoint_dir=tmp_path)
         assert "hnet_sup" in methods.available_methods()
         assert set(hn.METHOD_DESCRIPTIONS) == {"hnet_sup", "hnet_unsup"}
-
-
-def test_benchmark_case():
-    task, (inputs, templates, corners) = hn.benchmark_case("hnet_unsup", batch_size=2, **TINY)
-    assert isinstance(task, hn.UnsupervisedTask)
-    assert inputs.shape == (2, 48, 48, 3) and templates.shape == (2, 32, 32, 3) and corners.shape == (2, 4, 2)
-    loss = hn.masked_photometric_l1(inputs, templates, corners_to_homography(corners, 32))
-    assert float(loss) < 1e-5
-    assert task.loss_pools == (1,)
-    pooled, _ = hn.benchmark_case("hnet_unsup", batch_size=2, loss_pools=(2, 4), **TINY)
-    assert pooled.loss_pools == (2, 4)
-    with pytest.raises(ValueError, match="loss_pools"):
-        hn.benchmark_case("hnet_sup", batch_size=2, loss_pools=(2,), **TINY)
-    with pytest.raises(ValueError, match="name"):
-        hn.benchmark_case("dhn")

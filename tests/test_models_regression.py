@@ -590,13 +590,3 @@ class TestHelpers:
             R.stage_dir(tmp_path, "dhn", 2)
         with pytest.raises(ValueError, match="model"):
             R.stage_dir(tmp_path, "cnn", 1)
-
-    def test_benchmark_case(self):
-        task, batch = R.benchmark_case("dhn_half", batch_size=2)
-        assert batch[0].shape == (2, 192, 192, 3) and batch[1].shape == (2, 128, 128, 3)
-        assert task.net_config["input_scale"] == 0.5 and not task.previous
-        demo, _ = R.benchmark_case("dhn_demo", batch_size=1)
-        assert demo.net_config["input_scale"] == 0.25 and demo.net_config["normalize"]
-        assert len(R.benchmark_case("mhn_stage3", batch_size=1)[0].previous) == 2
-        with pytest.raises(ValueError, match="benchmark case"):
-            R.benchmark_case("nope")

@@ -33,7 +33,6 @@ older layout (``clkn_config.json``) still load. The method never sees the ground
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import keras

@@ -102,7 +102,6 @@ __all__ = [
     "load_stage_model",
     "build_hnet_sup_method",
     "build_hnet_unsup_method",
-    "benchmark_case",
 ]
 
 #: Where the backbone is cut.
@@ -871,32 +870,3 @@ def build_hnet_unsup_method(checkpoint_dir=None, rho: int | None = None, batch_s
     ``<checkpoint_dir>/hnet_unsup/``."""
     return _build_method("unsupervised", checkpoint_dir, rho, batch_size)
 
-
-# ------------------------------------------------------------------------------------------
-# Benchmark
-
-
-def benchmark_case(name: str, batch_size: int | None = None, seed: int = 0, loss_pools=None, **model_options):
-    """``(task, batch)`` for a training-step benchmark of ``hnet_sup`` or ``hnet_unsup``.
-
-    The paper's architecture (random frozen backbone, no download) with the paper batch size 64
-    (DeTone 2016; Nguyen 2018 used 128) unless `batch_size` is given; `model_options` override
-    `HomographyNet` options (e.g. ``input_scale=0.25, inception_filters=16`` for the demo);
-    `loss_pools` is the unsupervised loss' pyramid (`make_task`).
-    The batch is a random DLK-format batch ``(inputs, templates, corners)``; time
-    ``deeplk.train.train(task, tf.data.Dataset.from_tensors(batch), TrainConfig(steps=...))``.
-    """
-    modes = {v: k for k, v in MODES.items()}
-    if name not in modes:
-        raise ValueError(f"`name` must be one of {sorted(modes)}, got {name!r}")
-    batch_size = 64 if batch_size is None else int(batch_size)
-    config = {"vgg_weights": None, **model_options}
-    task = make_task(modes[name], config, loss_pools=loss_pools)
-    rng = np.random.default_rng(seed)
-    s, t = config.get("input_size", 192), config.get("template_size", 128)
-    inputs = rng.random((batch_size, s, s, 3), dtype=np.float32)
-    offsets = rng.uniform(-32, 32, (batch_size, 4, 2)).astype(np.float32)
-    corners = (centred_corners(s, t) + offsets).astype(np.float32)
-    H = corners_to_homography(corners, t)
-    templates = warp_image(inputs, H, t, return_mask=False).numpy()
-    return task, (tf.constant(inputs), tf.constant(templates), tf.constant(corners))

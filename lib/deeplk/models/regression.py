@@ -85,7 +85,6 @@ __all__ = [
     "build_dhn_method",
     "build_mhn_method",
     "evaluate_stage",
-    "benchmark_case",
 ]
 
 INPUT_SIZE = 192
@@ -748,27 +747,3 @@ def evaluate_stage(model: str, stage: int, checkpoint_dir, inputs, templates, tr
     summaries[name] = evaluate.summarize(errors, seconds=seconds)
     return summaries, corners
 
-
-def benchmark_case(name: str = "dhn", batch_size: int = 32, seed: int = 0):
-    """A task and one synthetic batch for a training-step benchmark (untrained weights).
-
-    Names: ``"dhn"`` (full resolution), ``"dhn_half"`` (``input_scale=0.5``), ``"dhn_demo"`` (the
-    demo profile's net: ``input_scale=0.25``, ``normalize``, no dropout), ``"mhn_stage2"``,
-    ``"mhn_stage3"`` (full resolution; the frozen earlier stages are untrained nets of the same
-    architecture, which costs the same as trained ones).
-
-    Returns:
-        ``(task, batch)`` with ``batch = (inputs (B, 192, 192, 3), templates (B, 128, 128, 3),
-        corners (B, 4, 2))`` float32 tensors, the templates cut from the inputs.
-    """
-    cases = {"dhn": ({}, 0), "dhn_half": ({"input_scale": 0.5}, 0),
-             "dhn_demo": ({"input_scale": 0.25, "normalize": True, "dropout": 0.0, "bn_momentum": 0.9}, 0),
-             "mhn_stage2": ({}, 1),
-             "mhn_stage3": ({}, 2)}
-    if name not in cases:
-        raise ValueError(f"unknown benchmark case {name!r}; choose one of {sorted(cases)}")
-    options, n_prev = cases[name]
-    rng = np.random.default_rng(seed)
-    inputs = tf.constant(rng.random((batch_size, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.float32))
-    batch = resample_perturbations(inputs, tf.constant([seed, 0], tf.int64))
-    return RegressionTask(options, previous=[_net(options) for _ in range(n_prev)]), batch
