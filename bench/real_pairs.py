@@ -47,7 +47,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from deeplk import data, evaluate  # noqa: E402
+from deeplk import data, evaluate, viz  # noqa: E402
 from deeplk.data.generators import GENERATORS, Sample, SampleGenerator  # noqa: E402
 from deeplk.data.protocol import INPUT_SIZE, make_pair  # noqa: E402
 from deeplk.data.sources import read_image_rgb, resize_to  # noqa: E402
@@ -163,6 +163,7 @@ def evaluate_val(data_root, checkpoint_dir, methods, max_samples, results_dir) -
         summaries, errors = evaluate_methods(inputs, templates, corners, list(methods),
                                              checkpoint_dir=checkpoint_dir, progress=False)
     evaluate.write_results(results_dir, summaries, errors)
+    viz.save_success_curve(results_dir, errors)
     return summaries
 
 
