@@ -583,7 +583,7 @@ class TestInference:
         predict = D.build_dlkfm_method(identity_checkpoint, jit_compile=False)
         assert list(inspect.signature(predict).parameters) == ["inputs", "templates"]
         assert "dlkfm" in D.METHOD_DESCRIPTIONS
-        assert methods._LAZY["dlkfm"] == "deeplk.models.dlkfm:build_dlkfm_method"
+        assert methods.FAMILIES["dlkfm"] == "dlkfm"
 
     def test_mhn_start_uses_the_predictor(self, identity_checkpoint, textured_problem):
         inputs, templates, dst = textured_problem
@@ -619,8 +619,11 @@ class TestInference:
                                    np.broadcast_to(CENTRE_96, (3, 4, 2)), atol=1e-9)
 
     def test_mhn_missing_is_a_clear_error(self, identity_checkpoint, tmp_path):
-        with pytest.raises(RuntimeError, match="mhn"):
+        with pytest.raises(ValueError, match="init_predictor"):
             D.build_dlkfm_method(identity_checkpoint, init="mhn")
+        # deeplk.methods passes the trained mhn method: here there is none.
+        with pytest.raises(RuntimeError, match=str(identity_checkpoint / "mhn")):
+            methods.get_method("dlkfm", checkpoint_dir=identity_checkpoint, init="mhn")
 
     def test_missing_checkpoint_names_folder(self, tmp_path):
         with pytest.raises(FileNotFoundError, match=str(tmp_path / "dlkfm")):

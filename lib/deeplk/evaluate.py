@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import math
+import time
 from pathlib import Path
 from typing import Mapping
 
@@ -31,6 +32,7 @@ __all__ = [
     "corner_errors",
     "success_rates",
     "summarize",
+    "run_predictor",
     "format_table",
     "threshold_key",
     "write_results",
@@ -94,6 +96,45 @@ def _fmt(v, digits=2) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
     return f"{v:.{digits}f}"
+
+
+def run_predictor(predict, inputs: np.ndarray, templates: np.ndarray, batch_size: int = 64,
+                  warm_up: bool = False, progress: bool = False, desc: str | None = None):
+    """Run ``predict(inputs, templates) -> (corners, failed)`` over the samples in batches and time it.
+
+    Args:
+        predict: a method's predictor (`deeplk.methods`).
+        inputs, templates: ``(N, ...)`` arrays of the pairs.
+        batch_size: pairs per call.
+        warm_up: first call `predict` untimed once per batch shape the loop uses (full batches
+            and the remainder), so that graph tracing and XLA compilation are not counted.
+        progress, desc: a tqdm progress bar and its label.
+
+    Returns:
+        ``(corners (N, 4, 2) float64, failed (N,) bool, seconds)``: ``seconds`` is the wall time
+        of the timed calls only (data loading excluded).
+    """
+    from tqdm.auto import tqdm
+
+    n = len(inputs)
+    if n == 0:
+        raise ValueError("no samples to evaluate")
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
+    batch_size = int(batch_size)
+    if warm_up:
+        for size in sorted({min(batch_size, n), n % batch_size} - {0}):
+            predict(inputs[:size], templates[:size])
+    corners = np.full((n, 4, 2), np.nan)
+    failed = np.zeros(n, dtype=bool)
+    seconds = 0.0
+    for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
+        stop = min(start + batch_size, n)
+        t0 = time.perf_counter()
+        c, f = predict(inputs[start:stop], templates[start:stop])
+        seconds += time.perf_counter() - t0
+        corners[start:stop], failed[start:stop] = c, f
+    return corners, failed, seconds
 
 
 def format_table(summaries: Mapping[str, dict], fmt: str = "markdown") -> str:

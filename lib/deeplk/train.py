@@ -125,7 +125,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -153,6 +153,7 @@ __all__ = [
     "META_NAME",
     "RUN_CONFIG_NAME",
     "RunRecord",
+    "as_config",
     "write_run_config",
     "read_run_config",
     "has_weights",
@@ -1197,6 +1198,26 @@ def _json_default(value):
     if isinstance(value, os.PathLike):
         return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def as_config(cls, value, name: str = "config"):
+    """`value` as the architecture dataclass `cls` of a model family (validated on construction,
+    like `TrainConfig`): an instance as is, a dict as its keyword arguments, ``None`` the defaults.
+
+    Raises:
+        ValueError: unknown keys (the message lists the known ones), or a value of another type.
+    """
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown `{name}` keys {unknown} for {cls.__name__}; known: {known}")
+        return cls(**value)
+    raise ValueError(f"`{name}` must be a {cls.__name__}, a dict or None, got {type(value).__name__}")
 
 
 def write_run_config(folder, family: str, model: dict, task: dict | None = None) -> Path:

@@ -33,7 +33,8 @@ older layout (``clkn_config.json``) still load. The method never sees the ground
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
 
 import keras
 import numpy as np
@@ -52,6 +53,7 @@ __all__ = [
     "default_margins",
     "CLKNLevelNet",
     "CLKN",
+    "CLKNConfig",
     "cascade_lucas_kanade",
     "clkn_hinge_loss",
     "CLKNTask",
@@ -59,6 +61,7 @@ __all__ = [
     "train_stage",
     "load_clkn",
     "build_clkn_method",
+    "build_method",
 ]
 
 METHOD_NAME = "clkn"
@@ -392,6 +395,28 @@ class CLKN(keras.Model):
                     damping=self.damping, standardize=self.standardize)
 
 
+@dataclass
+class CLKNConfig:
+    """The CLKN architecture: the `CLKN` constructor arguments, validated (and ``filters`` /
+    ``depth`` expanded to one value per level) on construction; invalid values raise
+    ``ValueError`` naming the field."""
+
+    levels: int = 4
+    filters: Any = DEFAULT_FILTERS
+    depth: Any = DEFAULT_DEPTH
+    channels: int = 4
+    lk_iterations: int = 1
+    damping: float = 1e-4
+    standardize: bool = True
+
+    def __post_init__(self):
+        for key, value in CLKN(**asdict(self)).model_config().items():
+            setattr(self, key, value)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 # --------------------------------------------------------------------------------------------
 # Training task
 # --------------------------------------------------------------------------------------------
@@ -403,8 +428,7 @@ class CLKNTask:
     error after level k, pixels) and ``failed_level<k>`` (fraction of LK failures).
 
     Args:
-        model_config: `CLKN` constructor arguments (``levels``, ``filters``, ``depth``,
-            ``channels``, ``lk_iterations``, ``damping``); missing ones take the defaults.
+        model_config: a `CLKNConfig` or its fields as a dict (missing ones take the defaults).
         margins: hinge margins per level (pixels of the input frame), coarsest first; ``None``:
             one pixel of each level (`default_margins`: 8, 4, 2, 1 for four levels).
         level_weights: per-level loss weights, or ``None`` for all 1.
@@ -413,11 +437,12 @@ class CLKNTask:
 
     def __init__(self, model_config: dict | None = None, margins=None, level_weights=None,
                  notes: dict | None = None):
+        from deeplk.train import as_config
+
         self.notes = dict(notes or {})
-        self.model_config = dict(model_config or {})
-        probe = CLKN(**self.model_config)  # validates the arguments early
-        self.model_config = probe.model_config()
-        levels = probe.levels
+        self.config = as_config(CLKNConfig, model_config, "model_config")
+        self.model_config = self.config.to_dict()
+        levels = self.config.levels
         if margins is None:
             margins = default_margins(levels)
         self.margins = tuple(float(m) for m in np.asarray(margins, np.float64).reshape(-1))
@@ -505,7 +530,7 @@ def train_stage(dataset, checkpoint_dir="checkpoints", steps: int = 1000,
     Args:
         dataset: batches ``(inputs, templates, corners)`` (e.g. `deeplk.data.load_dataset` with
             ``shuffle=True``).
-        model_config: `CLKN` constructor arguments (``filters``, ``depth`` ...).
+        model_config: a `CLKNConfig` or its fields as a dict (``filters``, ``depth`` ...).
         task_options: `CLKNTask` options (``margins``, ``level_weights``).
         notes: settings to record in ``model_config.json`` (data folder, batch size ...).
         train_options: further `deeplk.train.TrainConfig` fields (``checkpoint_every``,
@@ -579,3 +604,10 @@ def build_clkn_method(checkpoint_dir=None, batch_size: int = 64, jit_compile: bo
         return corners, failed
 
     return predict
+
+
+def build_method(name: str, checkpoint_dir=None, **options):
+    """The family's method builder (`deeplk.methods`): ``"clkn"`` (`build_clkn_method`)."""
+    if name != METHOD_NAME:
+        raise ValueError(f"the clkn family builds ['clkn'], not {name!r}")
+    return build_clkn_method(checkpoint_dir, **options)

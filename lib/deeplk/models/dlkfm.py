@@ -56,7 +56,8 @@ lower level is retrained later).
 **Inference** (`DLKFMAligner`, method ``dlkfm`` via `build_dlkfm_method`): features of every
 level, then `deeplk.lk.pyramid_lucas_kanade` from the coarsest level to level 1 with the
 homography rescaled between levels; the initial guess is the centred placement, SIFT + RANSAC
-(centred where SIFT fails) or the ``mhn`` regression method. No ground truth is used. With
+(centred where SIFT fails) or any predictor passed in (``init="mhn"``: `deeplk.methods` passes
+the trained ``mhn`` method). No ground truth is used. With
 ``fold_batchnorm=True`` the features come from `FeatureExtractor.inference`, every batch norm
 folded into its convolution (`fold_batchnorm`): the same values up to float32 rounding without
 the separate multiply / add passes over the feature maps (``bench/dlkfm.py`` measures both).
@@ -67,6 +68,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -93,13 +95,14 @@ __all__ = [
     "FeatureExtractor",
     "fold_batchnorm",
     "DLKFMNet",
+    "DLKFMConfig",
     "standardize_features",
     "alignment_mse",
     "convexity_hinge",
     "dlkfm_loss",
     "level_homography",
     "DLKFMTask",
-    "train_level",
+    "train_stage",
     "DLKFMAligner",
     "FAMILY",
     "dlkfm_root",
@@ -108,6 +111,7 @@ __all__ = [
     "trained_levels",
     "load_dlkfm",
     "build_dlkfm_method",
+    "build_method",
 ]
 
 log = logging.getLogger(__name__)
@@ -485,6 +489,27 @@ class DLKFMNet(keras.Model):
         return {k: getattr(self, k) for k in ARCH_KEYS}
 
 
+@dataclass
+class DLKFMConfig:
+    """The DLKFM architecture (`ARCH_KEYS`: the `DLKFMNet` arguments but ``levels`` and
+    ``seed``), validated on construction; invalid values raise ``ValueError`` naming the field.
+    New models normalise their features (``normalize=True``)."""
+
+    channels: int = 64
+    num_blocks: int = 3
+    leaky_alpha: float = 0.2
+    bn_momentum: float = 0.9
+    feature_type: str = "regular"
+    normalize: bool = True
+
+    def __post_init__(self):
+        for key, value in DLKFMNet(levels=1, **asdict(self)).architecture().items():
+            setattr(self, key, value)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def make_dlkfm_net(levels: int, seed: int = 0, **arch) -> DLKFMNet:
     """A built `DLKFMNet` (any input size and batch)."""
     model = DLKFMNet(levels=levels, seed=seed, **arch)
@@ -719,8 +744,7 @@ class DLKFMTask:
         self.checkpoint_dir = level_dir(checkpoint_dir, self.level)
         given = dict(channels=channels, num_blocks=num_blocks, leaky_alpha=leaky_alpha,
                      bn_momentum=bn_momentum, feature_type=feature_type, normalize=normalize)
-        defaults = dict(channels=64, num_blocks=3, leaky_alpha=0.2, bn_momentum=0.9,
-                        feature_type="regular", normalize=True)
+        defaults = DLKFMConfig().to_dict()
         saved = level_architecture(checkpoint_dir, self.level - 1) if self.level > 1 else None
         if self.level > 1 and saved is None and load_previous:
             raise FileNotFoundError(
@@ -737,7 +761,7 @@ class DLKFMTask:
             self.arch = dict(saved)
         else:
             self.arch = {k: defaults[k] if v is None else v for k, v in given.items()}
-        _check_feature_type(self.arch["feature_type"])
+        self.arch = DLKFMConfig(**self.arch).to_dict()  # validates
         if isinstance(num_perturbations, bool) or int(num_perturbations) != num_perturbations \
                 or num_perturbations < 0:
             raise ValueError(f"`num_perturbations` must be an integer >= 0, got "
@@ -810,9 +834,9 @@ class DLKFMTask:
         return tf.reduce_mean(total), tf.reduce_mean(mse), tf.reduce_mean(hinge)
 
 
-def train_level(level: int, dataset, checkpoint_dir="checkpoints", steps: int = 1000,
-                learning_rate: float = 1e-3, seed: int = 0, task_options: Optional[dict] = None,
-                **train_options):
+def train_stage(level: int, dataset, checkpoint_dir="checkpoints", steps: int = 1000,
+                learning_rate: float = 1e-3, seed: int = 0, model_config=None,
+                task_options: Optional[dict] = None, **train_options):
     """Train one DLKFM level with `deeplk.train.train` (levels below it frozen).
 
     The run's folder is `level_dir` (``<checkpoint_dir>/dlkfm/level<k>``); a folder with
@@ -822,8 +846,10 @@ def train_level(level: int, dataset, checkpoint_dir="checkpoints", steps: int = 
     Args:
         dataset: batches ``(inputs, templates, corners)`` (e.g. `deeplk.data.load_dataset` with
             ``shuffle=True, repeat=True``).
-        task_options: `DLKFMTask` keyword arguments (architecture for level 1,
-            ``num_perturbations``, ``convexity_weight``, ``perturbation`` ...).
+        model_config: the architecture, a `DLKFMConfig` or its fields as a dict (level 1;
+            levels 2 and 3 take level 1's, ``None``).
+        task_options: further `DLKFMTask` keyword arguments (``num_perturbations``,
+            ``convexity_weight``, ``perturbation`` ...).
         train_options: further `deeplk.train.TrainConfig` fields (``log_every``, ``progress``,
             ``checkpoint_every``, ``log_dir``, ``clipnorm`` ...).
 
@@ -832,7 +858,10 @@ def train_level(level: int, dataset, checkpoint_dir="checkpoints", steps: int = 
     """
     from deeplk.train import TrainConfig, train
 
-    task = DLKFMTask(level, checkpoint_dir, seed=seed, **(task_options or {}))
+    from deeplk.train import as_config
+
+    arch = {} if model_config is None else as_config(DLKFMConfig, model_config, "model_config").to_dict()
+    task = DLKFMTask(level, checkpoint_dir, seed=seed, **arch, **(task_options or {}))
     config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=seed,
                          checkpoint_dir=task.checkpoint_dir, **train_options)
     return train(task, dataset, config)
@@ -882,8 +911,8 @@ class DLKFMAligner:
         init: ``"centred"``, ``"sift"`` (SIFT + RANSAC, plausible results only, else centred) or
             ``"mhn"`` (the ``mhn`` method; centred where it fails).
         init_predictor: ``predict(inputs, templates) -> (corners, failed)`` giving the initial
-            corners for ``init="mhn"`` (default: ``deeplk.methods.get_method("mhn",
-            checkpoint_dir)``).
+            corners for ``init="mhn"`` (required then; ``deeplk.methods.get_method("dlkfm",
+            init="mhn")`` passes the trained ``mhn`` method).
         feature_type: ``None`` (the model's), ``"regular"`` or ``"special"``.
         max_iterations, tolerance, damping: per level, coarsest first, passed to
             `deeplk.lk.pyramid_lucas_kanade`.
@@ -899,7 +928,7 @@ class DLKFMAligner:
     """
 
     def __init__(self, model: DLKFMNet, init: str = "centred",
-                 init_predictor: Optional[Callable] = None, checkpoint_dir=None,
+                 init_predictor: Optional[Callable] = None,
                  feature_type: Optional[str] = None, max_iterations=None,
                  tolerance=1e-2, damping: float = 1e-4, batch_size: int = 16,
                  jit_compile: bool = True, lk_options: Optional[dict] = None,
@@ -917,9 +946,11 @@ class DLKFMAligner:
         self.jit_compile = bool(jit_compile)
         self.lk_options = dict(DEFAULT_LK_OPTIONS if lk_options is None else lk_options)
         self.fold_batchnorm = bool(fold_batchnorm)
-        self.init_predictor = init_predictor
         if init == "mhn" and init_predictor is None:
-            self.init_predictor = _mhn_predictor(checkpoint_dir)
+            raise ValueError("init='mhn' needs `init_predictor`, the initial-guess predictor "
+                             "(deeplk.methods.get_method('dlkfm', init='mhn') passes the trained "
+                             "mhn method)")
+        self.init_predictor = init_predictor
         self._features = tf.function(self._features_eager, reduce_retracing=True)
 
     def _features_eager(self, images, templates):
@@ -984,17 +1015,6 @@ class DLKFMAligner:
         return corners, failed
 
 
-def _mhn_predictor(checkpoint_dir):
-    from deeplk import methods
-
-    try:
-        return methods.get_method("mhn", checkpoint_dir=checkpoint_dir)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        raise RuntimeError(
-            f"init='mhn' needs the trained `mhn` method (checkpoints under "
-            f"{resolve(checkpoint_dir or 'checkpoints') / 'mhn'}): {e}") from e
-
-
 def build_dlkfm_method(checkpoint_dir=None, init: str = "centred", levels: Optional[int] = None,
                        feature_type: Optional[str] = None,
                        init_predictor: Optional[Callable] = None, **options) -> DLKFMAligner:
@@ -1006,17 +1026,22 @@ def build_dlkfm_method(checkpoint_dir=None, init: str = "centred", levels: Optio
         levels: use levels ``1..levels`` (coarsest = `levels`); ``None``: the highest trained
             level (a warning if it is below 3).
         feature_type: override the trained ``feature_type`` (``"regular"`` / ``"special"``).
-        init_predictor: stand-in for the ``mhn`` method (tests, other initialisers).
+        init_predictor: the initial-guess predictor of ``init="mhn"`` (`deeplk.methods`
+            passes the trained ``mhn`` method; tests pass stand-ins).
         **options: `DLKFMAligner` options (``max_iterations``, ``tolerance``, ``damping``,
             ``batch_size``, ``jit_compile``, ``lk_options``).
 
     Raises:
         FileNotFoundError: naming ``<checkpoint_dir>/dlkfm`` (or the level folder) when no
             trained model is there.
-        RuntimeError: ``init="mhn"`` without a usable ``mhn`` method.
+        ValueError: ``init="mhn"`` without `init_predictor`.
     """
     if init not in INITS:
         raise ValueError(f"`init` must be one of {INITS}, got {init!r}")
+    if init == "mhn" and init_predictor is None:
+        raise ValueError("init='mhn' needs `init_predictor`, the initial-guess predictor "
+                         "(deeplk.methods.get_method('dlkfm', init='mhn') passes the trained "
+                         "mhn method)")
     if levels is None:
         available = trained_levels(checkpoint_dir)
         if not available:
@@ -1030,4 +1055,11 @@ def build_dlkfm_method(checkpoint_dir=None, init: str = "centred", levels: Optio
                           "only: aligning with those", stacklevel=2)
     model = load_dlkfm(checkpoint_dir, levels)
     return DLKFMAligner(model, init=init, init_predictor=init_predictor,
-                        checkpoint_dir=checkpoint_dir, feature_type=feature_type, **options)
+                        feature_type=feature_type, **options)
+
+
+def build_method(name: str, checkpoint_dir=None, **options):
+    """The family's method builder (`deeplk.methods`): ``"dlkfm"`` (`build_dlkfm_method`)."""
+    if name != "dlkfm":
+        raise ValueError(f"the dlkfm family builds ['dlkfm'], not {name!r}")
+    return build_dlkfm_method(checkpoint_dir, **options)

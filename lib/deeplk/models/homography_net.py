@@ -102,6 +102,7 @@ __all__ = [
     "load_stage_model",
     "build_hnet_sup_method",
     "build_hnet_unsup_method",
+    "build_method",
 ]
 
 #: Where the backbone is cut.
@@ -870,3 +871,11 @@ def build_hnet_unsup_method(checkpoint_dir=None, rho: int | None = None, batch_s
     ``<checkpoint_dir>/hnet_unsup/``."""
     return _build_method("unsupervised", checkpoint_dir, rho, batch_size)
 
+
+def build_method(name: str, checkpoint_dir=None, **options):
+    """The family's method builder (`deeplk.methods`): ``"hnet_sup"`` or ``"hnet_unsup"``
+    (options ``rho``, ``batch_size``)."""
+    modes = {v: k for k, v in MODES.items()}
+    if name not in modes:
+        raise ValueError(f"the homography_net family builds {sorted(modes)}, not {name!r}")
+    return _build_method(modes[name], checkpoint_dir, **options)

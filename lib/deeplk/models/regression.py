@@ -84,6 +84,7 @@ __all__ = [
     "train_stage",
     "build_dhn_method",
     "build_mhn_method",
+    "build_method",
     "evaluate_stage",
 ]
 
@@ -708,6 +709,15 @@ def build_mhn_method(checkpoint_dir=None, stages: int = MHN_STAGES):
     return _predictor([load_stage(stage_dir(root, "mhn", k)) for k in range(1, stages + 1)])
 
 
+def build_method(name: str, checkpoint_dir=None, **options):
+    """The family's method builder (`deeplk.methods`): ``"dhn"`` (`build_dhn_method`) or
+    ``"mhn"`` (`build_mhn_method`, option ``stages``)."""
+    builders = {"dhn": build_dhn_method, "mhn": build_mhn_method}
+    if name not in builders:
+        raise ValueError(f"the regression family builds {sorted(builders)}, not {name!r}")
+    return builders[name](checkpoint_dir, **options)
+
+
 def evaluate_stage(model: str, stage: int, checkpoint_dir, inputs, templates, true_corners,
                    batch_size: int = 64):
     """Score the trained DHN, or MHN up to `stage`, against ``identity`` on some samples.
@@ -722,10 +732,7 @@ def evaluate_stage(model: str, stage: int, checkpoint_dir, inputs, templates, tr
         as in ``summary.json`` (`deeplk.evaluate.summarize`; ``name`` is ``"dhn"``, ``"mhn"``,
         or ``"mhn_stages1-k"`` for fewer stages) and the ``(N, 4, 2)`` predictions.
     """
-    import time
-
-    from deeplk import evaluate
-    from deeplk.methods import evaluate_methods
+    from deeplk import baselines, evaluate
 
     stage = _check_model(model, stage)
     if model == "dhn":
@@ -733,17 +740,12 @@ def evaluate_stage(model: str, stage: int, checkpoint_dir, inputs, templates, tr
     else:
         predict = build_mhn_method(checkpoint_dir, stages=stage)
         name = "mhn" if stage == MHN_STAGES else f"mhn_stages1-{stage}"
-    summaries, _ = evaluate_methods(inputs, templates, true_corners, ["identity"], progress=False)
-    n = len(inputs)
-    predict(inputs[:min(batch_size, n)], templates[:min(batch_size, n)])  # warm-up (tracing)
-    parts, failed, t0 = [], [], time.perf_counter()
-    for start in range(0, n, batch_size):
-        c, f = predict(inputs[start:start + batch_size], templates[start:start + batch_size])
-        parts.append(c)
-        failed.append(f)
-    seconds = time.perf_counter() - t0
-    corners = np.concatenate(parts)
-    errors = evaluate.corner_errors(corners, true_corners, np.concatenate(failed))
-    summaries[name] = evaluate.summarize(errors, seconds=seconds)
-    return summaries, corners
 
+    def identity(i, t):
+        return baselines.predict_batch(baselines.BASELINES["identity"], i, t)
+
+    summaries, corners = {}, None
+    for key, run, warm_up in (("identity", identity, False), (name, predict, True)):
+        corners, failed, seconds = evaluate.run_predictor(run, inputs, templates, batch_size, warm_up=warm_up)
+        summaries[key] = evaluate.summarize(evaluate.corner_errors(corners, true_corners, failed), seconds=seconds)
+    return summaries, corners
