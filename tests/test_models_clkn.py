@@ -408,3 +408,15 @@ class TestTraining:
         np.testing.assert_allclose(c1, c2[::-1], rtol=1e-5, atol=1e-4)
         with pytest.raises(ValueError, match="templates"):
             predict(x, t[:2])
+
+
+def test_config_is_validated_and_expanded():
+    config = clkn.CLKNConfig(levels=3, filters=4, depth=[1, 2, 3])
+    assert config.filters == [4, 4, 4] and config.depth == [1, 2, 3]
+    assert clkn.CLKNTask(config).model_config == clkn.CLKNTask(config.to_dict()).model_config == config.to_dict()
+    with pytest.raises(ValueError, match="channels"):
+        clkn.CLKNConfig(channels=0)
+    with pytest.raises(ValueError, match="depth"):
+        clkn.CLKNConfig(levels=3, filters=4, depth=[1, 2])
+    with pytest.raises(ValueError, match="unknown `model_config` keys .'width'."):
+        clkn.CLKNTask({"width": 3})

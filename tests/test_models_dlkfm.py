@@ -637,3 +637,13 @@ class TestInference:
             D.build_dlkfm_method(tmp_path, levels=3)
         with pytest.raises(ValueError, match="init"):
             D.build_dlkfm_method(tmp_path, init="orb")
+
+
+def test_config_is_validated():
+    config = D.DLKFMConfig(channels=4, num_blocks=1)
+    assert config.normalize is True and config.to_dict() == {**D.DLKFMConfig().to_dict(), **TINY}
+    assert D.DLKFMTask(1, "unused", **config.to_dict()).arch == config.to_dict()
+    for bad, name in ((dict(channels=0), "channels"), (dict(feature_type="x"), "feature_type"),
+                      (dict(normalize="yes"), "normalize")):
+        with pytest.raises(ValueError, match=name):
+            D.DLKFMConfig(**bad)

@@ -431,7 +431,7 @@ class TestTasks:
         assert abs(float(loss4) - float(loss)) > 1e-4  # the option changes the loss
         with pytest.raises(ValueError, match="mode"):
             hn.make_task("semi", TINY)
-        with pytest.raises(ValueError, match="unknown HomographyNet options"):
+        with pytest.raises(ValueError, match="unknown `model_config` keys .'filters'. for HomographyNetConfig"):
             hn.SupervisedTask({"filters": 3})
 
     def test_training_moves_the_head_not_the_backbone(self, tiny_pairs):
@@ -489,7 +489,7 @@ class TestCurriculum:
         assert r16.steps == 2
         folder = ckpt / "hnet_sup" / "rho16"
         meta = json.loads((folder / RUN_CONFIG_NAME).read_text())
-        assert meta["family"] == hn.FAMILY and meta["model"] == DLK_TINY
+        assert meta["family"] == hn.FAMILY and meta["model"] == hn.HomographyNetConfig(**DLK_TINY).to_dict()
         assert meta["task"]["pairs"] == "synthetic" and meta["task"]["rho"] == 16
         model16, _ = hn.load_stage_model(ckpt, "supervised", 16)
         w16 = [w.numpy() for w in model16.weights]
@@ -593,3 +593,13 @@ class TestMethods:
             methods.get_method("hnet_sup", checkpoint_dir=tmp_path)
         assert "hnet_sup" in methods.available_methods()
         assert set(hn.METHOD_DESCRIPTIONS) == {"hnet_sup", "hnet_unsup"}
+
+
+def test_config_is_validated():
+    config = hn.HomographyNetConfig(**DLK_TINY)
+    assert config.input_scale == 0.25 and config.dropout == 0.5 and config.vgg_layer == hn.VGG_LAYER
+    assert hn.SupervisedTask(DLK_TINY).model_config == hn.SupervisedTask(config).model_config == config.to_dict()
+    for bad, name in ((dict(input_scale=0.3), "input_scale"), (dict(vgg_layer="block9"), "vgg_layer"),
+                      (dict(dense_units=0), "dense_units")):
+        with pytest.raises(ValueError, match=name):
+            hn.HomographyNetConfig(**bad)

@@ -486,7 +486,7 @@ def train_constant_stage(checkpoint_dir, model, stage, offsets=None):
         init = checkpoint_dir / f"init_{model}{stage}.weights.h5"
         constant_net(offsets).save_weights(init)
     return R.train_stage(model, stage, one_batch_dataset(), checkpoint_dir, steps=1, learning_rate=1e-12,
-                         net_options=TINY if stage == 1 else None, init_weights=init, optimizer="sgd",
+                         model_config=TINY if stage == 1 else None, init_weights=init, optimizer="sgd",
                          progress=False, data_resume="restart")
 
 
@@ -541,8 +541,8 @@ class TestMethods:
             R.build_mhn_method(mhn_dir)  # stage 3 was never trained
 
     def test_train_stage_checks(self, tmp_path, mhn_dir):
-        with pytest.raises(ValueError, match="net_options"):
-            R.train_stage("mhn", 3, one_batch_dataset(), mhn_dir, steps=1, net_options={**TINY, "dense_units": 4})
+        with pytest.raises(ValueError, match="model_config"):
+            R.train_stage("mhn", 3, one_batch_dataset(), mhn_dir, steps=1, model_config={**TINY, "dense_units": 4})
         with pytest.raises(FileNotFoundError, match="stage1"):
             R.train_stage("mhn", 2, one_batch_dataset(), tmp_path, steps=1)
 
@@ -590,3 +590,17 @@ class TestHelpers:
             R.stage_dir(tmp_path, "dhn", 2)
         with pytest.raises(ValueError, match="model"):
             R.stage_dir(tmp_path, "cnn", 1)
+
+
+def test_config_is_validated():
+    config = R.RegressionConfig(**TINY)
+    assert config.filters == [2, 2] and config.dropout == 0.2
+    # A Keras get_config of the net (older model_config.json files hold one) reads the same.
+    net_config = R.RegressionNet(**TINY).get_config()
+    assert R.RegressionTask(net_config).net_config == R.RegressionTask(config).net_config == config.to_dict()
+    for bad, name in ((dict(dropout=1.0), "dropout"), (dict(filters=[]), "filters"),
+                      (dict(input_scale=0.0), "input_scale")):
+        with pytest.raises(ValueError, match=name):
+            R.RegressionConfig(**bad)
+    with pytest.raises(ValueError, match="unknown `model_config` keys .'depth'."):
+        R.RegressionTask({"depth": 3})

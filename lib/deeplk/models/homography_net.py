@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
@@ -90,6 +91,7 @@ __all__ = [
     "INPUT_NORMS",
     "InceptionBlock",
     "HomographyNet",
+    "HomographyNetConfig",
     "masked_photometric_l1",
     "pyramid_photometric_l1",
     "SupervisedTask",
@@ -492,17 +494,43 @@ class HomographyNet(keras.Model):
         return cls(**config)
 
 
-#: Constructor arguments of `HomographyNet` (what ``model_config.json`` holds).
-_MODEL_ARGS = ("vgg_weights", "input_size", "template_size", "input_scale", "inception_filters",
-               "num_inception_blocks", "dense_units", "dropout", "offset_scale", "vgg_layer", "fc_batch_norm",
-               "bn_momentum", "input_norm", "train_backbone")
+@dataclass
+class HomographyNetConfig:
+    """The HomographyNet architecture (what ``model_config.json`` holds): the `HomographyNet`
+    arguments, validated on construction (invalid values raise ``ValueError`` naming the field).
+    ``vgg_weights`` is where a new model's backbone comes from; a trained one loads it from its
+    checkpoint."""
+
+    vgg_weights: str | None = "imagenet"
+    input_size: int = 192
+    template_size: int = 128
+    input_scale: float = 1.0
+    inception_filters: int = 64
+    num_inception_blocks: int = 7
+    dense_units: int = 1024
+    dropout: float = 0.5
+    offset_scale: float = 32.0
+    vgg_layer: str = VGG_LAYER
+    fc_batch_norm: bool = True
+    bn_momentum: float = 0.99
+    input_norm: str = "vgg"
+    train_backbone: bool = False
+
+    def __post_init__(self):
+        model = HomographyNet(**asdict(self))
+        for key in asdict(self):
+            setattr(self, key, getattr(model, key))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-def _model_options(config: dict) -> dict:
-    unknown = sorted(set(config) - set(_MODEL_ARGS))
-    if unknown:
-        raise ValueError(f"unknown HomographyNet options {unknown}; known: {list(_MODEL_ARGS)}")
-    return dict(config)
+def _model_options(config) -> dict:
+    """The full `HomographyNetConfig` of a config, a dict of options (missing ones take the
+    defaults) or ``None``, as a dict."""
+    from deeplk.train import as_config
+
+    return as_config(HomographyNetConfig, config, "model_config").to_dict()
 
 
 # ------------------------------------------------------------------------------------------
@@ -628,8 +656,8 @@ class _Task:
 
     mode = ""
 
-    def __init__(self, model_config: dict | None = None, init_from=None):
-        self.model_config = _model_options(dict(model_config or {}))
+    def __init__(self, model_config=None, init_from=None):
+        self.model_config = _model_options(model_config)
         self.init_from = init_from
         self.notes: dict = {}  # training settings recorded in model_config.json (`train_stage`)
 
@@ -750,7 +778,8 @@ def train_stage(mode: str, rho: int, data_root, checkpoint_dir="checkpoints", mo
             apart from `vgg_weights`); resuming stage 32 itself continues from its own checkpoint.
         data_root: DLK-format dataset folder (its ``train2014`` split is used).
         checkpoint_dir: root of the checkpoints; this stage writes to `stage_dir`.
-        model_config: `HomographyNet` options (e.g. ``{"vgg_weights": None, "input_scale": 0.25}``).
+        model_config: a `HomographyNetConfig` or some of its fields as a dict (e.g.
+            ``{"vgg_weights": None, "input_scale": 0.25}``).
         steps, batch_size, learning_rate, seed: training settings (``TrainConfig``).
         pairs: ``"synthetic"`` (on-the-fly pairs with offsets in [-rho, rho] cut from the training
             inputs) or ``"dlk"`` (the dataset's own pairs); ``None``: synthetic for rho 16, dlk for
@@ -776,8 +805,7 @@ def train_stage(mode: str, rho: int, data_root, checkpoint_dir="checkpoints", mo
     pairs = pairs or ("synthetic" if rho == 16 else "dlk")
     if pairs not in ("synthetic", "dlk"):
         raise ValueError(f"`pairs` must be 'synthetic', 'dlk' or None, got {pairs!r}")
-    config = _model_options(dict(model_config or {}))
-    HomographyNet(**{**config, "vgg_weights": None})  # checks the options before any work
+    config = _model_options(model_config)  # checks the options before any work
     make_task(mode, config, loss_pools=loss_pools)  # checks loss_pools
     init_from = None
     if rho == STAGES[1]:

@@ -43,6 +43,7 @@ drawing fresh perturbations on the fly (`resample_perturbations`, mono-modal dat
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -74,6 +75,7 @@ __all__ = [
     "compose_residual",
     "regression_loss",
     "RegressionNet",
+    "RegressionConfig",
     "cascade_corners",
     "RegressionTask",
     "resample_perturbations",
@@ -396,6 +398,40 @@ def _standardize(packed: tf.Tensor, eps: float = 1e-4) -> tf.Tensor:
     return tf.concat([x0, x1], axis=-1)
 
 
+@dataclass
+class RegressionConfig:
+    """The architecture of a DHN / MHN-stage network: the `RegressionNet` arguments, validated on
+    construction (invalid values raise ``ValueError`` naming the field)."""
+
+    filters: Sequence[int] = (32, 64, 64, 128, 128)
+    final_filters: int = 256
+    dense_units: int = 1024
+    dropout: float = 0.2
+    input_scale: float = 1.0
+    batch_norm: bool = True
+    offset_scale: float = OFFSET_SCALE
+    normalize: bool = False
+    bn_momentum: float = 0.99
+
+    def __post_init__(self):
+        config = RegressionNet(**asdict(self)).get_config()
+        for key in asdict(self):
+            setattr(self, key, config[key])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _config(value) -> RegressionConfig:
+    """A `RegressionConfig` from one, a dict (a Keras ``get_config`` of `RegressionNet` too: its
+    ``name`` is dropped) or ``None``."""
+    from deeplk.train import as_config
+
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if k != "name"}
+    return as_config(RegressionConfig, value, "model_config")
+
+
 def _net(config: dict | None) -> RegressionNet:
     net = RegressionNet(**(config or {}))
     net.build((None, INPUT_SIZE, INPUT_SIZE, 2))
@@ -439,7 +475,7 @@ class RegressionTask:
     """`deeplk.train.TrainTask` of one DHN network or one MHN stage.
 
     Args:
-        net_config: `RegressionNet` arguments (``None``: the defaults).
+        net_config: a `RegressionConfig` or its fields as a dict (``None``: the defaults).
         previous: the trained earlier stages (MHN stage ``k`` gets stages ``1..k-1``), frozen:
             they run in inference mode and no gradient flows into them or through the warp.
         init_weights: a ``.weights.h5`` file of the same architecture to start from (MHN stage
@@ -453,7 +489,7 @@ class RegressionTask:
 
     def __init__(self, net_config: dict | None = None, previous: Sequence[RegressionNet] = (),
                  init_weights=None, model: str = "dhn", stage: int = 1):
-        self.net_config = RegressionNet(**(net_config or {})).get_config()  # validates
+        self.net_config = _config(net_config).to_dict()  # validates
         self.previous = list(previous)
         self.init_weights = None if init_weights is None else str(init_weights)
         self.stage = _check_model(model, stage)
@@ -611,20 +647,18 @@ def load_stage(folder) -> RegressionNet:
             "deeplk.models.regression.train_stage)") from None
 
 
-def _same_net(a: dict, b: dict) -> bool:
-    ca, cb = RegressionNet(**(a or {})).get_config(), RegressionNet(**(b or {})).get_config()
-    ca.pop("name"), cb.pop("name")
-    return ca == cb
+def _same_net(a, b) -> bool:
+    return _config(a) == _config(b)
 
 
 def train_stage(model: str, stage: int, dataset, checkpoint_dir="checkpoints", steps: int = 1000,
-                learning_rate: float = 1e-3, seed: int = 0, net_options: dict | None = None,
+                learning_rate: float = 1e-3, seed: int = 0, model_config=None,
                 init_from_previous: bool = True, init_weights=None, **train_options):
     """Train DHN (``model="dhn"``) or one MHN stage with `deeplk.train.train`.
 
     The run's folder is `stage_dir` (checkpoints, ``final.weights.h5``, ``model_config.json``);
     a folder with checkpoints resumes. MHN stage ``k > 1`` needs stages ``1..k-1`` trained in
-    the same `checkpoint_dir`; it uses their architecture (`net_options` must agree or be
+    the same `checkpoint_dir`; it uses their architecture (`model_config` must agree or be
     ``None``) and, with `init_from_previous`, starts from stage ``k - 1``'s weights.
     `init_weights` (a ``.weights.h5`` of the same architecture) is another starting point; both
     only apply to a fresh run (a folder with checkpoints resumes from them).
@@ -647,12 +681,12 @@ def train_stage(model: str, stage: int, dataset, checkpoint_dir="checkpoints", s
         dirs = [stage_dir(checkpoint_dir, model, k) for k in range(1, stage)]
         previous = [load_stage(d) for d in dirs]
         prev_net = read_run_config(dirs[-1], FAMILY).model
-        if net_options is not None and not _same_net(net_options, prev_net):
+        if model_config is not None and not _same_net(model_config, prev_net):
             raise ValueError(
-                f"`net_options` {net_options!r} differ from stage {stage - 1}'s architecture in "
+                f"`model_config` {model_config!r} differs from stage {stage - 1}'s architecture in "
                 f"{dirs[-1] / RUN_CONFIG_NAME} ({prev_net!r}); MHN stages share one architecture"
             )
-        net_options = prev_net
+        model_config = prev_net
         if init_from_previous:
             init = dirs[-1] / "final.weights.h5"
             if not init.is_file():
@@ -661,7 +695,7 @@ def train_stage(model: str, stage: int, dataset, checkpoint_dir="checkpoints", s
         init = Path(init_weights)
         if not init.is_file():
             raise FileNotFoundError(f"`init_weights` file not found: {init}")
-    net_config = RegressionNet(**(net_options or {})).get_config()
+    net_config = _config(model_config).to_dict()
     if (folder / RUN_CONFIG_NAME).is_file():
         old = read_run_config(folder, FAMILY).model
         if not _same_net(old, net_config) and any(folder.glob("ckpt-*")):
