@@ -389,7 +389,7 @@ class CLKN(keras.Model):
         return config
 
     def model_config(self) -> dict:
-        """The constructor arguments (what `write_clkn_config` stores)."""
+        """The constructor arguments (the fields of `CLKNConfig`)."""
         return dict(levels=self.levels, filters=list(self.filters), depth=list(self.depth),
                     channels=self.channels, lk_iterations=self.lk_iterations,
                     damping=self.damping, standardize=self.standardize)
