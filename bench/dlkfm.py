@@ -80,7 +80,7 @@ def make_pairs(n: int, seed: int = 0):
 
 def train_step_seconds(level: int, root: str, arch: dict, batch, repeats: int) -> float:
     """Median seconds of one training step of `level` (levels below frozen)."""
-    task = dlkfm.DLKFMTask(level, root, load_previous=False, **(arch if level == 1 else {}))
+    task = dlkfm.DLKFMTask(level, root, load_previous=False, **arch)
     model = task.build_model()
     variables = task.trainable_variables(model)
     optimizer = keras.optimizers.Adam(1e-4, clipnorm=1.0)
@@ -202,8 +202,6 @@ def main(argv=None):
 
     if not args.only_features:
         with tempfile.TemporaryDirectory() as root:
-            dlkfm.write_config(root, dict(arch, leaky_alpha=0.2, bn_momentum=0.9,
-                                          feature_type="regular"))
             batch = (inputs[:args.batch], templates[:args.batch], corners[:args.batch])
             for level in dlkfm.LEVELS:
                 s = train_step_seconds(level, root, arch, batch, args.repeats)

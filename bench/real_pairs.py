@@ -18,7 +18,7 @@ Two small real sources, each handled end to end:
   is registered in `deeplk.data.GENERATORS` at import, so `deeplk.data.generate_dataset` writes
   it (deterministic, resumable, with a manifest).
 
-For each source the script then trains DLKFM levels 1, 2, 3 (`deeplk.models.dlkfm.train_level`,
+For each source the script then trains DLKFM levels 1, 2, 3 (`deeplk.models.dlkfm.train_stage`,
 demo-like settings by default: 8 channels, 1 residual block, 300 / 900 / 900 steps, batch 4,
 Adam 1e-3, 2 perturbations, convexity weight 0.2) into ``<out>/<source>/checkpoints`` (a rerun
 resumes or skips finished levels), evaluates ``--methods`` on the val split with
@@ -47,7 +47,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from deeplk import data, evaluate  # noqa: E402
+from deeplk import data, evaluate, viz  # noqa: E402
 from deeplk.data.generators import GENERATORS, Sample, SampleGenerator  # noqa: E402
 from deeplk.data.protocol import INPUT_SIZE, make_pair  # noqa: E402
 from deeplk.data.sources import read_image_rgb, resize_to  # noqa: E402
@@ -140,10 +140,10 @@ def train_levels(data_root, checkpoint_dir, steps, arch: dict, loss_options: dic
     for level, n in zip(dlkfm.LEVELS, steps):
         dataset = data.load_dataset(data_root, "train2014", batch_size=batch_size, shuffle=True,
                                     seed=seed + level, repeat=True)
-        options = dict(arch if level == 1 else {}, **loss_options)
-        result = dlkfm.train_level(level, dataset, checkpoint_dir, steps=n,
+        result = dlkfm.train_stage(level, dataset, checkpoint_dir, steps=n,
                                    learning_rate=learning_rate, seed=seed + level,
-                                   task_options=options, log_every=max(1, n // 10),
+                                   model_config=arch if level == 1 else None,
+                                   task_options=loss_options, log_every=max(1, n // 10),
                                    progress=False)
         seconds[level] = result.seconds
         print(f"  level {level}: steps {result.start_step} -> {result.steps} in "
@@ -163,6 +163,7 @@ def evaluate_val(data_root, checkpoint_dir, methods, max_samples, results_dir) -
         summaries, errors = evaluate_methods(inputs, templates, corners, list(methods),
                                              checkpoint_dir=checkpoint_dir, progress=False)
     evaluate.write_results(results_dir, summaries, errors)
+    viz.save_success_curve(results_dir, errors)
     return summaries
 
 

@@ -25,8 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from cases import homography_net_case, regression_case  # noqa: E402
 from deeplk import perf  # noqa: E402
-from deeplk.models import homography_net, regression  # noqa: E402
 from deeplk.pipeline import load_profile  # noqa: E402
 
 # The HomographyNet options notebook 02 passes to the model (its `model_config`, minus vgg_weights).
@@ -43,7 +43,7 @@ def _demo_case(profile, mode: str, note: str):
     options = {k: params[k] for k in HNET_MODEL_KEYS if k in params}
     if mode == "unsup" and params.get("loss_pools") is not None:
         options["loss_pools"] = tuple(params["loss_pools"])
-    return (lambda b: homography_net.benchmark_case(f"hnet_{mode}", batch_size=b, **options),
+    return (lambda b: homography_net_case(f"hnet_{mode}", batch_size=b, **options),
             int(params["batch_size"]), f"{note}: options and batch of the demo profile's {name}")
 
 
@@ -51,14 +51,14 @@ _DEMO = load_profile("demo")
 
 # name -> (builder of (task, batch), paper batch size, note)
 CASES = {
-    "dhn": (lambda b: regression.benchmark_case("dhn", batch_size=b), 64, "DeTone 2016: batch 64"),
-    "dhn_half": (lambda b: regression.benchmark_case("dhn_half", batch_size=b), 64, "option input_scale=0.5"),
-    "dhn_demo": (lambda b: regression.benchmark_case("dhn_demo", batch_size=b), 16,
+    "dhn": (lambda b: regression_case("dhn", batch_size=b), 64, "DeTone 2016: batch 64"),
+    "dhn_half": (lambda b: regression_case("dhn_half", batch_size=b), 64, "option input_scale=0.5"),
+    "dhn_demo": (lambda b: regression_case("dhn_demo", batch_size=b), 16,
                  "demo profile: input_scale=0.25, batch 16 (x steps = its training time)"),
-    "mhn_stage2": (lambda b: regression.benchmark_case("mhn_stage2", batch_size=b), 64, "stage 1 frozen"),
-    "mhn_stage3": (lambda b: regression.benchmark_case("mhn_stage3", batch_size=b), 64, "stages 1-2 frozen"),
-    "hnet_sup": (lambda b: homography_net.benchmark_case("hnet_sup", batch_size=b), 64, "frozen VGG19 + inception"),
-    "hnet_unsup": (lambda b: homography_net.benchmark_case("hnet_unsup", batch_size=b), 64, "photometric L1 through DLT + warp"),
+    "mhn_stage2": (lambda b: regression_case("mhn_stage2", batch_size=b), 64, "stage 1 frozen"),
+    "mhn_stage3": (lambda b: regression_case("mhn_stage3", batch_size=b), 64, "stages 1-2 frozen"),
+    "hnet_sup": (lambda b: homography_net_case("hnet_sup", batch_size=b), 64, "frozen VGG19 + inception"),
+    "hnet_unsup": (lambda b: homography_net_case("hnet_unsup", batch_size=b), 64, "photometric L1 through DLT + warp"),
     "hnet_sup_demo": _demo_case(_DEMO, "sup", "supervised"),
     "hnet_unsup_demo": _demo_case(_DEMO, "unsup", "unsupervised"),
 }

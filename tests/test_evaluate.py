@@ -68,5 +68,5 @@ def test_write_results_files(tmp_path):
     assert md[0].startswith("| method | <0.1 px") and md[2].startswith("| a | 0.0 | 33.3 | 66.7")
     assert paths["csv"].read_text().splitlines()[1].startswith("a,0.0,33.3,66.7")
     assert paths["per_sample"].read_text().splitlines()[3] == "2,failed,30.0000"
-    assert paths["curve"].stat().st_size > 1000
+    assert set(paths) == {"summary", "markdown", "csv", "per_sample"}  # numbers only
     assert not list((tmp_path / "res").glob("*.partial"))

@@ -88,3 +88,54 @@ def test_lk_options_are_validated_when_the_method_is_built():
     with pytest.raises(ValueError, match="one value per level"):
         methods.get_method("lk", lk_options=LKOptions(tolerance=(0.1, 0.1)))(
             np.zeros((1, 192, 192, 3), np.float32), np.zeros((1, 128, 128, 3), np.float32))
+
+
+def test_every_family_builds_its_methods_and_only_those():
+    import importlib
+
+    for name, family in methods.FAMILIES.items():
+        module = importlib.import_module(f"deeplk.models.{family}")
+        assert name in module.METHOD_DESCRIPTIONS
+        assert set(module.METHOD_DESCRIPTIONS) <= set(methods.FAMILIES)
+        with pytest.raises(ValueError, match="not 'sift'"):
+            module.build_method("sift")
+
+
+def test_dlkfm_started_by_mhn_receives_the_mhn_method(monkeypatch):
+    from deeplk.models import dlkfm
+
+    mhn_predictor = object()
+    got = {}
+    monkeypatch.setattr(methods, "_initial_guess", lambda name, checkpoint_dir: (name, checkpoint_dir, mhn_predictor))
+    monkeypatch.setattr(dlkfm, "build_dlkfm_method", lambda checkpoint_dir, **options: got.update(options, ckpt=checkpoint_dir))
+    methods._REGISTRY.pop("dlkfm", None)
+    methods.get_method("dlkfm", checkpoint_dir="somewhere", init="mhn")
+    assert got["init_predictor"] == ("mhn", "somewhere", mhn_predictor) and got["ckpt"] == "somewhere"
+    got.clear()
+    methods.get_method("dlkfm", checkpoint_dir="somewhere", init="centred")
+    assert got == {"init": "centred", "ckpt": "somewhere"}  # no MHN built for other starts
+    methods._REGISTRY.pop("dlkfm", None)
+
+
+def test_dependencies_point_one_way():
+    """Nothing under deeplk/models imports deeplk.methods; deeplk.evaluate does not import viz."""
+    import ast
+    from pathlib import Path
+
+    import deeplk
+
+    root = Path(deeplk.__file__).parent
+
+    def imports(path):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names.add(node.module or "")
+                names.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        return names
+
+    for path in sorted((root / "models").glob("*.py")):
+        assert "deeplk.methods" not in imports(path), path
+    assert not {n for n in imports(root / "evaluate.py") if n.startswith("deeplk.viz")}

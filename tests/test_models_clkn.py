@@ -28,9 +28,9 @@ from deeplk.models.clkn import (
     cascade_lucas_kanade,
     clkn_hinge_loss,
     load_clkn,
-    write_clkn_config,
+    train_stage,
 )
-from deeplk.train import TrainConfig, train
+from deeplk.train import RUN_CONFIG_NAME, write_run_config
 from deeplk.utils import seed_everything
 from deeplk.warp import warp_image
 
@@ -333,10 +333,9 @@ def trained(tmp_path_factory):
         np.testing.assert_array_equal(a, b)
     before = float(task.compute_loss(initial, batch, training=False)[0])
     folder = root / "clkn"
-    write_clkn_config(folder, task.model_config, margins=list(task.margins))
-    result = train(task, _dataset(16, 4), TrainConfig(
-        steps=40, learning_rate=3e-3, log_every=10, checkpoint_dir=folder, checkpoint_every=20,
-        progress=False, seed=0))
+    result = train_stage(_dataset(16, 4), root, steps=40, learning_rate=3e-3, seed=0,
+                         model_config=task.model_config, task_options=dict(margins=task.margins),
+                         log_every=10, checkpoint_every=20, progress=False)
     after = float(task.compute_loss(result.model, batch, training=False)[0])
     return dict(root=root, folder=folder, task=task, result=result, before=before, after=after,
                 initial=initial)
@@ -380,14 +379,14 @@ class TestTraining:
         loaded = load_clkn(trained["folder"])
         for a, b in zip(loaded.get_weights(), model.get_weights()):
             np.testing.assert_array_equal(a, b)
-        config = json.loads((trained["folder"] / clkn.CONFIG_NAME).read_text())
-        assert config["training"]["margins"] == [2.0, 1.0, 0.5]
+        config = json.loads((trained["folder"] / RUN_CONFIG_NAME).read_text())
+        assert config["family"] == "clkn" and config["task"]["margins"] == [2.0, 1.0, 0.5]
         assert config["model"] == trained["task"].model_config
 
     def test_missing_checkpoint_names_the_folder(self, tmp_path):
         with pytest.raises(FileNotFoundError, match=str(tmp_path / "clkn")):
             build_clkn_method(tmp_path)
-        write_clkn_config(tmp_path / "clkn", dict(TINY))  # config but no weights
+        write_run_config(tmp_path / "clkn", **clkn.CLKNTask(dict(TINY)).run_config())  # no weights
         with pytest.raises(FileNotFoundError, match=str(tmp_path / "clkn")):
             build_clkn_method(tmp_path)
 
@@ -410,3 +409,15 @@ class TestTraining:
         np.testing.assert_allclose(c1, c2[::-1], rtol=1e-5, atol=1e-4)
         with pytest.raises(ValueError, match="templates"):
             predict(x, t[:2])
+
+
+def test_config_is_validated_and_expanded():
+    config = clkn.CLKNConfig(levels=3, filters=4, depth=[1, 2, 3])
+    assert config.filters == [4, 4, 4] and config.depth == [1, 2, 3]
+    assert clkn.CLKNTask(config).model_config == clkn.CLKNTask(config.to_dict()).model_config == config.to_dict()
+    with pytest.raises(ValueError, match="channels"):
+        clkn.CLKNConfig(channels=0)
+    with pytest.raises(ValueError, match="depth"):
+        clkn.CLKNConfig(levels=3, filters=4, depth=[1, 2])
+    with pytest.raises(ValueError, match="unknown `model_config` keys .'width'."):
+        clkn.CLKNTask({"width": 3})

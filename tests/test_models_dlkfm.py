@@ -22,7 +22,7 @@ from deeplk import geometry, methods
 from deeplk.features import special_feature_map
 from deeplk.lk import LKOptions
 from deeplk.models import dlkfm as D
-from deeplk.train import FINAL_WEIGHTS_NAME, TrainConfig, train
+from deeplk.train import FINAL_WEIGHTS_NAME, RUN_CONFIG_NAME, TrainConfig, train, write_run_config
 
 CENTRE_192 = np.array([[32, 32], [159, 32], [159, 159], [32, 159]], dtype=np.float64)
 CENTRE_96 = np.array([[16, 16], [79, 16], [79, 79], [16, 79]], dtype=np.float64)
@@ -65,9 +65,8 @@ def identity_feature_net(levels: int = 3) -> D.DLKFMNet:
 
 def save_as_checkpoint(model: D.DLKFMNet, checkpoint_dir) -> None:
     """Lay `model` out as a trained DLKFM under ``<checkpoint_dir>/dlkfm``."""
-    D.write_config(checkpoint_dir, model.architecture())
     folder = D.level_dir(checkpoint_dir, model.levels)
-    folder.mkdir(parents=True)
+    write_run_config(folder, D.FAMILY, model.architecture())
     model.save_weights(str(folder / FINAL_WEIGHTS_NAME))
 
 
@@ -321,19 +320,12 @@ class TestNormalize:
         model = D.make_dlkfm_net(2, normalize=True, **TINY)
         assert model.get_config()["normalize"] is True
         assert D.DLKFMNet.from_config(model.get_config()).normalize is True
-        # An older config.json without the key reads as normalize=False.
-        D.write_config(tmp_path, dict(channels=3, num_blocks=0, leaky_alpha=0.2,
-                                      bn_momentum=0.9, feature_type="regular"))
-        path = tmp_path / "dlkfm" / "config.json"
-        saved = json.loads(path.read_text())
-        del saved["normalize"]
-        path.write_text(json.dumps(saved))
-        assert D.read_config(tmp_path)["normalize"] is False
-        # New training tasks normalise by default and record it.
+        # New training tasks normalise by default and record it (an older config.json without
+        # the key reads as normalize=False: tests/test_checkpoint_compat.py).
         task = D.DLKFMTask(1, tmp_path / "new", **TINY)
         assert task.arch["normalize"] is True
         assert task.build_model().normalize is True
-        assert D.read_config(tmp_path / "new")["normalize"] is True
+        assert task.run_config()["model"]["normalize"] is True
 
 
 # --------------------------------------------------------------------------------------------
@@ -530,11 +522,14 @@ class TestTraining:
         task1 = D.DLKFMTask(1, tmp_path, channels=3, num_blocks=0, num_perturbations=1)
         r1 = train(task1, ds, TrainConfig(checkpoint_dir=task1.checkpoint_dir, **config))
         assert np.isfinite(r1.final_loss) and set(r1.metrics) == {"mse", "convexity"}
-        assert json.loads((tmp_path / "dlkfm" / "config.json").read_text())["channels"] == 3
+        record = json.loads((tmp_path / "dlkfm" / "level1" / RUN_CONFIG_NAME).read_text())
+        assert record["family"] == "dlkfm" and record["model"]["channels"] == 3
+        assert record["task"]["level"] == 1 and record["task"]["num_perturbations"] == 1
         assert D.trained_levels(tmp_path) == [1]
         level1 = variables_by_path(r1.model)
 
-        # Level 2: the architecture comes from config.json; level 1 is loaded and frozen.
+        # Level 2: the architecture comes from level 1's model_config.json; level 1 is loaded
+        # and frozen.
         task2 = D.DLKFMTask(2, tmp_path, num_perturbations=1)
         assert task2.arch["channels"] == 3
         model2 = task2.build_model()
@@ -558,8 +553,11 @@ class TestTraining:
     def test_missing_previous_level(self, tmp_path):
         with pytest.raises(FileNotFoundError, match="level 1"):
             D.DLKFMTask(2, tmp_path)
-        D.write_config(tmp_path, dict(channels=3, num_blocks=0, leaky_alpha=0.2,
-                                      bn_momentum=0.9, feature_type="regular"))
+        write_run_config(D.level_dir(tmp_path, 1), D.FAMILY, dict(  # a config but no weights
+            channels=3, num_blocks=0, leaky_alpha=0.2, bn_momentum=0.9, feature_type="regular",
+            normalize=True))
+        with pytest.raises(FileNotFoundError, match="weights|checkpoint"):
+            D.DLKFMTask(2, tmp_path)
         with pytest.raises(FileNotFoundError, match=str(tmp_path / "dlkfm" / "level2")):
             D.DLKFMTask(3, tmp_path)
         with pytest.raises(ValueError, match="channels"):
@@ -652,7 +650,7 @@ class TestInference:
         predict = D.build_dlkfm_method(identity_checkpoint, jit_compile=False)
         assert list(inspect.signature(predict).parameters) == ["inputs", "templates"]
         assert "dlkfm" in D.METHOD_DESCRIPTIONS
-        assert methods._LAZY["dlkfm"] == "deeplk.models.dlkfm:build_dlkfm_method"
+        assert methods.FAMILIES["dlkfm"] == "dlkfm"
 
     def test_mhn_start_uses_the_predictor(self, identity_checkpoint, textured_problem):
         inputs, templates, dst = textured_problem
@@ -688,17 +686,31 @@ class TestInference:
                                    np.broadcast_to(CENTRE_96, (3, 4, 2)), atol=1e-9)
 
     def test_mhn_missing_is_a_clear_error(self, identity_checkpoint, tmp_path):
-        with pytest.raises(RuntimeError, match="mhn"):
+        with pytest.raises(ValueError, match="init_predictor"):
             D.build_dlkfm_method(identity_checkpoint, init="mhn")
+        # deeplk.methods passes the trained mhn method: here there is none.
+        with pytest.raises(RuntimeError, match=str(identity_checkpoint / "mhn")):
+            methods.get_method("dlkfm", checkpoint_dir=identity_checkpoint, init="mhn")
 
     def test_missing_checkpoint_names_folder(self, tmp_path):
         with pytest.raises(FileNotFoundError, match=str(tmp_path / "dlkfm")):
             methods.get_method("dlkfm", checkpoint_dir=tmp_path)
-        D.write_config(tmp_path, dict(channels=3, num_blocks=0, leaky_alpha=0.2,
-                                      bn_momentum=0.9, feature_type="regular"))
+        write_run_config(D.level_dir(tmp_path, 1), D.FAMILY, dict(  # a config but no weights
+            channels=3, num_blocks=0, leaky_alpha=0.2, bn_momentum=0.9, feature_type="regular",
+            normalize=True))
         with pytest.raises(FileNotFoundError, match=str(tmp_path / "dlkfm")):
             D.build_dlkfm_method(tmp_path)
         with pytest.raises(FileNotFoundError, match=str(tmp_path / "dlkfm" / "level3")):
             D.build_dlkfm_method(tmp_path, levels=3)
         with pytest.raises(ValueError, match="init"):
             D.build_dlkfm_method(tmp_path, init="orb")
+
+
+def test_config_is_validated():
+    config = D.DLKFMConfig(channels=4, num_blocks=1)
+    assert config.normalize is True and config.to_dict() == {**D.DLKFMConfig().to_dict(), **TINY}
+    assert D.DLKFMTask(1, "unused", **config.to_dict()).arch == config.to_dict()
+    for bad, name in ((dict(channels=0), "channels"), (dict(feature_type="x"), "feature_type"),
+                      (dict(normalize="yes"), "normalize")):
+        with pytest.raises(ValueError, match=name):
+            D.DLKFMConfig(**bad)

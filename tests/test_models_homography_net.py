@@ -16,7 +16,7 @@ from deeplk.data import generate_dataset
 from deeplk.geometry import corners_to_homography
 from deeplk.geometry_np import centred_corners
 from deeplk.models import homography_net as hn
-from deeplk.train import TrainConfig, load_latest, train
+from deeplk.train import RUN_CONFIG_NAME, TrainConfig, load_latest, train
 
 TINY = dict(vgg_weights=None, input_size=48, template_size=32, inception_filters=4,
             num_inception_blocks=3, dense_units=16)
@@ -432,7 +432,7 @@ class TestTasks:
         assert abs(float(loss4) - float(loss)) > 1e-4  # the option changes the loss
         with pytest.raises(ValueError, match="mode"):
             hn.make_task("semi", TINY)
-        with pytest.raises(ValueError, match="unknown HomographyNet options"):
+        with pytest.raises(ValueError, match="unknown `model_config` keys .'filters'. for HomographyNetConfig"):
             hn.SupervisedTask({"filters": 3})
 
     def test_training_moves_the_head_not_the_backbone(self, tiny_pairs):
@@ -489,8 +489,9 @@ class TestCurriculum:
         r16 = hn.train_stage("supervised", 16, demo_root, ckpt, DLK_TINY, **kw)
         assert r16.steps == 2
         folder = ckpt / "hnet_sup" / "rho16"
-        meta = json.loads((folder / hn.MODEL_CONFIG_NAME).read_text())
-        assert meta["model"] == DLK_TINY and meta["pairs"] == "synthetic" and meta["rho"] == 16
+        meta = json.loads((folder / RUN_CONFIG_NAME).read_text())
+        assert meta["family"] == hn.FAMILY and meta["model"] == hn.HomographyNetConfig(**DLK_TINY).to_dict()
+        assert meta["task"]["pairs"] == "synthetic" and meta["task"]["rho"] == 16
         model16, _ = hn.load_stage_model(ckpt, "supervised", 16)
         w16 = [w.numpy() for w in model16.weights]
         # The task of stage 32 builds its model from stage 16's weights ...
@@ -502,7 +503,7 @@ class TestCurriculum:
         # ... and train_stage wires it: one tiny SGD step away from stage 16's head.
         r32 = hn.train_stage("supervised", 32, demo_root, ckpt, DLK_TINY, optimizer="sgd",
                              **{**kw, "steps": 1, "learning_rate": 1e-6})
-        meta32 = json.loads((ckpt / "hnet_sup" / "rho32" / hn.MODEL_CONFIG_NAME).read_text())
+        meta32 = json.loads((ckpt / "hnet_sup" / "rho32" / RUN_CONFIG_NAME).read_text())["task"]
         assert meta32["init_from"] == str(folder) and meta32["pairs"] == "dlk"
         w32 = [w.numpy() for w in r32.model.trainable_weights]
         t16 = [w.numpy() for w in model16.trainable_weights]
@@ -533,9 +534,9 @@ class TestCurriculum:
         kw = dict(steps=1, batch_size=2, learning_rate=1e-2, progress=False)
         r = hn.train_stage("unsupervised", 16, demo_root, tmp_path, config, loss_pools=(1, 8), rho_start=4,
                            ramp_steps=2, **kw)
-        meta = json.loads((hn.stage_dir(tmp_path, "unsupervised", 16) / hn.MODEL_CONFIG_NAME).read_text())
-        assert meta["loss_pools"] == [1, 8] and meta["model"]["vgg_layer"] == "block2_conv2"
-        assert (meta["rho_start"], meta["ramp_steps"]) == (4, 2)
+        meta = json.loads((hn.stage_dir(tmp_path, "unsupervised", 16) / RUN_CONFIG_NAME).read_text())
+        assert meta["task"]["loss_pools"] == [1, 8] and meta["model"]["vgg_layer"] == "block2_conv2"
+        assert (meta["task"]["rho_start"], meta["task"]["ramp_steps"]) == (4, 2)
         # The first batch had offsets of at most rho_start = 4 px: its logged mace is below 4 * sqrt(2).
         assert r.history[0][0] == 1 and r.metrics["mace"] <= 4 * np.sqrt(2)
         with pytest.raises(ValueError, match="rho_start"):
@@ -560,10 +561,11 @@ class TestCurriculum:
 
 
 def write_stage(ckpt, mode, rho, offsets):
-    """A stage folder by hand: a model whose output is the constant `offsets` (bias only)."""
+    """A stage folder by hand: a model whose output is the constant `offsets` (bias only). The
+    config is in the layout written before `deeplk.train.write_run_config` (still read)."""
     folder = hn.stage_dir(ckpt, mode, rho)
     folder.mkdir(parents=True)
-    (folder / hn.MODEL_CONFIG_NAME).write_text(json.dumps({"mode": mode, "rho": rho, "model": DLK_TINY}))
+    (folder / RUN_CONFIG_NAME).write_text(json.dumps({"mode": mode, "rho": rho, "model": DLK_TINY}))
     model = hn.HomographyNet(**DLK_TINY).build_for_inputs()
     model.out.bias.assign(np.asarray(offsets, np.float32).reshape(8) / model.offset_scale)
     model.save_weights(str(folder / "final.weights.h5"))
@@ -594,16 +596,11 @@ class TestMethods:
         assert set(hn.METHOD_DESCRIPTIONS) == {"hnet_sup", "hnet_unsup"}
 
 
-def test_benchmark_case():
-    task, (inputs, templates, corners) = hn.benchmark_case("hnet_unsup", batch_size=2, **TINY)
-    assert isinstance(task, hn.UnsupervisedTask)
-    assert inputs.shape == (2, 48, 48, 3) and templates.shape == (2, 32, 32, 3) and corners.shape == (2, 4, 2)
-    loss = hn.masked_photometric_l1(inputs, templates, corners_to_homography(corners, 32))
-    assert float(loss) < 1e-5
-    assert task.loss_pools == (1,)
-    pooled, _ = hn.benchmark_case("hnet_unsup", batch_size=2, loss_pools=(2, 4), **TINY)
-    assert pooled.loss_pools == (2, 4)
-    with pytest.raises(ValueError, match="loss_pools"):
-        hn.benchmark_case("hnet_sup", batch_size=2, loss_pools=(2,), **TINY)
-    with pytest.raises(ValueError, match="name"):
-        hn.benchmark_case("dhn")
+def test_config_is_validated():
+    config = hn.HomographyNetConfig(**DLK_TINY)
+    assert config.input_scale == 0.25 and config.dropout == 0.5 and config.vgg_layer == hn.VGG_LAYER
+    assert hn.SupervisedTask(DLK_TINY).model_config == hn.SupervisedTask(config).model_config == config.to_dict()
+    for bad, name in ((dict(input_scale=0.3), "input_scale"), (dict(vgg_layer="block9"), "vgg_layer"),
+                      (dict(dense_units=0), "dense_units")):
+        with pytest.raises(ValueError, match=name):
+            hn.HomographyNetConfig(**bad)

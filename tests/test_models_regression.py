@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from deeplk.geometry import centred_homography
 from deeplk.models import regression as R
-from deeplk.train import TrainConfig, train
+from deeplk.train import RUN_CONFIG_NAME, TrainConfig, read_run_config, train, write_run_config
 
 BASE = np.array([[32, 32], [159, 32], [159, 159], [32, 159]], dtype=np.float64)
 TEMPLATE_CORNERS = np.array([[0, 0], [127, 0], [127, 127], [0, 127]], dtype=np.float64)
@@ -487,7 +487,7 @@ def train_constant_stage(checkpoint_dir, model, stage, offsets=None):
         init = checkpoint_dir / f"init_{model}{stage}.weights.h5"
         constant_net(offsets).save_weights(init)
     return R.train_stage(model, stage, one_batch_dataset(), checkpoint_dir, steps=1, learning_rate=1e-12,
-                         net_options=TINY if stage == 1 else None, init_weights=init, optimizer="sgd",
+                         model_config=TINY if stage == 1 else None, init_weights=init, optimizer="sgd",
                          progress=False, data_resume="restart")
 
 
@@ -510,7 +510,7 @@ def mhn_dir(tmp_path_factory):
 class TestMethods:
     def test_dhn_method_returns_known_corners(self, rng, dhn_dir):
         folder = dhn_dir / "dhn"
-        assert (folder / "final.weights.h5").is_file() and (folder / R.CONFIG_NAME).is_file()
+        assert (folder / "final.weights.h5").is_file() and (folder / RUN_CONFIG_NAME).is_file()
         from deeplk.methods import get_method
 
         predict = get_method("dhn", checkpoint_dir=dhn_dir)
@@ -529,8 +529,8 @@ class TestMethods:
         np.testing.assert_allclose(out[0], O_DHN, atol=1e-4)
 
     def test_mhn_method_composes_stages(self, rng, mhn_dir):
-        record = R.read_model_config(mhn_dir / "mhn" / "stage2")
-        assert record["stage"] == 2 and record["model"] == "mhn" and record["net"]["input_scale"] == TINY["input_scale"]
+        record = read_run_config(mhn_dir / "mhn" / "stage2", R.FAMILY)
+        assert record.task == {"model": "mhn", "stage": 2} and record.model["input_scale"] == TINY["input_scale"]
         predict = R.build_mhn_method(mhn_dir, stages=2)
         corners, failed = predict(rng.random((2, 192, 192, 3)).astype(np.float32), rng.random((2, 128, 128, 3)).astype(np.float32))
         H1 = np_homography(TEMPLATE_CORNERS, BASE + O_MHN.reshape(4, 2))
@@ -542,22 +542,22 @@ class TestMethods:
             R.build_mhn_method(mhn_dir)  # stage 3 was never trained
 
     def test_train_stage_checks(self, tmp_path, mhn_dir):
-        with pytest.raises(ValueError, match="net_options"):
-            R.train_stage("mhn", 3, one_batch_dataset(), mhn_dir, steps=1, net_options={**TINY, "dense_units": 4})
+        with pytest.raises(ValueError, match="model_config"):
+            R.train_stage("mhn", 3, one_batch_dataset(), mhn_dir, steps=1, model_config={**TINY, "dense_units": 4})
         with pytest.raises(FileNotFoundError, match="stage1"):
             R.train_stage("mhn", 2, one_batch_dataset(), tmp_path, steps=1)
 
     def test_missing_checkpoint_names_folder(self, tmp_path):
         with pytest.raises(FileNotFoundError, match=str(tmp_path / "dhn")):
             R.build_dhn_method(tmp_path)
-        R.write_model_config(tmp_path / "dhn", TINY, "dhn")
+        write_run_config(tmp_path / "dhn", **R.RegressionTask(TINY).run_config())
         with pytest.raises(FileNotFoundError, match=str(tmp_path / "dhn")):
             R.build_dhn_method(tmp_path)
 
     def test_corrupt_config_names_file(self, tmp_path):
         (tmp_path / "dhn").mkdir()
-        (tmp_path / "dhn" / R.CONFIG_NAME).write_text("{not json")
-        with pytest.raises(ValueError, match=R.CONFIG_NAME):
+        (tmp_path / "dhn" / RUN_CONFIG_NAME).write_text("{not json")
+        with pytest.raises(ValueError, match=RUN_CONFIG_NAME):
             R.build_dhn_method(tmp_path)
 
     def test_bad_shapes_in_predict(self, dhn_dir):
@@ -592,12 +592,16 @@ class TestHelpers:
         with pytest.raises(ValueError, match="model"):
             R.stage_dir(tmp_path, "cnn", 1)
 
-    def test_benchmark_case(self):
-        task, batch = R.benchmark_case("dhn_half", batch_size=2)
-        assert batch[0].shape == (2, 192, 192, 3) and batch[1].shape == (2, 128, 128, 3)
-        assert task.net_config["input_scale"] == 0.5 and not task.previous
-        demo, _ = R.benchmark_case("dhn_demo", batch_size=1)
-        assert demo.net_config["input_scale"] == 0.25 and demo.net_config["normalize"]
-        assert len(R.benchmark_case("mhn_stage3", batch_size=1)[0].previous) == 2
-        with pytest.raises(ValueError, match="benchmark case"):
-            R.benchmark_case("nope")
+
+def test_config_is_validated():
+    config = R.RegressionConfig(**TINY)
+    assert config.filters == [2, 2] and config.dropout == 0.2
+    # A Keras get_config of the net (older model_config.json files hold one) reads the same.
+    net_config = R.RegressionNet(**TINY).get_config()
+    assert R.RegressionTask(net_config).net_config == R.RegressionTask(config).net_config == config.to_dict()
+    for bad, name in ((dict(dropout=1.0), "dropout"), (dict(filters=[]), "filters"),
+                      (dict(input_scale=0.0), "input_scale")):
+        with pytest.raises(ValueError, match=name):
+            R.RegressionConfig(**bad)
+    with pytest.raises(ValueError, match="unknown `model_config` keys .'depth'."):
+        R.RegressionTask({"depth": 3})

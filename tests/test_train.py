@@ -389,6 +389,54 @@ class TestCheckpoints:
         assert T.latest_step(tmp_path) == 7
 
 
+class RecordedTask(LinearTask):
+    def run_config(self):
+        return {"family": "linear", "model": {"units": np.int64(2), "sizes": (4, 2)},
+                "task": {"loss": "mse"}}
+
+
+class TestRunFolder:
+    def test_train_writes_the_task_record_and_load_run_reads_it(self, tmp_path):
+        result = train(RecordedTask(), make_dataset(), config(steps=3, checkpoint_dir=tmp_path))
+        raw = json.loads((tmp_path / T.RUN_CONFIG_NAME).read_text())
+        assert raw == {"format": 2, "family": "linear", "model": {"units": 2, "sizes": [4, 2]},
+                       "task": {"loss": "mse"}}
+        seen = []
+
+        def make_task(record):
+            seen.append(record)
+            return RecordedTask()
+
+        model, record = T.load_run(tmp_path, make_task, "linear")
+        assert seen == [record] and record.family == "linear" and record.legacy is None
+        assert record.model == {"units": 2, "sizes": [4, 2]} and record.task == {"loss": "mse"}
+        assert_weights_equal(weights(model), weights(result.model))
+        with pytest.raises(ValueError, match="'linear' model, expected 'clkn'"):
+            T.load_run(tmp_path, make_task, "clkn")
+
+    def test_a_task_without_record_writes_none(self, tmp_path):
+        train(LinearTask(), make_dataset(), config(steps=2, checkpoint_dir=tmp_path))
+        assert not (tmp_path / T.RUN_CONFIG_NAME).exists()
+        with pytest.raises(FileNotFoundError, match=f"no {T.RUN_CONFIG_NAME} in {tmp_path}"):
+            T.read_run_config(tmp_path)
+
+    def test_missing_folder_weights_and_bad_files(self, tmp_path):
+        with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope")):
+            T.read_run_config(tmp_path / "nope")
+        assert not T.has_weights(tmp_path / "nope") and not T.has_weights(tmp_path)
+        path = T.write_run_config(tmp_path, "linear", {"units": 2})
+        assert path == tmp_path / T.RUN_CONFIG_NAME and not list(tmp_path.glob("*.tmp"))
+        with pytest.raises(FileNotFoundError, match="no trained weights in"):
+            T.load_run(tmp_path, lambda record: RecordedTask())
+        path.write_text("{broken")
+        with pytest.raises(ValueError, match=str(path)):
+            T.read_run_config(tmp_path)
+        with pytest.raises(ValueError, match="family"):
+            T.write_run_config(tmp_path, "", {})
+        with pytest.raises(ValueError, match="model"):
+            T.write_run_config(tmp_path, "linear", [1, 2])
+
+
 class TestKillAndResume:
     def test_killed_run_resumes_to_the_same_weights(self, tmp_path):
         ckpt, out = tmp_path / "ckpt", tmp_path / "w.npz"

@@ -675,3 +675,18 @@ def test_load_learned_source_with_and_without_checkpoints(tmp_path, monkeypatch)
     monkeypatch.setattr(dlkfm, "load_dlkfm", lambda checkpoint_dir, levels: loaded.append(levels) or tiny)
     src = viz.load_learned_source(tmp_path / "ckpt")
     assert loaded == [2] and src.trained and src.levels == (1, 2) and src.label == "DLKFM"
+
+
+def test_save_success_curve(tmp_path):
+    errors = {"a": np.array([0.2, 0.7, np.inf]), "b": np.array([5.0, 15.0, 30.0])}
+    fig = viz.plot_success_curves(errors)
+    # One curve and one marker line per method; curve "a" reaches 2/3 of the samples by 1 px.
+    curves = [line for line in fig.axes[0].lines if line.get_label() in errors]
+    assert [c.get_label() for c in curves] == ["a", "b"]
+    x, y = curves[0].get_data()
+    assert y[np.searchsorted(x, 1.0)] == pytest.approx(100 * 2 / 3)
+    path = viz.save_success_curve(tmp_path / "res", errors)
+    assert path == tmp_path / "res" / "success_curve.png" and path.stat().st_size > 1000
+    assert not [p for p in (tmp_path / "res").iterdir() if p != path]
+    with pytest.raises(ValueError, match="errors_by_method"):
+        viz.save_success_curve(tmp_path, {})

@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import math
+import time
 from pathlib import Path
 from typing import Mapping
 
@@ -31,15 +32,17 @@ __all__ = [
     "corner_errors",
     "success_rates",
     "summarize",
+    "run_predictor",
     "format_table",
-    "plot_success_curves",
+    "threshold_key",
     "write_results",
 ]
 
 THRESHOLDS: tuple[float, ...] = (0.1, 0.5, 1, 3, 5, 10, 20)
 
 
-def _key(t: float) -> str:
+def threshold_key(t: float) -> str:
+    """The key of threshold `t` in ``summary.json``'s ``success`` (``"0.1"``, ``"1"``, ...)."""
     return f"{t:g}"
 
 
@@ -68,7 +71,7 @@ def success_rates(errors, thresholds=THRESHOLDS) -> dict[str, float]:
     errors = np.asarray(errors, dtype=np.float64)
     if errors.ndim != 1 or errors.size == 0:
         raise ValueError(f"`errors` must be a non-empty 1-D array of PE values, got shape {errors.shape}")
-    return {_key(t): float(100.0 * np.mean(errors < t)) for t in thresholds}
+    return {threshold_key(t): float(100.0 * np.mean(errors < t)) for t in thresholds}
 
 
 def summarize(errors, seconds: float | None = None) -> dict:
@@ -95,15 +98,54 @@ def _fmt(v, digits=2) -> str:
     return f"{v:.{digits}f}"
 
 
+def run_predictor(predict, inputs: np.ndarray, templates: np.ndarray, batch_size: int = 64,
+                  warm_up: bool = False, progress: bool = False, desc: str | None = None):
+    """Run ``predict(inputs, templates) -> (corners, failed)`` over the samples in batches and time it.
+
+    Args:
+        predict: a method's predictor (`deeplk.methods`).
+        inputs, templates: ``(N, ...)`` arrays of the pairs.
+        batch_size: pairs per call.
+        warm_up: first call `predict` untimed once per batch shape the loop uses (full batches
+            and the remainder), so that graph tracing and XLA compilation are not counted.
+        progress, desc: a tqdm progress bar and its label.
+
+    Returns:
+        ``(corners (N, 4, 2) float64, failed (N,) bool, seconds)``: ``seconds`` is the wall time
+        of the timed calls only (data loading excluded).
+    """
+    from tqdm.auto import tqdm
+
+    n = len(inputs)
+    if n == 0:
+        raise ValueError("no samples to evaluate")
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
+    batch_size = int(batch_size)
+    if warm_up:
+        for size in sorted({min(batch_size, n), n % batch_size} - {0}):
+            predict(inputs[:size], templates[:size])
+    corners = np.full((n, 4, 2), np.nan)
+    failed = np.zeros(n, dtype=bool)
+    seconds = 0.0
+    for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
+        stop = min(start + batch_size, n)
+        t0 = time.perf_counter()
+        c, f = predict(inputs[start:stop], templates[start:stop])
+        seconds += time.perf_counter() - t0
+        corners[start:stop], failed[start:stop] = c, f
+    return corners, failed, seconds
+
+
 def format_table(summaries: Mapping[str, dict], fmt: str = "markdown") -> str:
     """The paper's layout: one row per method, success rate (%) per threshold, then mean and
     median PE (px), failures and ms per pair. `fmt` is "markdown" or "csv"."""
-    header = ["method"] + [f"<{_key(t)} px" for t in THRESHOLDS] + ["mean PE", "median PE", "failures", "n", "ms/pair"]
+    header = ["method"] + [f"<{threshold_key(t)} px" for t in THRESHOLDS] + ["mean PE", "median PE", "failures", "n", "ms/pair"]
     rows = []
     for name, s in summaries.items():
         rows.append(
             [name]
-            + [_fmt(s["success"][_key(t)], 1) for t in THRESHOLDS]
+            + [_fmt(s["success"][threshold_key(t)], 1) for t in THRESHOLDS]
             + [_fmt(s["mean_pe"]), _fmt(s["median_pe"]), str(s["failures"]), str(s["n"]), _fmt(s["ms_per_pair"])]
         )
     if fmt == "markdown":
@@ -119,39 +161,10 @@ def format_table(summaries: Mapping[str, dict], fmt: str = "markdown") -> str:
     raise ValueError(f"fmt must be 'markdown' or 'csv', got {fmt!r}")
 
 
-def plot_success_curves(errors_by_method: Mapping[str, np.ndarray], max_threshold: float = 20.0, ax=None):
-    """Success rate (%) against threshold (log axis, 0.1 to `max_threshold` px), one curve per
-    method, with markers at the paper's thresholds. Returns the figure."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    else:
-        fig = ax.figure
-    ts = np.geomspace(0.05, max_threshold, 200)
-    marks = np.array([t for t in THRESHOLDS if t <= max_threshold], dtype=float)
-    for name, errors in errors_by_method.items():
-        e = np.asarray(errors, dtype=np.float64)
-        curve = 100.0 * (e[None, :] < ts[:, None]).mean(axis=1)
-        (line,) = ax.plot(ts, curve, label=name)
-        ax.plot(marks, 100.0 * (e[None, :] < marks[:, None]).mean(axis=1), "o", color=line.get_color(), markersize=3)
-    ax.set_xscale("log")
-    ax.set_xticks(marks)
-    ax.set_xticklabels([_key(t) for t in marks])
-    ax.set_xlabel("corner error threshold (px, 192 input frame)")
-    ax.set_ylabel("success rate (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    return fig
-
-
 def write_results(results_dir, summaries: Mapping[str, dict], errors_by_method: Mapping[str, np.ndarray] | None = None) -> dict[str, Path]:
-    """Write summary.json, table.md, table.csv, (with errors) per_sample_pe.csv and
-    success_curve.png into `results_dir`, each through a temporary name. Returns the paths."""
-    from deeplk.viz import save_figure
-
+    """Write summary.json, table.md, table.csv and (with errors) per_sample_pe.csv into
+    `results_dir`, each through a temporary name. Returns the paths. (The success-rate curve is a
+    figure: `deeplk.viz.save_success_curve`.)"""
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"summary": out / "summary.json", "markdown": out / "table.md", "csv": out / "table.csv"}
@@ -168,10 +181,4 @@ def write_results(results_dir, summaries: Mapping[str, dict], errors_by_method: 
             writer.writerow([i] + [f"{c[i]:.4f}" if np.isfinite(c[i]) else "failed" for c in columns])
         paths["per_sample"] = out / "per_sample_pe.csv"
         write_text_atomic(paths["per_sample"], buf.getvalue())
-        import matplotlib.pyplot as plt
-
-        fig = plot_success_curves(errors_by_method)
-        paths["curve"] = out / "success_curve.png"
-        save_figure(fig, paths["curve"])
-        plt.close(fig)
     return paths

@@ -13,7 +13,6 @@ DLK-format folder and returns the records of ``summary.json``.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,7 +21,7 @@ import numpy as np
 from deeplk import baselines, evaluate
 from deeplk.geometry_np import centred_homography
 
-__all__ = ["METHOD_NAMES", "MethodInfo", "available_methods", "get_method", "evaluate_methods", "photometric_residual"]
+__all__ = ["METHOD_NAMES", "FAMILIES", "MethodInfo", "available_methods", "get_method", "evaluate_methods", "photometric_residual"]
 
 # Every name the project promises (DESIGN.md); `available_methods()` lists those implemented.
 METHOD_NAMES = ("identity", "sift", "orb", "ecc", "lk", "hybrid", "dhn", "mhn", "hnet_sup", "hnet_unsup", "clkn", "dlkfm")
@@ -145,17 +144,22 @@ _REGISTRY: dict[str, MethodInfo] = {
 }
 
 
-# Learned methods live with their models and are imported on first use: "module:function", where
-# the function is a builder ``build(checkpoint_dir=None, **options) -> Predictor`` and the module
-# defines ``METHOD_DESCRIPTIONS[name]``. Checkpoints are read from ``<checkpoint_dir>/<name>/``.
-_LAZY: dict[str, str] = {
-    "dhn": "deeplk.models.regression:build_dhn_method",
-    "mhn": "deeplk.models.regression:build_mhn_method",
-    "hnet_sup": "deeplk.models.homography_net:build_hnet_sup_method",
-    "hnet_unsup": "deeplk.models.homography_net:build_hnet_unsup_method",
-    "clkn": "deeplk.models.clkn:build_clkn_method",
-    "dlkfm": "deeplk.models.dlkfm:build_dlkfm_method",
+# Learned methods: the model family (a module ``deeplk.models.<family>``) of each. Every family
+# module defines ``METHOD_DESCRIPTIONS[name]`` and ``build_method(name, checkpoint_dir=None,
+# **options) -> Predictor`` and is imported on first use; checkpoints are read from
+# ``<checkpoint_dir>/<name>/``.
+FAMILIES: dict[str, str] = {
+    "dhn": "regression",
+    "mhn": "regression",
+    "hnet_sup": "homography_net",
+    "hnet_unsup": "homography_net",
+    "clkn": "clkn",
+    "dlkfm": "dlkfm",
 }
+
+
+def _family_module(name: str) -> str:
+    return f"deeplk.models.{FAMILIES[name]}"
 
 
 def _module_exists(module: str) -> bool:
@@ -167,16 +171,34 @@ def _module_exists(module: str) -> bool:
         return False
 
 
-def _lazy_info(name: str) -> MethodInfo | None:
-    """Import the module of a learned method and register it; None if it does not exist yet."""
+def _initial_guess(name: str, checkpoint_dir) -> Predictor:
+    """The trained method `name` as another method's initial guess (DLKFM's ``init="mhn"``)."""
+    try:
+        return get_method(name, checkpoint_dir=checkpoint_dir)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        from deeplk.paths import resolve
+
+        raise RuntimeError(
+            f"the initial guess needs the trained `{name}` method (checkpoints under "
+            f"{resolve(checkpoint_dir or 'checkpoints') / name}): {e}") from e
+
+
+def _family_info(name: str) -> MethodInfo | None:
+    """Import the family of a learned method and register the method; None if it does not exist."""
     import importlib
 
-    module, _, func = _LAZY[name].partition(":")
+    module = _family_module(name)
     if not _module_exists(module):
         return None
-    mod = importlib.import_module(module)
-    description = getattr(mod, "METHOD_DESCRIPTIONS", {}).get(name, name)
-    info = MethodInfo(name, description, getattr(mod, func), batched=True)
+    family = importlib.import_module(module)
+
+    def build(checkpoint_dir=None, **options) -> Predictor:
+        if options.get("init") == "mhn" and options.get("init_predictor") is None:
+            options["init_predictor"] = _initial_guess("mhn", checkpoint_dir)
+        return family.build_method(name, checkpoint_dir=checkpoint_dir, **options)
+
+    description = getattr(family, "METHOD_DESCRIPTIONS", {}).get(name, name)
+    info = MethodInfo(name, description, build, batched=True)
     _REGISTRY[name] = info
     return info
 
@@ -184,8 +206,8 @@ def _lazy_info(name: str) -> MethodInfo | None:
 def _info(name: str) -> MethodInfo | None:
     if name in _REGISTRY:
         return _REGISTRY[name]
-    if name in _LAZY:
-        return _lazy_info(name)
+    if name in FAMILIES:
+        return _family_info(name)
     return None
 
 
@@ -197,7 +219,7 @@ def register(info: MethodInfo) -> None:
 
 
 def available_methods() -> list[str]:
-    return [n for n in METHOD_NAMES if n in _REGISTRY or (n in _LAZY and _module_exists(_LAZY[n].partition(":")[0]))]
+    return [n for n in METHOD_NAMES if n in _REGISTRY or (n in FAMILIES and _module_exists(_family_module(n)))]
 
 
 def get_method(name: str, checkpoint_dir=None, **options) -> Predictor:
@@ -226,29 +248,15 @@ def evaluate_methods(
     shape: full batches and the remainder) so that graph tracing and XLA compilation are not
     counted.
     """
-    from tqdm.auto import tqdm
-
     if len(methods) == 0:
         raise ValueError("`methods` is empty: name at least one of " + ", ".join(available_methods()))
-    n = len(inputs)
-    if n == 0:
+    if len(inputs) == 0:
         raise ValueError("no samples to evaluate")
     summaries, errors = {}, {}
     for name in methods:
         predict = get_method(name, checkpoint_dir=checkpoint_dir)
-        info = _info(name)
-        if info.batched:  # compile for the two batch shapes the loop below uses
-            for size in {min(batch_size, n), n % batch_size} - {0}:
-                predict(inputs[:size], templates[:size])
-        corners = np.full((n, 4, 2), np.nan)
-        failed = np.zeros(n, dtype=bool)
-        elapsed = 0.0
-        for start in tqdm(range(0, n, batch_size), desc=name, disable=not progress, leave=False):
-            stop = min(start + batch_size, n)
-            t0 = time.perf_counter()
-            c, f = predict(inputs[start:stop], templates[start:stop])
-            elapsed += time.perf_counter() - t0
-            corners[start:stop], failed[start:stop] = c, f
+        corners, failed, seconds = evaluate.run_predictor(
+            predict, inputs, templates, batch_size, warm_up=_info(name).batched, progress=progress, desc=name)
         errors[name] = evaluate.corner_errors(corners, true_corners, failed)
-        summaries[name] = evaluate.summarize(errors[name], seconds=elapsed)
+        summaries[name] = evaluate.summarize(errors[name], seconds=seconds)
     return summaries, errors

@@ -125,7 +125,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -151,6 +151,13 @@ __all__ = [
     "DATA_RESUME_MODES",
     "FINAL_WEIGHTS_NAME",
     "META_NAME",
+    "RUN_CONFIG_NAME",
+    "RunRecord",
+    "as_config",
+    "write_run_config",
+    "read_run_config",
+    "has_weights",
+    "load_run",
 ]
 
 log = logging.getLogger(__name__)
@@ -186,11 +193,14 @@ class TrainTask(Protocol):
       batch means. Runs inside a ``tf.function`` (traced once): use TensorFlow ops, no Python
       side effects per step. The loop calls it with ``training=True``.
 
-    Optional method:
+    Optional methods:
 
     - ``trainable_variables(model) -> list``: the variables to train (default
       ``model.trainable_variables``), e.g. to freeze the earlier levels of DLKFM. They must be
       variables of ``model`` (so that they are checkpointed).
+    - ``run_config() -> dict``: ``{"family": str, "model": dict, "task": dict}``, the model
+      family, its architecture and the task's options; `train` writes it to
+      ``<checkpoint_dir>/model_config.json`` (`write_run_config`), which `load_run` reads back.
     """
 
     def build_model(self) -> keras.Model: ...
@@ -938,6 +948,8 @@ def train(task: TrainTask, dataset: tf.data.Dataset, config: TrainConfig) -> Tra
         if _checkpoint_candidates(ckpt_dir):
             _check_signature(ckpt_dir, signature, task)
         restored = _restore_latest(tf.train.Checkpoint(**state), ckpt_dir, task)
+        if is_chief and hasattr(task, "run_config"):
+            write_run_config(ckpt_dir, **task.run_config())
     start_step = int(step_var.numpy())
     if restored:
         log.info("resumed from %s at step %d", restored, start_step)
@@ -1149,3 +1161,174 @@ def load_latest(task: TrainTask, checkpoint_dir) -> keras.Model:
             ) from e
         return model
     raise FileNotFoundError(f"no checkpoint and no {FINAL_WEIGHTS_NAME} in {ckpt_dir}")
+
+
+# ------------------------------------------------------------------------------------------
+# The run folder: weights (above) and ``model_config.json``, one contract for every family
+
+RUN_CONFIG_NAME = "model_config.json"
+_RUN_FORMAT = 2
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What ``<run folder>/model_config.json`` says (`read_run_config`).
+
+    Attributes:
+        family: the model family (``"regression"``, ``"homography_net"``, ``"clkn"``,
+            ``"dlkfm"``).
+        model: the architecture, the keyword arguments of the family's model config.
+        task: the training task's options and notes (stage, margins, ...).
+        path: the file it was read from.
+        legacy: ``None``, or the name of the old layout it was read from.
+    """
+
+    family: str
+    model: dict
+    task: dict
+    path: Path
+    legacy: str | None = None
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, (tuple, np.ndarray)):
+        return list(value)
+    if isinstance(value, os.PathLike):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def as_config(cls, value, name: str = "config"):
+    """`value` as the architecture dataclass `cls` of a model family (validated on construction,
+    like `TrainConfig`): an instance as is, a dict as its keyword arguments, ``None`` the defaults.
+
+    Raises:
+        ValueError: unknown keys (the message lists the known ones), or a value of another type.
+    """
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown `{name}` keys {unknown} for {cls.__name__}; known: {known}")
+        return cls(**value)
+    raise ValueError(f"`{name}` must be a {cls.__name__}, a dict or None, got {type(value).__name__}")
+
+
+def write_run_config(folder, family: str, model: dict, task: dict | None = None) -> Path:
+    """Write ``<folder>/model_config.json`` atomically; `train` calls it with the task's
+    ``run_config()``. Returns the path."""
+    if not isinstance(family, str) or not family:
+        raise ValueError(f"`family` must be a non-empty string, got {family!r}")
+    if not isinstance(model, dict):
+        raise ValueError(f"`model` must be a dict of architecture options, got {type(model).__name__}")
+    folder = resolve(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"format": _RUN_FORMAT, "family": family, "model": model, "task": dict(task or {})}
+    path = folder / RUN_CONFIG_NAME
+    write_text_atomic(path, json.dumps(record, indent=1, sort_keys=True, default=_json_default) + "\n")
+    return path
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return record
+
+
+def _legacy_record(folder: Path, path: Path, record: dict | None) -> RunRecord | None:
+    """Read the layouts written before `write_run_config` existed (None: not one of them).
+
+    - regression (format 1): ``model_config.json`` ``{"format": 1, "model": "dhn"|"mhn",
+      "stage": k, "net": {...}}``;
+    - HomographyNet: ``model_config.json`` ``{"mode", "rho", ..., "model": {...}}``, no format;
+    - CLKN: ``clkn_config.json`` ``{"format": 1, "model": {...}, "training": {...}}``;
+    - DLKFM: ``<checkpoint_dir>/dlkfm/config.json`` (the architecture, for every level folder
+      ``dlkfm/level<k>``; a missing ``normalize`` meant False).
+    """
+    if record is not None:
+        if record.get("format") == 1 and isinstance(record.get("net"), dict):
+            task = {k: record[k] for k in ("model", "stage") if k in record}
+            return RunRecord("regression", dict(record["net"]), task, path, "regression format 1")
+        if "format" not in record and "mode" in record and isinstance(record.get("model"), dict):
+            task = {k: v for k, v in record.items() if k != "model"}
+            return RunRecord("homography_net", dict(record["model"]), task, path, "homography_net")
+        return None
+    clkn = folder / "clkn_config.json"
+    if clkn.is_file():
+        old = _read_json(clkn)
+        if not isinstance(old.get("model"), dict):
+            raise ValueError(f"{clkn} is not a CLKN config (no 'model' object)")
+        return RunRecord("clkn", dict(old["model"]), dict(old.get("training") or {}), clkn,
+                         "clkn_config.json")
+    dlkfm = folder.parent / "config.json"
+    level = re.fullmatch(r"level([123])", folder.name)
+    if level and folder.parent.name == "dlkfm" and dlkfm.is_file():
+        return RunRecord("dlkfm", {"normalize": False, **_read_json(dlkfm)},
+                         {"level": int(level.group(1))}, dlkfm, "dlkfm/config.json")
+    return None
+
+
+def read_run_config(folder, family: str | None = None) -> RunRecord:
+    """The `RunRecord` of a run folder (``model_config.json``; older layouts are read too, see
+    `_legacy_record`).
+
+    Raises:
+        FileNotFoundError: the folder or its config is missing (the message names the folder).
+        ValueError: the file cannot be read, has an unknown format (the message says how to
+            convert it), or belongs to another `family`.
+    """
+    folder = resolve(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no trained model in {folder}: the folder does not exist")
+    path = folder / RUN_CONFIG_NAME
+    record = _read_json(path) if path.is_file() else None
+    if record is not None and record.get("format") == _RUN_FORMAT:
+        try:
+            out = RunRecord(str(record["family"]), dict(record["model"]), dict(record.get("task") or {}), path)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path} lacks a field or has a wrong one: {e!r}") from None
+    else:
+        out = _legacy_record(folder, path, record)
+        if out is None and record is not None:
+            raise ValueError(
+                f"{path} has an unknown layout (format {record.get('format')!r}, expected "
+                f"{_RUN_FORMAT}): rewrite it as {{\"format\": {_RUN_FORMAT}, \"family\": ..., "
+                "\"model\": {architecture}, \"task\": {...}} with deeplk.train.write_run_config, "
+                "or train the model again")
+        if out is None:
+            raise FileNotFoundError(f"no {RUN_CONFIG_NAME} in {folder}: not a trained model folder")
+    if family is not None and out.family != family:
+        raise ValueError(f"{out.path} holds a {out.family!r} model, expected {family!r}")
+    return out
+
+
+def has_weights(folder) -> bool:
+    """Whether `folder` holds a checkpoint (``ckpt-*``) or ``final.weights.h5``."""
+    folder = resolve(folder)
+    return folder.is_dir() and ((folder / FINAL_WEIGHTS_NAME).is_file() or latest_step(folder) is not None)
+
+
+def load_run(folder, make_task, family: str | None = None) -> tuple[keras.Model, RunRecord]:
+    """The trained model of a run folder and its `RunRecord`: ``make_task(record)`` builds the
+    task (hence the model) from the record; weights from `load_latest`.
+
+    Raises:
+        FileNotFoundError: no config or no weights (the message names the folder).
+        ValueError, CheckpointMismatchError: see `read_run_config`, `load_latest`.
+    """
+    record = read_run_config(folder, family)
+    folder = resolve(folder)
+    if not has_weights(folder):
+        raise FileNotFoundError(f"no trained weights in {folder}: {RUN_CONFIG_NAME} but no checkpoint "
+                                f"and no {FINAL_WEIGHTS_NAME}")
+    return load_latest(make_task(record), folder), record

@@ -6,6 +6,10 @@
 - `dlkfm`: the per-level Siamese feature extractors of DLKFM and its coarse-to-fine inference;
 - `clkn`: the 4-level Conditional LK Network.
 
-Each module also provides the builders of its evaluation methods (`deeplk.methods` imports them
-on first use) and reads trained weights from ``<checkpoint_dir>/<method name>/``.
+Every family module has the same shape: a training task (``run_config()`` is what the training
+loop writes to the run folder's ``model_config.json``), a ``train_stage``, and
+``build_method(name, checkpoint_dir=None, **options)`` with ``METHOD_DESCRIPTIONS``, which
+`deeplk.methods` calls on first use (`deeplk.methods.FAMILIES`). Trained weights are read from
+``<checkpoint_dir>/<method name>/`` through `deeplk.train.load_run`. Nothing here imports
+`deeplk.methods`: a method built on another one (DLKFM started by MHN) receives it.
 """

@@ -24,17 +24,17 @@ Our version (the 192 / 128 data protocol of the project):
   corner error after level ``k`` in pixels of the 192 input, ``m_k`` the level's margin (default
   one pixel *of that level*: 8, 4, 2, 1).
 
-The training task `CLKNTask` implements `deeplk.train.TrainTask`; `write_clkn_config` stores the
-model's constructor arguments next to the checkpoints (``<checkpoint_dir>/clkn/clkn_config.json``)
-so that `load_clkn` and the ``clkn`` evaluation method (`build_clkn_method`) rebuild the same model.
-The method never sees the ground truth.
+The training task `CLKNTask` implements `deeplk.train.TrainTask`; `train_stage` trains it into
+``<checkpoint_dir>/clkn/``, where `deeplk.train.train` writes the model's constructor arguments
+(``model_config.json``, from `CLKNTask.run_config`) next to the checkpoints so that `load_clkn`
+and the ``clkn`` evaluation method (`build_clkn_method`) rebuild the same model. Folders of the
+older layout (``clkn_config.json``) still load. The method never sees the ground truth.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
 
 import keras
 import numpy as np
@@ -44,24 +44,24 @@ from deeplk._checks import check_positive_int, check_shape
 from deeplk.geometry import centred_homography, homography_to_corners, corner_error, scale_homography
 from deeplk.lk import build_pyramid, check_pyramid_doubles, lucas_kanade
 from deeplk.paths import resolve
-from deeplk.utils import write_text_atomic
 
 __all__ = [
     "METHOD_DESCRIPTIONS",
     "METHOD_NAME",
-    "CONFIG_NAME",
+    "FAMILY",
     "DEFAULT_MARGINS",
     "default_margins",
     "CLKNLevelNet",
     "CLKN",
+    "CLKNConfig",
     "cascade_lucas_kanade",
     "clkn_hinge_loss",
     "CLKNTask",
     "level_corner_errors",
-    "write_clkn_config",
-    "read_clkn_config",
+    "train_stage",
     "load_clkn",
     "build_clkn_method",
+    "build_method",
 ]
 
 METHOD_NAME = "clkn"
@@ -70,8 +70,8 @@ METHOD_DESCRIPTIONS = {
                  "centred start, hinge loss on corner error",
 }
 #: File in ``<checkpoint_dir>/clkn/`` holding the model's constructor arguments.
-CONFIG_NAME = "clkn_config.json"
-_CONFIG_FORMAT = 1
+#: The family name in ``model_config.json`` (`deeplk.train.read_run_config`).
+FAMILY = "clkn"
 #: Hinge margins per level (coarsest first), pixels of the 192 input: one pixel of each level.
 DEFAULT_MARGINS = (8.0, 4.0, 2.0, 1.0)
 
@@ -389,10 +389,32 @@ class CLKN(keras.Model):
         return config
 
     def model_config(self) -> dict:
-        """The constructor arguments (what `write_clkn_config` stores)."""
+        """The constructor arguments (the fields of `CLKNConfig`)."""
         return dict(levels=self.levels, filters=list(self.filters), depth=list(self.depth),
                     channels=self.channels, lk_iterations=self.lk_iterations,
                     damping=self.damping, standardize=self.standardize)
+
+
+@dataclass
+class CLKNConfig:
+    """The CLKN architecture: the `CLKN` constructor arguments, validated (and ``filters`` /
+    ``depth`` expanded to one value per level) on construction; invalid values raise
+    ``ValueError`` naming the field."""
+
+    levels: int = 4
+    filters: Any = DEFAULT_FILTERS
+    depth: Any = DEFAULT_DEPTH
+    channels: int = 4
+    lk_iterations: int = 1
+    damping: float = 1e-4
+    standardize: bool = True
+
+    def __post_init__(self):
+        for key, value in CLKN(**asdict(self)).model_config().items():
+            setattr(self, key, value)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 # --------------------------------------------------------------------------------------------
@@ -406,18 +428,21 @@ class CLKNTask:
     error after level k, pixels) and ``failed_level<k>`` (fraction of LK failures).
 
     Args:
-        model_config: `CLKN` constructor arguments (``levels``, ``filters``, ``depth``,
-            ``channels``, ``lk_iterations``, ``damping``); missing ones take the defaults.
+        model_config: a `CLKNConfig` or its fields as a dict (missing ones take the defaults).
         margins: hinge margins per level (pixels of the input frame), coarsest first; ``None``:
             one pixel of each level (`default_margins`: 8, 4, 2, 1 for four levels).
         level_weights: per-level loss weights, or ``None`` for all 1.
+        notes: training settings recorded in ``model_config.json`` (learning rate, data ...).
     """
 
-    def __init__(self, model_config: dict | None = None, margins=None, level_weights=None):
-        self.model_config = dict(model_config or {})
-        probe = CLKN(**self.model_config)  # validates the arguments early
-        self.model_config = probe.model_config()
-        levels = probe.levels
+    def __init__(self, model_config: dict | None = None, margins=None, level_weights=None,
+                 notes: dict | None = None):
+        from deeplk.train import as_config
+
+        self.notes = dict(notes or {})
+        self.config = as_config(CLKNConfig, model_config, "model_config")
+        self.model_config = self.config.to_dict()
+        levels = self.config.levels
         if margins is None:
             margins = default_margins(levels)
         self.margins = tuple(float(m) for m in np.asarray(margins, np.float64).reshape(-1))
@@ -429,6 +454,11 @@ class CLKNTask:
         # Check margins and weights once, on a dummy example.
         clkn_hinge_loss(tf.zeros([levels, 1, 4, 2]), tf.zeros([1, 4, 2]), self.margins,
                         self.level_weights)
+
+    def run_config(self) -> dict:
+        """What `deeplk.train.train` writes to ``model_config.json``."""
+        return {"family": FAMILY, "model": dict(self.model_config),
+                "task": {"margins": list(self.margins), "level_weights": self.level_weights, **self.notes}}
 
     def build_model(self) -> CLKN:
         model = CLKN(**self.model_config, name="clkn")
@@ -491,58 +521,50 @@ def level_corner_errors(model: CLKN, inputs, templates, true_corners,
 # --------------------------------------------------------------------------------------------
 
 
-def write_clkn_config(folder, model_config: dict | None = None, **extra) -> Path:
-    """Write ``<folder>/clkn_config.json`` (atomically): the `CLKN` constructor arguments (full,
-    defaults filled in) plus `extra` training notes (e.g. margins). `folder` is the
-    ``checkpoint_dir`` given to `deeplk.train.train`, i.e. ``<checkpoint_dir>/clkn``. Returns
-    the path."""
-    config = CLKN(**dict(model_config or {})).model_config()
-    folder = resolve(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / CONFIG_NAME
-    payload = {"format": _CONFIG_FORMAT, "model": config, "training": extra}
-    write_text_atomic(path, json.dumps(payload, indent=1, default=float))
-    return path
+def train_stage(dataset, checkpoint_dir="checkpoints", steps: int = 1000,
+                learning_rate: float = 1e-3, seed: int = 0, model_config: dict | None = None,
+                task_options: dict | None = None, notes: dict | None = None, **train_options):
+    """Train CLKN with `deeplk.train.train` into ``<checkpoint_dir>/clkn`` (a folder with
+    checkpoints resumes; `train` writes ``model_config.json`` there).
 
+    Args:
+        dataset: batches ``(inputs, templates, corners)`` (e.g. `deeplk.data.load_dataset` with
+            ``shuffle=True``).
+        model_config: a `CLKNConfig` or its fields as a dict (``filters``, ``depth`` ...).
+        task_options: `CLKNTask` options (``margins``, ``level_weights``).
+        notes: settings to record in ``model_config.json`` (data folder, batch size ...).
+        train_options: further `deeplk.train.TrainConfig` fields (``checkpoint_every``,
+            ``log_dir``, ``log_every``, ``progress`` ...).
 
-def read_clkn_config(folder) -> dict:
-    """The `CLKN` constructor arguments stored by `write_clkn_config` in `folder`.
-
-    Raises:
-        FileNotFoundError: no ``clkn_config.json`` in `folder` (message names the folder).
-        ValueError: the file is not a CLKN config.
+    Returns:
+        The `deeplk.train.TrainResult`.
     """
-    folder = resolve(folder)
-    path = folder / CONFIG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no CLKN model in {folder}: {CONFIG_NAME} is missing (train CLKN with "
-            f"notebooks/04_train_clkn.ipynb, whose checkpoint_dir/{METHOD_NAME} is this folder)"
-        )
-    try:
-        payload = json.loads(path.read_text())
-        config = dict(payload["model"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not a CLKN config: {e}") from e
-    return config
+    from deeplk.train import TrainConfig, train
+
+    task = CLKNTask(model_config, **(task_options or {}),
+                    notes={"learning_rate": learning_rate, **(notes or {})})
+    folder = resolve(checkpoint_dir) / METHOD_NAME
+    config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=seed, checkpoint_dir=folder,
+                         **train_options)
+    return train(task, dataset, config)
 
 
 def load_clkn(folder) -> CLKN:
     """The trained `CLKN` in `folder` (``<checkpoint_dir>/clkn``): rebuilt from
-    ``clkn_config.json``, weights from the latest checkpoint or ``final.weights.h5``
-    (`deeplk.train.load_latest`).
+    ``model_config.json`` (or the older ``clkn_config.json``), weights from the latest checkpoint
+    or ``final.weights.h5`` (`deeplk.train.load_run`).
 
     Raises:
         FileNotFoundError: missing config or weights (the message names the folder).
     """
-    from deeplk.train import load_latest
+    from deeplk.train import load_run
 
-    folder = resolve(folder)
-    config = read_clkn_config(folder)
     try:
-        return load_latest(CLKNTask(config), folder)
+        return load_run(folder, lambda record: CLKNTask(record.model), FAMILY)[0]
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"no CLKN weights in {folder}: {e}") from e
+        raise FileNotFoundError(
+            f"no CLKN model: {e} (train CLKN with notebooks/04_train_clkn.ipynb, whose "
+            f"checkpoint_dir/{METHOD_NAME} is this folder)") from None
 
 
 def build_clkn_method(checkpoint_dir=None, batch_size: int = 64, jit_compile: bool = True):
@@ -582,3 +604,10 @@ def build_clkn_method(checkpoint_dir=None, batch_size: int = 64, jit_compile: bo
         return corners, failed
 
     return predict
+
+
+def build_method(name: str, checkpoint_dir=None, **options):
+    """The family's method builder (`deeplk.methods`): ``"clkn"`` (`build_clkn_method`)."""
+    if name != METHOD_NAME:
+        raise ValueError(f"the clkn family builds ['clkn'], not {name!r}")
+    return build_clkn_method(checkpoint_dir, **options)

@@ -48,14 +48,16 @@ variables, so they stay exactly as loaded. Level ``k``'s checkpoint therefore ho
 ``1..k`` it was trained with; inference loads the highest level's checkpoint (consistent even if a
 lower level is retrained later).
 
-**Checkpoint layout**: ``<checkpoint_dir>/dlkfm/config.json`` (the architecture, written
-atomically) and ``<checkpoint_dir>/dlkfm/level1|level2|level3/`` (each the ``checkpoint_dir`` of
-one `deeplk.train.train` call).
+**Checkpoint layout**: ``<checkpoint_dir>/dlkfm/level1|level2|level3/``, each the
+``checkpoint_dir`` of one `deeplk.train.train` call, which writes ``model_config.json`` there
+(the architecture and the loss settings, `DLKFMTask.run_config`). Folders of the older layout
+(one ``<checkpoint_dir>/dlkfm/config.json`` for every level) still load.
 
 **Inference** (`DLKFMAligner`, method ``dlkfm`` via `build_dlkfm_method`): features of every
 level, then `deeplk.lk.pyramid_lucas_kanade` from the coarsest level to level 1 with the
 homography rescaled between levels; the initial guess is the centred placement, SIFT + RANSAC
-(centred where SIFT fails) or the ``mhn`` regression method. No ground truth is used. With
+(centred where SIFT fails) or any predictor passed in (``init="mhn"``: `deeplk.methods` passes
+the trained ``mhn`` method). No ground truth is used. With
 ``fold_batchnorm=True`` the features come from `FeatureExtractor.inference`, every batch norm
 folded into its convolution (`fold_batchnorm`): the same values up to float32 rounding without
 the separate multiply / add passes over the feature maps (``bench/dlkfm.py`` measures both).
@@ -63,10 +65,10 @@ the separate multiply / add passes over the feature maps (``bench/dlkfm.py`` mea
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -95,21 +97,23 @@ __all__ = [
     "FeatureExtractor",
     "fold_batchnorm",
     "DLKFMNet",
+    "DLKFMConfig",
     "standardize_features",
     "alignment_mse",
     "convexity_hinge",
     "dlkfm_loss",
     "level_homography",
     "DLKFMTask",
-    "train_level",
+    "train_stage",
     "DLKFMAligner",
+    "FAMILY",
     "dlkfm_root",
     "level_dir",
-    "read_config",
-    "write_config",
+    "level_architecture",
     "trained_levels",
     "load_dlkfm",
     "build_dlkfm_method",
+    "build_method",
 ]
 
 log = logging.getLogger(__name__)
@@ -118,12 +122,12 @@ log = logging.getLogger(__name__)
 LEVELS = (1, 2, 3)
 FEATURE_TYPES = ("regular", "special")
 INITS = ("centred", "sift", "mhn")
-CONFIG_NAME = "config.json"
-#: Architecture keys of ``config.json`` (the constructor arguments of `DLKFMNet` but ``levels``).
+#: The family name in ``model_config.json`` (`deeplk.train.read_run_config`).
+FAMILY = "dlkfm"
+#: Architecture keys of ``model_config.json`` (the constructor arguments of `DLKFMNet` but
+#: ``levels`` and ``seed``).
 ARCH_KEYS = ("channels", "num_blocks", "leaky_alpha", "bn_momentum", "feature_type",
              "normalize")
-#: Value of an `ARCH_KEYS` entry missing from an older ``config.json``.
-ARCH_FALLBACK = {"normalize": False}
 #: Default corner perturbation (pixels of the level, per coordinate) of the convexity loss.
 DEFAULT_PERTURBATION = {1: 4.0, 2: 3.0, 3: 3.0}
 
@@ -483,8 +487,29 @@ class DLKFMNet(keras.Model):
         return config
 
     def architecture(self) -> dict:
-        """The `ARCH_KEYS` of this model (what ``config.json`` records)."""
+        """The `ARCH_KEYS` of this model (what ``model_config.json`` records)."""
         return {k: getattr(self, k) for k in ARCH_KEYS}
+
+
+@dataclass
+class DLKFMConfig:
+    """The DLKFM architecture (`ARCH_KEYS`: the `DLKFMNet` arguments but ``levels`` and
+    ``seed``), validated on construction; invalid values raise ``ValueError`` naming the field.
+    New models normalise their features (``normalize=True``)."""
+
+    channels: int = 64
+    num_blocks: int = 3
+    leaky_alpha: float = 0.2
+    bn_momentum: float = 0.9
+    feature_type: str = "regular"
+    normalize: bool = True
+
+    def __post_init__(self):
+        for key, value in DLKFMNet(levels=1, **asdict(self)).architecture().items():
+            setattr(self, key, value)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def make_dlkfm_net(levels: int, seed: int = 0, **arch) -> DLKFMNet:
@@ -656,53 +681,26 @@ def level_dir(checkpoint_dir, level: int) -> Path:
     return dlkfm_root(checkpoint_dir) / f"level{_check_level('level', level)}"
 
 
-def read_config(checkpoint_dir) -> dict:
-    """The architecture recorded in ``<checkpoint_dir>/dlkfm/config.json``.
+def level_architecture(checkpoint_dir, level: int) -> dict | None:
+    """The architecture recorded for `level` (``None``: that level has no run folder config)."""
+    from deeplk.train import read_run_config
 
-    Raises:
-        FileNotFoundError: naming the folder, if there is no DLKFM config there.
-        ValueError: the file is not a valid config.
-    """
-    root = dlkfm_root(checkpoint_dir)
-    path = root / CONFIG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no trained DLKFM in {root}: {CONFIG_NAME} is missing (train the levels with "
-            f"notebooks/03_train_dlkfm.ipynb, level=1, 2, 3, checkpoint_dir={root.parent})"
-        )
+    folder = level_dir(checkpoint_dir, level)
     try:
-        config = json.loads(path.read_text())
-    except ValueError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
-    config = {**ARCH_FALLBACK, **config}
-    missing = [k for k in ARCH_KEYS if k not in config]
+        arch = read_run_config(folder, FAMILY).model
+    except FileNotFoundError:
+        return None
+    missing = [k for k in ARCH_KEYS if k not in arch]
     if missing:
-        raise ValueError(f"{path} lacks the keys {missing}")
-    return {k: config[k] for k in ARCH_KEYS}
-
-
-def write_config(checkpoint_dir, arch: dict) -> Path:
-    """Write the architecture to ``<checkpoint_dir>/dlkfm/config.json`` atomically."""
-    from deeplk.utils import write_text_atomic
-
-    root = dlkfm_root(checkpoint_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / CONFIG_NAME
-    arch = {**ARCH_FALLBACK, **arch}
-    write_text_atomic(path, json.dumps({k: arch[k] for k in ARCH_KEYS}, indent=2) + "\n")
-    return path
-
-
-def _has_weights(folder: Path) -> bool:
-    from deeplk.train import FINAL_WEIGHTS_NAME, latest_step
-
-    return folder.is_dir() and ((folder / FINAL_WEIGHTS_NAME).is_file()
-                                or latest_step(folder) is not None)
+        raise ValueError(f"the DLKFM config of {folder} lacks the keys {missing}")
+    return {k: arch[k] for k in ARCH_KEYS}
 
 
 def trained_levels(checkpoint_dir) -> list[int]:
     """Levels whose folder under ``<checkpoint_dir>/dlkfm`` holds weights."""
-    return [k for k in LEVELS if _has_weights(level_dir(checkpoint_dir, k))]
+    from deeplk.train import has_weights
+
+    return [k for k in LEVELS if has_weights(level_dir(checkpoint_dir, k))]
 
 
 # --------------------------------------------------------------------------------------------
@@ -723,8 +721,8 @@ class DLKFMTask:
         checkpoint_dir: the parent of ``dlkfm/`` (e.g. ``checkpoints``).
         channels, num_blocks, leaky_alpha, bn_momentum, feature_type, normalize: the
             architecture (`DLKFMNet`; new models default to ``normalize=True``); for levels 2
-            and 3 ``None`` (default) reads it from ``config.json``, an explicit value must match
-            it.
+            and 3 ``None`` (default) reads it from level ``k - 1``'s ``model_config.json``, an
+            explicit value must match it.
         num_perturbations: ``P`` corner perturbations per sample (2-4 in the paper).
         convexity_weight, margin, steps: see `dlkfm_loss`.
         perturbation: maximum corner displacement (pixels of the level, per coordinate) at
@@ -748,25 +746,24 @@ class DLKFMTask:
         self.checkpoint_dir = level_dir(checkpoint_dir, self.level)
         given = dict(channels=channels, num_blocks=num_blocks, leaky_alpha=leaky_alpha,
                      bn_momentum=bn_momentum, feature_type=feature_type, normalize=normalize)
-        defaults = dict(channels=64, num_blocks=3, leaky_alpha=0.2, bn_momentum=0.9,
-                        feature_type="regular", normalize=True)
-        config_path = dlkfm_root(checkpoint_dir) / CONFIG_NAME
-        saved = read_config(checkpoint_dir) if config_path.is_file() else None
-        if self.level > 1 and saved is None:
+        defaults = DLKFMConfig().to_dict()
+        saved = level_architecture(checkpoint_dir, self.level - 1) if self.level > 1 else None
+        if self.level > 1 and saved is None and load_previous:
             raise FileNotFoundError(
                 f"level {self.level} needs level {self.level - 1} trained first, but "
-                f"{dlkfm_root(checkpoint_dir)} has no {CONFIG_NAME}"
+                f"{level_dir(checkpoint_dir, self.level - 1)} holds no trained model"
             )
-        if saved is not None and self.level > 1:
+        if saved is not None:
             for k, v in given.items():
                 if v is not None and v != saved[k]:
                     raise ValueError(
-                        f"`{k}`={v!r} differs from {saved[k]!r} recorded in {config_path} "
+                        f"`{k}`={v!r} differs from {saved[k]!r} recorded for level "
+                        f"{self.level - 1} in {level_dir(checkpoint_dir, self.level - 1)} "
                         f"(levels 2 and 3 must use the architecture of level 1)")
             self.arch = dict(saved)
         else:
             self.arch = {k: defaults[k] if v is None else v for k, v in given.items()}
-        _check_feature_type(self.arch["feature_type"])
+        self.arch = DLKFMConfig(**self.arch).to_dict()  # validates
         if isinstance(num_perturbations, bool) or int(num_perturbations) != num_perturbations \
                 or num_perturbations < 0:
             raise ValueError(f"`num_perturbations` must be an integer >= 0, got "
@@ -786,8 +783,10 @@ class DLKFMTask:
         self.jit_compile = bool(jit_compile)
         self._compiled: dict = {}
         if self.level > 1 and self.load_previous:
+            from deeplk.train import has_weights
+
             below = level_dir(checkpoint_dir, self.level - 1)
-            if not _has_weights(below):
+            if not has_weights(below):
                 raise FileNotFoundError(
                     f"level {self.level} needs level {self.level - 1} trained first: no "
                     f"checkpoint in {below}")
@@ -800,9 +799,14 @@ class DLKFMTask:
                 for a, b in ((model.input_extractors, previous.input_extractors),
                              (model.template_extractors, previous.template_extractors)):
                     a[k - 1].set_weights(b[k - 1].get_weights())
-        if self.level == 1 and self.load_previous:
-            write_config(self.root_parent, self.arch)
         return model
+
+    def run_config(self) -> dict:
+        """What `deeplk.train.train` writes to ``model_config.json``."""
+        task = dict(level=self.level, num_perturbations=self.num_perturbations,
+                    convexity_weight=self.convexity_weight, margin=self.margin, steps=list(self.steps),
+                    perturbation=self.perturbation, seed=self.seed)
+        return {"family": FAMILY, "model": dict(self.arch), "task": task}
 
     def trainable_variables(self, model: DLKFMNet) -> list:
         return model.extractor_variables(self.level)
@@ -832,9 +836,9 @@ class DLKFMTask:
         return tf.reduce_mean(total), tf.reduce_mean(mse), tf.reduce_mean(hinge)
 
 
-def train_level(level: int, dataset, checkpoint_dir="checkpoints", steps: int = 1000,
-                learning_rate: float = 1e-3, seed: int = 0, task_options: Optional[dict] = None,
-                **train_options):
+def train_stage(level: int, dataset, checkpoint_dir="checkpoints", steps: int = 1000,
+                learning_rate: float = 1e-3, seed: int = 0, model_config=None,
+                task_options: Optional[dict] = None, **train_options):
     """Train one DLKFM level with `deeplk.train.train` (levels below it frozen).
 
     The run's folder is `level_dir` (``<checkpoint_dir>/dlkfm/level<k>``); a folder with
@@ -844,8 +848,10 @@ def train_level(level: int, dataset, checkpoint_dir="checkpoints", steps: int = 
     Args:
         dataset: batches ``(inputs, templates, corners)`` (e.g. `deeplk.data.load_dataset` with
             ``shuffle=True, repeat=True``).
-        task_options: `DLKFMTask` keyword arguments (architecture for level 1,
-            ``num_perturbations``, ``convexity_weight``, ``perturbation`` ...).
+        model_config: the architecture, a `DLKFMConfig` or its fields as a dict (level 1;
+            levels 2 and 3 take level 1's, ``None``).
+        task_options: further `DLKFMTask` keyword arguments (``num_perturbations``,
+            ``convexity_weight``, ``perturbation`` ...).
         train_options: further `deeplk.train.TrainConfig` fields (``log_every``, ``progress``,
             ``checkpoint_every``, ``log_dir``, ``clipnorm`` ...).
 
@@ -854,7 +860,10 @@ def train_level(level: int, dataset, checkpoint_dir="checkpoints", steps: int = 
     """
     from deeplk.train import TrainConfig, train
 
-    task = DLKFMTask(level, checkpoint_dir, seed=seed, **(task_options or {}))
+    from deeplk.train import as_config
+
+    arch = {} if model_config is None else as_config(DLKFMConfig, model_config, "model_config").to_dict()
+    task = DLKFMTask(level, checkpoint_dir, seed=seed, **arch, **(task_options or {}))
     config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=seed,
                          checkpoint_dir=task.checkpoint_dir, **train_options)
     return train(task, dataset, config)
@@ -866,16 +875,21 @@ def load_dlkfm(checkpoint_dir, levels: int = 3) -> DLKFMNet:
     Raises:
         FileNotFoundError: naming the folder, if the config or the level's weights are missing.
     """
-    from deeplk.train import load_latest
+    from deeplk.train import load_run
 
     levels = _check_level("levels", levels)
-    arch = read_config(checkpoint_dir)
     folder = level_dir(checkpoint_dir, levels)
-    if not _has_weights(folder):
-        raise FileNotFoundError(f"no DLKFM level-{levels} checkpoint in {folder} (train level "
-                                f"{levels} first)")
-    task = DLKFMTask(levels, checkpoint_dir, load_previous=False, **arch)
-    return load_latest(task, folder)
+
+    def make_task(record):
+        arch = {k: record.model[k] for k in ARCH_KEYS if k in record.model}
+        return DLKFMTask(levels, checkpoint_dir, load_previous=False, **arch)
+
+    try:
+        return load_run(folder, make_task, FAMILY)[0]
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"no DLKFM level-{levels} model: {e} (train the levels with "
+                                f"notebooks/03_train_dlkfm.ipynb, level=1, 2, 3, "
+                                f"checkpoint_dir={dlkfm_root(checkpoint_dir).parent})") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -893,8 +907,8 @@ class DLKFMAligner:
         init: ``"centred"``, ``"sift"`` (SIFT + RANSAC, plausible results only, else centred) or
             ``"mhn"`` (the ``mhn`` method; centred where it fails).
         init_predictor: ``predict(inputs, templates) -> (corners, failed)`` giving the initial
-            corners for ``init="mhn"`` (default: ``deeplk.methods.get_method("mhn",
-            checkpoint_dir)``).
+            corners for ``init="mhn"`` (required then; ``deeplk.methods.get_method("dlkfm",
+            init="mhn")`` passes the trained ``mhn`` method).
         feature_type: ``None`` (the model's), ``"regular"`` or ``"special"``.
         max_iterations, tolerance, damping: per level, coarsest first, passed to
             `deeplk.lk.pyramid_lucas_kanade`.
@@ -911,7 +925,7 @@ class DLKFMAligner:
     """
 
     def __init__(self, model: DLKFMNet, init: str = "centred",
-                 init_predictor: Optional[Callable] = None, checkpoint_dir=None,
+                 init_predictor: Optional[Callable] = None,
                  feature_type: Optional[str] = None, max_iterations=None,
                  tolerance=1e-2, damping: float = 1e-4, batch_size: int = 16,
                  jit_compile: bool = True, lk_options=None,
@@ -936,9 +950,11 @@ class DLKFMAligner:
                              "and damping as DLKFMAligner arguments")
         self._solver_options = self.lk_options.replace(**fixed)
         self.fold_batchnorm = bool(fold_batchnorm)
-        self.init_predictor = init_predictor
         if init == "mhn" and init_predictor is None:
-            self.init_predictor = _mhn_predictor(checkpoint_dir)
+            raise ValueError("init='mhn' needs `init_predictor`, the initial-guess predictor "
+                             "(deeplk.methods.get_method('dlkfm', init='mhn') passes the trained "
+                             "mhn method)")
+        self.init_predictor = init_predictor
         self._features = tf.function(self._features_eager, reduce_retracing=True)
 
     def _features_eager(self, images, templates):
@@ -1001,17 +1017,6 @@ class DLKFMAligner:
         return corners, failed
 
 
-def _mhn_predictor(checkpoint_dir):
-    from deeplk import methods
-
-    try:
-        return methods.get_method("mhn", checkpoint_dir=checkpoint_dir)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        raise RuntimeError(
-            f"init='mhn' needs the trained `mhn` method (checkpoints under "
-            f"{resolve(checkpoint_dir or 'checkpoints') / 'mhn'}): {e}") from e
-
-
 def build_dlkfm_method(checkpoint_dir=None, init: str = "centred", levels: Optional[int] = None,
                        feature_type: Optional[str] = None,
                        init_predictor: Optional[Callable] = None, **options) -> DLKFMAligner:
@@ -1023,26 +1028,40 @@ def build_dlkfm_method(checkpoint_dir=None, init: str = "centred", levels: Optio
         levels: use levels ``1..levels`` (coarsest = `levels`); ``None``: the highest trained
             level (a warning if it is below 3).
         feature_type: override the trained ``feature_type`` (``"regular"`` / ``"special"``).
-        init_predictor: stand-in for the ``mhn`` method (tests, other initialisers).
+        init_predictor: the initial-guess predictor of ``init="mhn"`` (`deeplk.methods`
+            passes the trained ``mhn`` method; tests pass stand-ins).
         **options: `DLKFMAligner` options (``max_iterations``, ``tolerance``, ``damping``,
             ``batch_size``, ``jit_compile``, ``lk_options``).
 
     Raises:
         FileNotFoundError: naming ``<checkpoint_dir>/dlkfm`` (or the level folder) when no
             trained model is there.
-        RuntimeError: ``init="mhn"`` without a usable ``mhn`` method.
+        ValueError: ``init="mhn"`` without `init_predictor`.
     """
     if init not in INITS:
         raise ValueError(f"`init` must be one of {INITS}, got {init!r}")
-    read_config(checkpoint_dir)  # clear error naming the folder
+    if init == "mhn" and init_predictor is None:
+        raise ValueError("init='mhn' needs `init_predictor`, the initial-guess predictor "
+                         "(deeplk.methods.get_method('dlkfm', init='mhn') passes the trained "
+                         "mhn method)")
     if levels is None:
         available = trained_levels(checkpoint_dir)
         if not available:
-            raise FileNotFoundError(f"no trained DLKFM level in {dlkfm_root(checkpoint_dir)}")
+            raise FileNotFoundError(
+                f"no trained DLKFM in {dlkfm_root(checkpoint_dir)}: no level folder holds weights "
+                f"(train the levels with notebooks/03_train_dlkfm.ipynb, level=1, 2, 3, "
+                f"checkpoint_dir={dlkfm_root(checkpoint_dir).parent})")
         levels = max(available)
         if levels < 3:
             warnings.warn(f"DLKFM in {dlkfm_root(checkpoint_dir)} has levels up to {levels} "
                           "only: aligning with those", stacklevel=2)
     model = load_dlkfm(checkpoint_dir, levels)
     return DLKFMAligner(model, init=init, init_predictor=init_predictor,
-                        checkpoint_dir=checkpoint_dir, feature_type=feature_type, **options)
+                        feature_type=feature_type, **options)
+
+
+def build_method(name: str, checkpoint_dir=None, **options):
+    """The family's method builder (`deeplk.methods`): ``"dlkfm"`` (`build_dlkfm_method`)."""
+    if name != "dlkfm":
+        raise ValueError(f"the dlkfm family builds ['dlkfm'], not {name!r}")
+    return build_dlkfm_method(checkpoint_dir, **options)

@@ -55,16 +55,16 @@ Training (`deeplk.train.train`, one loop for every model):
   ramping the largest offset up from ``rho_start`` over ``ramp_steps``); ``rho=32`` trains on the DLK pairs themselves (their +-32 box; ``pairs="synthetic"`` for on-the-fly
   rho=32 pairs instead) and starts from the rho=16 stage's latest weights when that stage exists.
   Checkpoints go to ``<checkpoint_dir>/<hnet_sup|hnet_unsup>/rho<16|32>/`` (each the
-  ``checkpoint_dir`` of one `deeplk.train.train` call) together with ``model_config.json``
-  (written atomically), so the methods ``hnet_sup`` / ``hnet_unsup`` rebuild the model and load
+  ``checkpoint_dir`` of one `deeplk.train.train` call, which also writes ``model_config.json``
+  from the task's `run_config`), so the methods ``hnet_sup`` / ``hnet_unsup`` rebuild the model and load
   the latest stage without options.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
@@ -76,7 +76,6 @@ from deeplk.data.augment import with_synthetic_pairs
 from deeplk.geometry_np import centred_corners
 from deeplk.geometry import corners_to_homography, scale_homography
 from deeplk.paths import resolve
-from deeplk.utils import write_text_atomic
 from deeplk.warp import warp_image
 
 __all__ = [
@@ -86,7 +85,6 @@ __all__ = [
     "VGG_NOTOP_URL",
     "MODES",
     "STAGES",
-    "MODEL_CONFIG_NAME",
     "METHOD_DESCRIPTIONS",
     "vgg19_backbone",
     "vgg_preprocess",
@@ -94,6 +92,7 @@ __all__ = [
     "INPUT_NORMS",
     "InceptionBlock",
     "HomographyNet",
+    "HomographyNetConfig",
     "masked_photometric_l1",
     "pyramid_photometric_l1",
     "SupervisedTask",
@@ -106,7 +105,7 @@ __all__ = [
     "load_stage_model",
     "build_hnet_sup_method",
     "build_hnet_unsup_method",
-    "benchmark_case",
+    "build_method",
 ]
 
 #: Where the backbone is cut.
@@ -128,7 +127,8 @@ INPUT_NORMS = ("vgg", "standardize")
 MODES = {"supervised": "hnet_sup", "unsupervised": "hnet_unsup"}
 #: The curriculum's stages (largest corner offset, pixels), in order.
 STAGES = (16, 32)
-MODEL_CONFIG_NAME = "model_config.json"
+#: The family name in ``model_config.json`` (`deeplk.train.read_run_config`).
+FAMILY = "homography_net"
 
 METHOD_DESCRIPTIONS = {
     "hnet_sup": "HomographyNet (frozen VGG19 block3_conv4 + 7 inception blocks + MLP), supervised on corner offsets, rho 16 -> 32",
@@ -495,17 +495,43 @@ class HomographyNet(keras.Model):
         return cls(**config)
 
 
-#: Constructor arguments of `HomographyNet` (what ``model_config.json`` holds).
-_MODEL_ARGS = ("vgg_weights", "input_size", "template_size", "input_scale", "inception_filters",
-               "num_inception_blocks", "dense_units", "dropout", "offset_scale", "vgg_layer", "fc_batch_norm",
-               "bn_momentum", "input_norm", "train_backbone")
+@dataclass
+class HomographyNetConfig:
+    """The HomographyNet architecture (what ``model_config.json`` holds): the `HomographyNet`
+    arguments, validated on construction (invalid values raise ``ValueError`` naming the field).
+    ``vgg_weights`` is where a new model's backbone comes from; a trained one loads it from its
+    checkpoint."""
+
+    vgg_weights: str | None = "imagenet"
+    input_size: int = 192
+    template_size: int = 128
+    input_scale: float = 1.0
+    inception_filters: int = 64
+    num_inception_blocks: int = 7
+    dense_units: int = 1024
+    dropout: float = 0.5
+    offset_scale: float = 32.0
+    vgg_layer: str = VGG_LAYER
+    fc_batch_norm: bool = True
+    bn_momentum: float = 0.99
+    input_norm: str = "vgg"
+    train_backbone: bool = False
+
+    def __post_init__(self):
+        model = HomographyNet(**asdict(self))
+        for key in asdict(self):
+            setattr(self, key, getattr(model, key))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-def _model_options(config: dict) -> dict:
-    unknown = sorted(set(config) - set(_MODEL_ARGS))
-    if unknown:
-        raise ValueError(f"unknown HomographyNet options {unknown}; known: {list(_MODEL_ARGS)}")
-    return dict(config)
+def _model_options(config) -> dict:
+    """The full `HomographyNetConfig` of a config, a dict of options (missing ones take the
+    defaults) or ``None``, as a dict."""
+    from deeplk.train import as_config
+
+    return as_config(HomographyNetConfig, config, "model_config").to_dict()
 
 
 # ------------------------------------------------------------------------------------------
@@ -631,9 +657,16 @@ class _Task:
 
     mode = ""
 
-    def __init__(self, model_config: dict | None = None, init_from=None):
-        self.model_config = _model_options(dict(model_config or {}))
+    def __init__(self, model_config=None, init_from=None):
+        self.model_config = _model_options(model_config)
         self.init_from = init_from
+        self.notes: dict = {}  # training settings recorded in model_config.json (`train_stage`)
+
+    def run_config(self) -> dict:
+        """What `deeplk.train.train` writes to ``model_config.json``."""
+        task = {"mode": self.mode, "init_from": None if self.init_from is None else str(self.init_from),
+                "loss_pools": list(getattr(self, "loss_pools", (1,))), **self.notes}
+        return {"family": FAMILY, "model": self.model_config, "task": task}
 
     def build_model(self) -> HomographyNet:
         config = dict(self.model_config)
@@ -715,32 +748,22 @@ def stage_dir(checkpoint_dir, mode: str, rho: int) -> Path:
     return resolve(checkpoint_dir) / MODES[mode] / f"rho{rho}"
 
 
-def _has_weights(path: Path) -> bool:
-    from deeplk.train import FINAL_WEIGHTS_NAME, latest_step
+def _stage_trained(path: Path) -> bool:
+    from deeplk.train import RUN_CONFIG_NAME, has_weights
 
-    return (path / MODEL_CONFIG_NAME).is_file() and (
-        (path / FINAL_WEIGHTS_NAME).is_file() or latest_step(path) is not None
-    )
-
-
-def stage_exists(checkpoint_dir, mode: str, rho: int) -> bool:
-    """Whether stage `rho` of `mode` has ``model_config.json`` and weights under `checkpoint_dir`."""
-    return _has_weights(stage_dir(checkpoint_dir, mode, rho))
+    return (path / RUN_CONFIG_NAME).is_file() and has_weights(path)
 
 
 def latest_stage(checkpoint_dir, mode: str) -> int | None:
     """The last curriculum stage (rho) of `mode` with saved weights under `checkpoint_dir`."""
-    done = [rho for rho in STAGES if _has_weights(stage_dir(checkpoint_dir, mode, rho))]
+    done = [rho for rho in STAGES if _stage_trained(stage_dir(checkpoint_dir, mode, rho))]
     return done[-1] if done else None
 
 
-def _read_model_config(path: Path) -> dict:
-    file = path / MODEL_CONFIG_NAME
-    try:
-        meta = json.loads(file.read_text())
-        return _model_options(meta["model"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"cannot read the model configuration {file}: {e}") from e
+def _stage_model_config(path: Path) -> dict:
+    from deeplk.train import read_run_config
+
+    return _model_options(read_run_config(path, FAMILY).model)
 
 
 def train_stage(mode: str, rho: int, data_root, checkpoint_dir="checkpoints", model_config: dict | None = None,
@@ -756,7 +779,8 @@ def train_stage(mode: str, rho: int, data_root, checkpoint_dir="checkpoints", mo
             apart from `vgg_weights`); resuming stage 32 itself continues from its own checkpoint.
         data_root: DLK-format dataset folder (its ``train2014`` split is used).
         checkpoint_dir: root of the checkpoints; this stage writes to `stage_dir`.
-        model_config: `HomographyNet` options (e.g. ``{"vgg_weights": None, "input_scale": 0.25}``).
+        model_config: a `HomographyNetConfig` or some of its fields as a dict (e.g.
+            ``{"vgg_weights": None, "input_scale": 0.25}``).
         steps, batch_size, learning_rate, seed: training settings (``TrainConfig``).
         pairs: ``"synthetic"`` (on-the-fly pairs with offsets in [-rho, rho] cut from the training
             inputs) or ``"dlk"`` (the dataset's own pairs); ``None``: synthetic for rho 16, dlk for
@@ -782,15 +806,14 @@ def train_stage(mode: str, rho: int, data_root, checkpoint_dir="checkpoints", mo
     pairs = pairs or ("synthetic" if rho == 16 else "dlk")
     if pairs not in ("synthetic", "dlk"):
         raise ValueError(f"`pairs` must be 'synthetic', 'dlk' or None, got {pairs!r}")
-    config = _model_options(dict(model_config or {}))
-    HomographyNet(**{**config, "vgg_weights": None})  # checks the options before any work
+    config = _model_options(model_config)  # checks the options before any work
     make_task(mode, config, loss_pools=loss_pools)  # checks loss_pools
     init_from = None
     if rho == STAGES[1]:
         previous = stage_dir(checkpoint_dir, mode, STAGES[0])
-        if _has_weights(previous):
+        if _stage_trained(previous):
             init_from = previous
-            prev_config = _read_model_config(previous)
+            prev_config = _stage_model_config(previous)
             differ = {k: (prev_config.get(k), config.get(k)) for k in set(prev_config) | set(config)
                       if k != "vgg_weights" and prev_config.get(k) != config.get(k)}
             if differ:
@@ -798,12 +821,6 @@ def train_stage(mode: str, rho: int, data_root, checkpoint_dir="checkpoints", mo
                     f"the rho={STAGES[0]} stage in {previous} was trained with other model options "
                     f"(option: (stage {STAGES[0]}, now)): {differ}; use the same options"
                 )
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / MODEL_CONFIG_NAME, json.dumps(
-        {"mode": mode, "rho": rho, "pairs": pairs, "init_from": None if init_from is None else str(init_from),
-         "rho_start": rho_start, "ramp_steps": ramp_steps,
-         "loss_pools": None if loss_pools is None else list(np.atleast_1d(loss_pools).tolist()),
-         "model": config}, indent=1))
     seed_everything(seed)
     ds = load_dataset(data_root, "train2014", batch_size=batch_size, shuffle=True, seed=seed, repeat=True,
                       max_samples=max_samples)
@@ -812,6 +829,7 @@ def train_stage(mode: str, rho: int, data_root, checkpoint_dir="checkpoints", mo
     elif rho_start is not None and ramp_steps:
         raise ValueError("`rho_start` / `ramp_steps` need pairs='synthetic' (the DLK pairs have fixed offsets)")
     task = make_task(mode, config, init_from=init_from, loss_pools=loss_pools)
+    task.notes = {"rho": rho, "pairs": pairs, "rho_start": rho_start, "ramp_steps": ramp_steps}
     train_config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=seed, checkpoint_dir=out,
                                log_dir=log_dir, **train_options)
     return train(task, ds, train_config)
@@ -824,23 +842,22 @@ def load_stage_model(checkpoint_dir, mode: str, rho: int | None = None) -> tuple
         FileNotFoundError: nothing trained for `mode` under `checkpoint_dir` (the message says
             how to train it).
     """
+    from deeplk.train import RUN_CONFIG_NAME, load_run
+
     if rho is None:
         rho = latest_stage(checkpoint_dir, mode)
         if rho is None:
             name = MODES.get(mode, mode)
             raise FileNotFoundError(
                 f"no trained {name} under {resolve(checkpoint_dir) / name}: expected "
-                f"rho16/ or rho32/ with {MODEL_CONFIG_NAME} and checkpoints; train it with "
+                f"rho16/ or rho32/ with {RUN_CONFIG_NAME} and checkpoints; train it with "
                 f"notebooks/02_train_homography_net.ipynb (mode={mode!r}) or "
                 "deeplk.models.homography_net.train_stage"
             )
     path = stage_dir(checkpoint_dir, mode, rho)
-    if not _has_weights(path):
-        raise FileNotFoundError(f"no {MODEL_CONFIG_NAME} and weights in {path}")
-    from deeplk.train import load_latest
-
-    config = {**_read_model_config(path), "vgg_weights": None}
-    return load_latest(make_task(mode, config), path), rho
+    model, _ = load_run(path, lambda record: make_task(mode, {**_model_options(record.model), "vgg_weights": None}),
+                        FAMILY)
+    return model, rho
 
 
 # ------------------------------------------------------------------------------------------
@@ -884,31 +901,10 @@ def build_hnet_unsup_method(checkpoint_dir=None, rho: int | None = None, batch_s
     return _build_method("unsupervised", checkpoint_dir, rho, batch_size)
 
 
-# ------------------------------------------------------------------------------------------
-# Benchmark
-
-
-def benchmark_case(name: str, batch_size: int | None = None, seed: int = 0, loss_pools=None, **model_options):
-    """``(task, batch)`` for a training-step benchmark of ``hnet_sup`` or ``hnet_unsup``.
-
-    The paper's architecture (random frozen backbone, no download) with the paper batch size 64
-    (DeTone 2016; Nguyen 2018 used 128) unless `batch_size` is given; `model_options` override
-    `HomographyNet` options (e.g. ``input_scale=0.25, inception_filters=16`` for the demo);
-    `loss_pools` is the unsupervised loss' pyramid (`make_task`).
-    The batch is a random DLK-format batch ``(inputs, templates, corners)``; time
-    ``deeplk.train.train(task, tf.data.Dataset.from_tensors(batch), TrainConfig(steps=...))``.
-    """
+def build_method(name: str, checkpoint_dir=None, **options):
+    """The family's method builder (`deeplk.methods`): ``"hnet_sup"`` or ``"hnet_unsup"``
+    (options ``rho``, ``batch_size``)."""
     modes = {v: k for k, v in MODES.items()}
     if name not in modes:
-        raise ValueError(f"`name` must be one of {sorted(modes)}, got {name!r}")
-    batch_size = 64 if batch_size is None else int(batch_size)
-    config = {"vgg_weights": None, **model_options}
-    task = make_task(modes[name], config, loss_pools=loss_pools)
-    rng = np.random.default_rng(seed)
-    s, t = config.get("input_size", 192), config.get("template_size", 128)
-    inputs = rng.random((batch_size, s, s, 3), dtype=np.float32)
-    offsets = rng.uniform(-32, 32, (batch_size, 4, 2)).astype(np.float32)
-    corners = (centred_corners(s, t) + offsets).astype(np.float32)
-    H = corners_to_homography(corners, t)
-    templates = warp_image(inputs, H, t, return_mask=False).numpy()
-    return task, (tf.constant(inputs), tf.constant(templates), tf.constant(corners))
+        raise ValueError(f"the homography_net family builds {sorted(modes)}, not {name!r}")
+    return _build_method(modes[name], checkpoint_dir, **options)

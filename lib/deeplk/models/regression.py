@@ -34,8 +34,8 @@ stops it there (`RegressionTask`), which saves the backward pass through the ear
 
 **Checkpoints.** ``<checkpoint_dir>/dhn/`` and ``<checkpoint_dir>/mhn/stage1|stage2|stage3/``,
 each the ``checkpoint_dir`` of one `deeplk.train.train` call (``final.weights.h5``,
-``ckpt-*``, ``train_meta.json``) plus ``model_config.json`` (`CONFIG_NAME`, written atomically)
-holding the `RegressionNet` configuration, so the methods ``dhn`` and ``mhn``
+``ckpt-*``, ``train_meta.json``, and ``model_config.json`` written by the loop from
+`RegressionTask.run_config`: the `RegressionNet` configuration), so the methods ``dhn`` and ``mhn``
 (`build_dhn_method`, `build_mhn_method`) rebuild the networks without being told the options.
 `train_stage` trains one of them; `make_train_dataset` reads a DLK folder for it, optionally
 drawing fresh perturbations on the fly (`resample_perturbations`, mono-modal data only).
@@ -43,7 +43,7 @@ drawing fresh perturbations on the fly (`resample_perturbations`, mono-modal dat
 
 from __future__ import annotations
 
-import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -57,7 +57,6 @@ from deeplk.data.protocol import INPUT_SIZE, PATCH_OFFSET, TEMPLATE_SIZE
 from deeplk.geometry import corner_error, corners_to_homography, invert_homography, transform_points
 from deeplk.lk import to_grayscale
 from deeplk.paths import resolve
-from deeplk.utils import write_text_atomic
 from deeplk.warp import warp_image
 
 __all__ = [
@@ -67,7 +66,7 @@ __all__ = [
     "OFFSET_SCALE",
     "BASE_CORNERS",
     "MHN_STAGES",
-    "CONFIG_NAME",
+    "FAMILY",
     "METHOD_DESCRIPTIONS",
     "AUGMENTATIONS",
     "pack_pair",
@@ -77,28 +76,26 @@ __all__ = [
     "compose_residual",
     "regression_loss",
     "RegressionNet",
+    "RegressionConfig",
     "cascade_corners",
     "RegressionTask",
     "resample_perturbations",
     "curriculum_offset",
     "make_train_dataset",
     "stage_dir",
-    "write_model_config",
-    "read_model_config",
     "load_stage",
     "train_stage",
     "build_dhn_method",
     "build_mhn_method",
+    "build_method",
     "evaluate_stage",
-    "benchmark_case",
 ]
 
 #: Default scale of the regression targets: the net's last layer predicts offsets / 32.
 OFFSET_SCALE = 32.0
 MHN_STAGES = 3
-#: File written next to the weights of every trained stage.
-CONFIG_NAME = "model_config.json"
-_CONFIG_FORMAT = 1
+#: The family name in ``model_config.json`` (`deeplk.train.read_run_config`).
+FAMILY = "regression"
 MODELS = ("dhn", "mhn")
 #: ``"none"``: the dataset as stored; ``"resample"``: fresh corners and templates cut from the
 #: input on the fly (`resample_perturbations`; mono-modal datasets only).
@@ -387,6 +384,40 @@ def _standardize(packed: tf.Tensor, eps: float = 1e-4) -> tf.Tensor:
     return tf.concat([x0, x1], axis=-1)
 
 
+@dataclass
+class RegressionConfig:
+    """The architecture of a DHN / MHN-stage network: the `RegressionNet` arguments, validated on
+    construction (invalid values raise ``ValueError`` naming the field)."""
+
+    filters: Sequence[int] = (32, 64, 64, 128, 128)
+    final_filters: int = 256
+    dense_units: int = 1024
+    dropout: float = 0.2
+    input_scale: float = 1.0
+    batch_norm: bool = True
+    offset_scale: float = OFFSET_SCALE
+    normalize: bool = False
+    bn_momentum: float = 0.99
+
+    def __post_init__(self):
+        config = RegressionNet(**asdict(self)).get_config()
+        for key in asdict(self):
+            setattr(self, key, config[key])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _config(value) -> RegressionConfig:
+    """A `RegressionConfig` from one, a dict (a Keras ``get_config`` of `RegressionNet` too: its
+    ``name`` is dropped) or ``None``."""
+    from deeplk.train import as_config
+
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if k != "name"}
+    return as_config(RegressionConfig, value, "model_config")
+
+
 def _net(config: dict | None) -> RegressionNet:
     net = RegressionNet(**(config or {}))
     net.build((None, INPUT_SIZE, INPUT_SIZE, 2))
@@ -430,11 +461,12 @@ class RegressionTask:
     """`deeplk.train.TrainTask` of one DHN network or one MHN stage.
 
     Args:
-        net_config: `RegressionNet` arguments (``None``: the defaults).
+        net_config: a `RegressionConfig` or its fields as a dict (``None``: the defaults).
         previous: the trained earlier stages (MHN stage ``k`` gets stages ``1..k-1``), frozen:
             they run in inference mode and no gradient flows into them or through the warp.
         init_weights: a ``.weights.h5`` file of the same architecture to start from (MHN stage
             ``k`` starts from stage ``k - 1``); ignored when `deeplk.train.train` resumes.
+        model, stage: ``"dhn"`` or ``"mhn"`` and the stage, recorded in ``model_config.json``.
 
     The loss is `regression_loss` of the stage's offsets against the true ones (for ``k > 1``
     the residual in the warped frame, `residual_offsets`); the metric ``pe`` is the mean corner
@@ -442,10 +474,16 @@ class RegressionTask:
     """
 
     def __init__(self, net_config: dict | None = None, previous: Sequence[RegressionNet] = (),
-                 init_weights=None):
-        self.net_config = RegressionNet(**(net_config or {})).get_config()  # validates
+                 init_weights=None, model: str = "dhn", stage: int = 1):
+        self.net_config = _config(net_config).to_dict()  # validates
         self.previous = list(previous)
         self.init_weights = None if init_weights is None else str(init_weights)
+        self.stage = _check_model(model, stage)
+        self.model = model
+
+    def run_config(self) -> dict:
+        """What `deeplk.train.train` writes to ``model_config.json``."""
+        return {"family": FAMILY, "model": self.net_config, "task": {"model": self.model, "stage": self.stage}}
 
     def build_model(self) -> RegressionNet:
         net = _net(self.net_config)
@@ -582,67 +620,31 @@ def stage_dir(checkpoint_dir, model: str, stage: int = 1) -> Path:
     return root / "dhn" if model == "dhn" else root / "mhn" / f"stage{stage}"
 
 
-def write_model_config(folder, net_config: dict, model: str, stage: int = 1) -> Path:
-    """Write ``<folder>/model_config.json`` (atomically): the `RegressionNet` config of a stage."""
-    stage = _check_model(model, stage)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    config = RegressionNet(**(net_config or {})).get_config()
-    record = {"format": _CONFIG_FORMAT, "model": model, "stage": stage, "net": config}
-    path = folder / CONFIG_NAME
-    write_text_atomic(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def read_model_config(folder) -> dict:
-    """The record written by `write_model_config`; clear errors naming the folder/file."""
-    folder = Path(folder)
-    path = folder / CONFIG_NAME
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"no trained model in {folder}: the folder does not exist (train it with "
-            "notebooks/01_train_regression.ipynb or deeplk.models.regression.train_stage)"
-        )
-    if not path.is_file():
-        raise FileNotFoundError(f"no {CONFIG_NAME} in {folder}: not a trained regression stage")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        net = dict(record["net"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"cannot read {path}: {e}") from None
-    if record.get("format") != _CONFIG_FORMAT:
-        raise ValueError(f"{path} has format {record.get('format')!r}, expected {_CONFIG_FORMAT}")
-    record["net"] = net
-    return record
-
-
 def load_stage(folder) -> RegressionNet:
     """The trained `RegressionNet` in `folder` (its config from ``model_config.json``, weights
-    from the latest checkpoint or ``final.weights.h5`` via `deeplk.train.load_latest`)."""
-    from deeplk.train import load_latest
+    from the latest checkpoint or ``final.weights.h5``, via `deeplk.train.load_run`)."""
+    from deeplk.train import load_run
 
-    folder = Path(folder)
-    record = read_model_config(folder)
     try:
-        return load_latest(RegressionTask(record["net"]), folder)
+        return load_run(folder, lambda record: RegressionTask(record.model), FAMILY)[0]
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"no trained weights in {folder}: {e}") from None
+        raise FileNotFoundError(
+            f"{e} (train it with notebooks/01_train_regression.ipynb or "
+            "deeplk.models.regression.train_stage)") from None
 
 
-def _same_net(a: dict, b: dict) -> bool:
-    ca, cb = RegressionNet(**(a or {})).get_config(), RegressionNet(**(b or {})).get_config()
-    ca.pop("name"), cb.pop("name")
-    return ca == cb
+def _same_net(a, b) -> bool:
+    return _config(a) == _config(b)
 
 
 def train_stage(model: str, stage: int, dataset, checkpoint_dir="checkpoints", steps: int = 1000,
-                learning_rate: float = 1e-3, seed: int = 0, net_options: dict | None = None,
+                learning_rate: float = 1e-3, seed: int = 0, model_config=None,
                 init_from_previous: bool = True, init_weights=None, **train_options):
     """Train DHN (``model="dhn"``) or one MHN stage with `deeplk.train.train`.
 
     The run's folder is `stage_dir` (checkpoints, ``final.weights.h5``, ``model_config.json``);
     a folder with checkpoints resumes. MHN stage ``k > 1`` needs stages ``1..k-1`` trained in
-    the same `checkpoint_dir`; it uses their architecture (`net_options` must agree or be
+    the same `checkpoint_dir`; it uses their architecture (`model_config` must agree or be
     ``None``) and, with `init_from_previous`, starts from stage ``k - 1``'s weights.
     `init_weights` (a ``.weights.h5`` of the same architecture) is another starting point; both
     only apply to a fresh run (a folder with checkpoints resumes from them).
@@ -655,7 +657,7 @@ def train_stage(model: str, stage: int, dataset, checkpoint_dir="checkpoints", s
     Returns:
         The `deeplk.train.TrainResult`.
     """
-    from deeplk.train import TrainConfig, train
+    from deeplk.train import RUN_CONFIG_NAME, TrainConfig, read_run_config, train
 
     stage = _check_model(model, stage)
     folder = stage_dir(checkpoint_dir, model, stage)
@@ -664,13 +666,13 @@ def train_stage(model: str, stage: int, dataset, checkpoint_dir="checkpoints", s
     if stage > 1:
         dirs = [stage_dir(checkpoint_dir, model, k) for k in range(1, stage)]
         previous = [load_stage(d) for d in dirs]
-        prev_net = read_model_config(dirs[-1])["net"]
-        if net_options is not None and not _same_net(net_options, prev_net):
+        prev_net = read_run_config(dirs[-1], FAMILY).model
+        if model_config is not None and not _same_net(model_config, prev_net):
             raise ValueError(
-                f"`net_options` {net_options!r} differ from stage {stage - 1}'s architecture in "
-                f"{dirs[-1] / CONFIG_NAME} ({prev_net!r}); MHN stages share one architecture"
+                f"`model_config` {model_config!r} differs from stage {stage - 1}'s architecture in "
+                f"{dirs[-1] / RUN_CONFIG_NAME} ({prev_net!r}); MHN stages share one architecture"
             )
-        net_options = prev_net
+        model_config = prev_net
         if init_from_previous:
             init = dirs[-1] / "final.weights.h5"
             if not init.is_file():
@@ -679,16 +681,15 @@ def train_stage(model: str, stage: int, dataset, checkpoint_dir="checkpoints", s
         init = Path(init_weights)
         if not init.is_file():
             raise FileNotFoundError(f"`init_weights` file not found: {init}")
-    net_config = RegressionNet(**(net_options or {})).get_config()
-    if (folder / CONFIG_NAME).is_file():
-        old = read_model_config(folder)["net"]
+    net_config = _config(model_config).to_dict()
+    if (folder / RUN_CONFIG_NAME).is_file():
+        old = read_run_config(folder, FAMILY).model
         if not _same_net(old, net_config) and any(folder.glob("ckpt-*")):
             raise ValueError(
                 f"{folder} holds a checkpoint of another architecture ({old!r}); use another "
                 "`checkpoint_dir` or delete the folder"
             )
-    write_model_config(folder, net_config, model, stage)
-    task = RegressionTask(net_config, previous=previous, init_weights=init)
+    task = RegressionTask(net_config, previous=previous, init_weights=init, model=model, stage=stage)
     config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=seed, checkpoint_dir=folder,
                          **train_options)
     return train(task, dataset, config)
@@ -728,6 +729,15 @@ def build_mhn_method(checkpoint_dir=None, stages: int = MHN_STAGES):
     return _predictor([load_stage(stage_dir(root, "mhn", k)) for k in range(1, stages + 1)])
 
 
+def build_method(name: str, checkpoint_dir=None, **options):
+    """The family's method builder (`deeplk.methods`): ``"dhn"`` (`build_dhn_method`) or
+    ``"mhn"`` (`build_mhn_method`, option ``stages``)."""
+    builders = {"dhn": build_dhn_method, "mhn": build_mhn_method}
+    if name not in builders:
+        raise ValueError(f"the regression family builds {sorted(builders)}, not {name!r}")
+    return builders[name](checkpoint_dir, **options)
+
+
 def evaluate_stage(model: str, stage: int, checkpoint_dir, inputs, templates, true_corners,
                    batch_size: int = 64):
     """Score the trained DHN, or MHN up to `stage`, against ``identity`` on some samples.
@@ -742,10 +752,7 @@ def evaluate_stage(model: str, stage: int, checkpoint_dir, inputs, templates, tr
         as in ``summary.json`` (`deeplk.evaluate.summarize`; ``name`` is ``"dhn"``, ``"mhn"``,
         or ``"mhn_stages1-k"`` for fewer stages) and the ``(N, 4, 2)`` predictions.
     """
-    import time
-
-    from deeplk import evaluate
-    from deeplk.methods import evaluate_methods
+    from deeplk import baselines, evaluate
 
     stage = _check_model(model, stage)
     if model == "dhn":
@@ -753,41 +760,12 @@ def evaluate_stage(model: str, stage: int, checkpoint_dir, inputs, templates, tr
     else:
         predict = build_mhn_method(checkpoint_dir, stages=stage)
         name = "mhn" if stage == MHN_STAGES else f"mhn_stages1-{stage}"
-    summaries, _ = evaluate_methods(inputs, templates, true_corners, ["identity"], progress=False)
-    n = len(inputs)
-    predict(inputs[:min(batch_size, n)], templates[:min(batch_size, n)])  # warm-up (tracing)
-    parts, failed, t0 = [], [], time.perf_counter()
-    for start in range(0, n, batch_size):
-        c, f = predict(inputs[start:start + batch_size], templates[start:start + batch_size])
-        parts.append(c)
-        failed.append(f)
-    seconds = time.perf_counter() - t0
-    corners = np.concatenate(parts)
-    errors = evaluate.corner_errors(corners, true_corners, np.concatenate(failed))
-    summaries[name] = evaluate.summarize(errors, seconds=seconds)
+
+    def identity(i, t):
+        return baselines.predict_batch(baselines.BASELINES["identity"], i, t)
+
+    summaries, corners = {}, None
+    for key, run, warm_up in (("identity", identity, False), (name, predict, True)):
+        corners, failed, seconds = evaluate.run_predictor(run, inputs, templates, batch_size, warm_up=warm_up)
+        summaries[key] = evaluate.summarize(evaluate.corner_errors(corners, true_corners, failed), seconds=seconds)
     return summaries, corners
-
-
-def benchmark_case(name: str = "dhn", batch_size: int = 32, seed: int = 0):
-    """A task and one synthetic batch for a training-step benchmark (untrained weights).
-
-    Names: ``"dhn"`` (full resolution), ``"dhn_half"`` (``input_scale=0.5``), ``"dhn_demo"`` (the
-    demo profile's net: ``input_scale=0.25``, ``normalize``, no dropout), ``"mhn_stage2"``,
-    ``"mhn_stage3"`` (full resolution; the frozen earlier stages are untrained nets of the same
-    architecture, which costs the same as trained ones).
-
-    Returns:
-        ``(task, batch)`` with ``batch = (inputs (B, 192, 192, 3), templates (B, 128, 128, 3),
-        corners (B, 4, 2))`` float32 tensors, the templates cut from the inputs.
-    """
-    cases = {"dhn": ({}, 0), "dhn_half": ({"input_scale": 0.5}, 0),
-             "dhn_demo": ({"input_scale": 0.25, "normalize": True, "dropout": 0.0, "bn_momentum": 0.9}, 0),
-             "mhn_stage2": ({}, 1),
-             "mhn_stage3": ({}, 2)}
-    if name not in cases:
-        raise ValueError(f"unknown benchmark case {name!r}; choose one of {sorted(cases)}")
-    options, n_prev = cases[name]
-    rng = np.random.default_rng(seed)
-    inputs = tf.constant(rng.random((batch_size, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.float32))
-    batch = resample_perturbations(inputs, tf.constant([seed, 0], tf.int64))
-    return RegressionTask(options, previous=[_net(options) for _ in range(n_prev)]), batch

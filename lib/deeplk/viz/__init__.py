@@ -12,6 +12,7 @@ written through a temporary name and renamed when complete.
 - `deeplk.viz.landscape`: `loss_landscape`, `alignment_loss`, `plot_landscapes`.
 - `deeplk.viz.explore`: the `Explorer` callbacks of notebook 06, `build_widgets`,
   `frontend_available`.
+- `deeplk.viz.report`: `plot_success_curves`, `save_success_curve` (figures of an evaluation).
 
 Every public name of the submodules is also available here (``from deeplk import viz;
 viz.overlay_array``); the TensorFlow-backed submodules load on first use.
@@ -24,7 +25,7 @@ import importlib
 from deeplk.viz.figures import *  # noqa: F401,F403
 from deeplk.viz.figures import __all__ as _figures_all
 
-_LAZY_MODULES = ("sources", "playback", "landscape", "explore")
+_LAZY_MODULES = ("sources", "playback", "landscape", "explore", "report")
 _LAZY_NAMES = {
     "sources": ("BRANCHES", "FeatureSource", "intensity_source", "untrained_source", "level_scale", "dlkfm_source",
                 "load_learned_source"),
@@ -32,6 +33,7 @@ _LAZY_NAMES = {
                  "save_animation", "plot_playback", "filmstrip_frames", "plot_filmstrip"),
     "landscape": ("PARAMETERS", "Landscape", "alignment_loss", "perturbed_homographies", "loss_landscape",
                   "plot_landscapes"),
+    "report": ("plot_success_curves", "save_success_curve"),
     "explore": ("CHANNEL_VIEWS", "Explorer", "channel_map", "build_widgets", "frontend_available",
                 "untrained_banner"),
 }

@@ -215,8 +215,8 @@ def load_learned_source(checkpoint_dir="checkpoints", seed: int = 0) -> FeatureS
 
     - Trained levels found (`deeplk.models.dlkfm.trained_levels`): the model of the highest one
       (`deeplk.models.dlkfm.load_dlkfm`, levels ``1..k``), ``trained=True``.
-    - No trained level: the DLKFM architecture (its ``config.json`` if present) with random
-      initial weights from `seed`, ``trained=False``; the note names the folder searched.
+    - No trained level: the DLKFM architecture (level 1's ``model_config.json`` if present) with
+      random initial weights from `seed`, ``trained=False``; the note names the folder searched.
     - DLKFM not importable: `untrained_source` (``trained=False``), the note says why.
 
     Never raises for a missing checkpoint: the explorer must open on a fresh checkout.
@@ -234,8 +234,8 @@ def load_learned_source(checkpoint_dir="checkpoints", seed: int = 0) -> FeatureS
         model = dlkfm.load_dlkfm(checkpoint_dir, top)
         return dlkfm_source(model, True, f"DLKFM levels 1-{top} trained, from {dlkfm.level_dir(checkpoint_dir, top)}")
     try:
-        arch = dlkfm.read_config(checkpoint_dir)
-    except (FileNotFoundError, ValueError):
+        arch = dlkfm.level_architecture(checkpoint_dir, 1) or {}
+    except ValueError:
         arch = {}
     model = dlkfm.make_dlkfm_net(3, seed=seed, **arch)
     return dlkfm_source(model, False, f"no trained DLKFM in {root}: the DLKFM architecture with random initial "
