@@ -24,7 +24,7 @@ from deeplk import baselines, evaluate
 __all__ = ["METHOD_NAMES", "MethodInfo", "available_methods", "get_method", "evaluate_methods", "photometric_residual"]
 
 # Every name the project promises (DESIGN.md); `available_methods()` lists those implemented.
-METHOD_NAMES = ("identity", "sift", "orb", "ecc", "lk", "hybrid", "dhn", "mhn", "hnet_sup", "hnet_unsup", "clkn", "dlkfm")
+METHOD_NAMES = ("identity", "sift", "orb", "ecc", "lk", "lk_mind", "hybrid", "dhn", "mhn", "hnet_sup", "hnet_unsup", "clkn", "dlkfm")
 
 Predictor = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -63,6 +63,22 @@ def _build_lk(checkpoint_dir=None, levels: int = 3, **lk_options) -> Predictor:
         corners = _lk_corners(result.H, np.shape(templates))
         corners[failed] = np.nan
         return corners, failed
+
+    return predict
+
+
+def _build_lk_mind(checkpoint_dir=None, descriptor: str = "mind", descriptor_options=None, levels: int = 3,
+                   **lk_options) -> Predictor:
+    """The ``lk`` method on a modality-independent descriptor (`deeplk.descriptors`) of both
+    images instead of grey intensities: the descriptor is computed at full resolution and the
+    multi-channel LK of `align_images` averages it down its pyramid."""
+    from deeplk.descriptors import describe
+
+    lk = _build_lk(levels=levels, grayscale=False, **lk_options)
+    options = dict(descriptor_options or {})
+
+    def predict(inputs, templates):
+        return lk(*(describe(np.asarray(x, np.float32), descriptor, **options) for x in (inputs, templates)))
 
     return predict
 
@@ -131,6 +147,7 @@ _REGISTRY: dict[str, MethodInfo] = {
     "orb": MethodInfo("orb", "ORB + ratio test 0.8 + RANSAC 5 px (OpenCV)", _per_pair("orb")),
     "ecc": MethodInfo("ecc", "OpenCV findTransformECC, homography, 3-level pyramid, centred start", _per_pair("ecc")),
     "lk": MethodInfo("lk", "batched pyramid LK on grey intensities (translation stage, ESM coarse, IC finest), 3 levels, centred start", _build_lk, batched=True),
+    "lk_mind": MethodInfo("lk_mind", "the lk method on the MIND self-similarity descriptor of both images (modality independent)", _build_lk_mind, batched=True),
     "hybrid": MethodInfo("hybrid", "SIFT+RANSAC or centred start, LK refinement, lower photometric residual wins", _build_hybrid, batched=True),
 }
 
