@@ -72,8 +72,10 @@ def _build_lk_mind(checkpoint_dir=None, descriptor: str = "mind", descriptor_opt
     """The ``lk`` method on a modality-independent descriptor (`deeplk.descriptors`) of both
     images instead of grey intensities: the descriptor is computed at full resolution and the
     multi-channel LK of `align_images` averages it down its pyramid."""
-    from deeplk.descriptors import describe
+    from deeplk.descriptors import DESCRIPTORS, describe
 
+    if descriptor not in DESCRIPTORS:
+        raise ValueError(f"unknown descriptor {descriptor!r}; choose one of {sorted(DESCRIPTORS)}")
     lk = _build_lk(levels=levels, grayscale=False, **lk_options)
     options = dict(descriptor_options or {})
 
