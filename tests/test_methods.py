@@ -100,9 +100,9 @@ def test_lk_mind_aligns_inverted_contrast_where_lk_cannot():
 
 def test_lk_mind_options():
     """The descriptor and its options reach `deeplk.descriptors`; a bad name is a clear error."""
-    x = np.random.default_rng(0).random((1, 192, 192, 3), np.float32)
-    t = x[:, 32:160, 32:160]
     with pytest.raises(ValueError, match="unknown descriptor 'nope'"):
         methods.get_method("lk_mind", descriptor="nope")
     with pytest.raises(ValueError, match="`distance`"):
-        methods.get_method("lk_mind", descriptor_options={"distance": 0})(x, t)
+        methods.get_method("lk_mind", descriptor_options={"distance": 0})
+    with pytest.raises(ValueError, match="`epsilon` must be > 0"):
+        methods.get_method("lk_mind", descriptor="orientation", descriptor_options={"epsilon": 0})

@@ -72,15 +72,17 @@ def _build_lk_mind(checkpoint_dir=None, descriptor: str = "mind", descriptor_opt
     """The ``lk`` method on a modality-independent descriptor (`deeplk.descriptors`) of both
     images instead of grey intensities: the descriptor is computed at full resolution and the
     multi-channel LK of `align_images` averages it down its pyramid."""
-    from deeplk.descriptors import DESCRIPTORS, describe
+    import tensorflow as tf
 
-    if descriptor not in DESCRIPTORS:
-        raise ValueError(f"unknown descriptor {descriptor!r}; choose one of {sorted(DESCRIPTORS)}")
-    lk = _build_lk(levels=levels, grayscale=False, **lk_options)
+    from deeplk.descriptors import describe
+
     options = dict(descriptor_options or {})
+    describe(np.zeros((1, 8, 8, 1), np.float32), descriptor, **options)  # bad options fail here
+    lk = _build_lk(levels=levels, grayscale=False, **lk_options)
+    compiled = tf.function(lambda x: describe(x, descriptor, **options), jit_compile=True)
 
     def predict(inputs, templates):
-        return lk(*(describe(np.asarray(x, np.float32), descriptor, **options) for x in (inputs, templates)))
+        return lk(*(compiled(np.asarray(x, np.float32)) for x in (inputs, templates)))
 
     return predict
 
