@@ -26,7 +26,10 @@ quantities that scale alike, and the regularisers are relative to the image's ow
 Channels of the input are combined inside the statistics (sums of squared differences or of
 gradient products over channels), so RGB and grey images are handled alike.
 
-`describe(images, name)` dispatches by name (`DESCRIPTORS`).
+`describe(images, name)` dispatches by name (`DESCRIPTORS`). The ``lk_mind`` method
+(`deeplk.methods`) uses `mind` with its defaults: on real satellite / map-rendering pairs it put
+more samples under 3, 5 and 10 px than the orientation field or other MIND settings (larger
+patches, longer offsets, six or eight offsets).
 """
 
 from __future__ import annotations
@@ -52,10 +55,9 @@ def _images(name: str, images) -> tf.Tensor:
     if not x.dtype.is_floating:
         raise ValueError(f"`{name}` must be a floating tensor, got dtype {x.dtype.name}")
     check_shape(name, x, (None, None, None, None), "B x H x W x C images")
+    if x.shape[1] is None or x.shape[2] is None:
+        raise ValueError(f"`{name}` must have a static height and width, got {tuple(x.shape)}")
     for axis, what in ((1, "height"), (2, "width"), (3, "channel count")):
-        if x.shape[axis] is None and axis in (1, 2):
-            raise ValueError(f"`{name}` must have a static height and width, got "
-                             f"{tuple(x.shape)}")
         if x.shape[axis] is not None and x.shape[axis] < 1:
             raise ValueError(f"`{name}` must have a {what} of at least 1, got shape "
                              f"{tuple(x.shape)}")
@@ -72,9 +74,6 @@ def _non_negative(name: str, value) -> float:
 def _shift(x: tf.Tensor, dx: int, dy: int) -> tf.Tensor:
     """``out[:, y, x] = x[:, y + dy, x + dx]`` with edge replication outside the image."""
     h, w = int(x.shape[1]), int(x.shape[2])
-    r = max(abs(dx), abs(dy))
-    if r == 0:
-        return x
     ys = np.clip(np.arange(h) + dy, 0, h - 1)
     xs = np.clip(np.arange(w) + dx, 0, w - 1)
     return tf.gather(tf.gather(x, ys, axis=1), xs, axis=2)
