@@ -68,21 +68,28 @@ def _build_lk(checkpoint_dir=None, levels: int = 3, **lk_options) -> Predictor:
 
 
 def _build_lk_mind(checkpoint_dir=None, descriptor: str = "mind", descriptor_options=None, levels: int = 3,
-                   **lk_options) -> Predictor:
-    """The ``lk`` method on a modality-independent descriptor (`deeplk.descriptors`) of both
-    images instead of grey intensities: the descriptor is computed at full resolution and the
-    multi-channel LK of `align_images` averages it down its pyramid."""
+                   **lk_settings) -> Predictor:
+    """The ``lk`` method on a modality-independent descriptor (`deeplk.descriptors`, `descriptor`
+    with `descriptor_options`) of both images instead of grey intensities: the descriptor is
+    computed at full resolution (XLA-compiled) and the multi-channel LK of `align_images`
+    (same pyramid, defaults and convergence rule as ``lk``; `lk_settings` as there) averages it
+    down its pyramid."""
     import tensorflow as tf
 
     from deeplk.descriptors import describe
+    from deeplk.lk import align_images
 
     options = dict(descriptor_options or {})
     describe(np.zeros((1, 8, 8, 1), np.float32), descriptor, **options)  # bad options fail here
-    lk = _build_lk(levels=levels, grayscale=False, **lk_options)
     compiled = tf.function(lambda x: describe(x, descriptor, **options), jit_compile=True)
 
     def predict(inputs, templates):
-        return lk(*(compiled(np.asarray(x, np.float32)) for x in (inputs, templates)))
+        features = [compiled(np.asarray(x, np.float32)) for x in (inputs, templates)]
+        result = align_images(*features, levels=levels, grayscale=False, **lk_settings)
+        failed = result.failed.numpy()
+        corners = _lk_corners(result.H, np.shape(templates))
+        corners[failed] = np.nan
+        return corners, failed
 
     return predict
 
