@@ -106,4 +106,3 @@ def test_evaluate_methods_records(pairs):
     assert s["n"] == 6 and s["ms_per_pair"] > 0
     assert set(s["success"]) == {"0.1", "0.5", "1", "3", "5", "10", "20"}
     assert errors["identity"].shape == (6,) and summaries["identity"]["success"]["1"] == 0.0
-
