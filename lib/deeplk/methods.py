@@ -24,7 +24,7 @@ from deeplk.geometry_np import centred_homography
 __all__ = ["METHOD_NAMES", "FAMILIES", "MethodInfo", "available_methods", "get_method", "evaluate_methods", "photometric_residual"]
 
 # Every name the project promises (DESIGN.md); `available_methods()` lists those implemented.
-METHOD_NAMES = ("identity", "sift", "orb", "ecc", "lk", "hybrid", "dhn", "mhn", "hnet_sup", "hnet_unsup", "clkn", "dlkfm")
+METHOD_NAMES = ("identity", "sift", "orb", "ecc", "lk", "lk_mind", "hybrid", "dhn", "mhn", "hnet_sup", "hnet_unsup", "clkn", "dlkfm")
 
 Predictor = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -65,6 +65,33 @@ def _build_lk(checkpoint_dir=None, levels: int = 3, lk_options=None, **settings)
 
     def predict(inputs, templates):
         result = align_images(np.asarray(inputs, np.float32), np.asarray(templates, np.float32), levels=levels, options=options)
+        failed = result.failed.numpy()
+        corners = _lk_corners(result.H, np.shape(templates))
+        corners[failed] = np.nan
+        return corners, failed
+
+    return predict
+
+
+def _build_lk_mind(checkpoint_dir=None, descriptor: str = "mind", descriptor_options=None, levels: int = 3,
+                   **lk_settings) -> Predictor:
+    """The ``lk`` method on a modality-independent descriptor (`deeplk.descriptors`, `descriptor`
+    with `descriptor_options`) of both images instead of grey intensities: the descriptor is
+    computed at full resolution (XLA-compiled) and the multi-channel LK of `align_images`
+    (same pyramid, defaults and convergence rule as ``lk``; `lk_settings` as there) averages it
+    down its pyramid."""
+    import tensorflow as tf
+
+    from deeplk.descriptors import describe
+    from deeplk.lk import align_images
+
+    options = dict(descriptor_options or {})
+    describe(np.zeros((1, 8, 8, 1), np.float32), descriptor, **options)  # bad options fail here
+    compiled = tf.function(lambda x: describe(x, descriptor, **options), jit_compile=True)
+
+    def predict(inputs, templates):
+        features = [compiled(np.asarray(x, np.float32)) for x in (inputs, templates)]
+        result = align_images(*features, levels=levels, grayscale=False, **lk_settings)
         failed = result.failed.numpy()
         corners = _lk_corners(result.H, np.shape(templates))
         corners[failed] = np.nan
@@ -140,6 +167,7 @@ _REGISTRY: dict[str, MethodInfo] = {
     "orb": MethodInfo("orb", "ORB + ratio test 0.8 + RANSAC 5 px (OpenCV)", _per_pair("orb")),
     "ecc": MethodInfo("ecc", "OpenCV findTransformECC, homography, 3-level pyramid, centred start", _per_pair("ecc")),
     "lk": MethodInfo("lk", "batched pyramid LK on grey intensities (translation stage, ESM coarse, IC finest), 3 levels, centred start", _build_lk, batched=True),
+    "lk_mind": MethodInfo("lk_mind", "the lk method on the MIND self-similarity descriptor of both images (modality independent)", _build_lk_mind, batched=True),
     "hybrid": MethodInfo("hybrid", "SIFT+RANSAC or centred start, LK refinement, lower photometric residual wins", _build_hybrid, batched=True),
 }
 
