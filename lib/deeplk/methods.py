@@ -53,51 +53,52 @@ def _lk_corners(H, template_shape) -> np.ndarray:
     return homography_to_corners(H, tuple(template_shape[1:3])).numpy().astype(np.float64)
 
 
+def _lk_predictor(levels: int, options, features=None) -> Predictor:
+    """Pyramid LK (`deeplk.lk.align_images`) from the centred guess on grey intensities, or on
+    ``features(images)`` of both images when given (multi-channel, not converted to grey)."""
+    from deeplk.lk import align_images
+
+    def predict(inputs, templates):
+        images = [np.asarray(x, np.float32) for x in (inputs, templates)]
+        if features is not None:
+            images = [features(x) for x in images]
+        result = align_images(*images, levels=levels, options=options, grayscale=features is None)
+        failed = result.failed.numpy()
+        corners = _lk_corners(result.H, np.shape(templates))
+        corners[failed] = np.nan
+        return corners, failed
+
+    return predict
+
+
 def _build_lk(checkpoint_dir=None, levels: int = 3, lk_options=None, **settings) -> Predictor:
     """Pyramid LK on grey intensities from the centred guess (`deeplk.lk.align_images`).
 
     `lk_options`: an `deeplk.lk.LKOptions` (or a dict of its fields); `settings`: its fields
     given one by one (``max_iterations=...``), replacing those of `lk_options`. Validated here.
     """
-    from deeplk.lk import LKOptions, align_images
+    from deeplk.lk import LKOptions
 
-    options = LKOptions.coerce(lk_options, **settings)
-
-    def predict(inputs, templates):
-        result = align_images(np.asarray(inputs, np.float32), np.asarray(templates, np.float32), levels=levels, options=options)
-        failed = result.failed.numpy()
-        corners = _lk_corners(result.H, np.shape(templates))
-        corners[failed] = np.nan
-        return corners, failed
-
-    return predict
+    return _lk_predictor(levels, LKOptions.coerce(lk_options, **settings))
 
 
 def _build_lk_mind(checkpoint_dir=None, descriptor: str = "mind", descriptor_options=None, levels: int = 3,
-                   **lk_settings) -> Predictor:
+                   lk_options=None, **settings) -> Predictor:
     """The ``lk`` method on a modality-independent descriptor (`deeplk.descriptors`, `descriptor`
     with `descriptor_options`) of both images instead of grey intensities: the descriptor is
     computed at full resolution (XLA-compiled) and the multi-channel LK of `align_images`
-    (same pyramid, defaults and convergence rule as ``lk``; `lk_settings` as there) averages it
-    down its pyramid."""
+    (same pyramid, defaults and convergence rule as ``lk``; `lk_options` / `settings` as there)
+    averages it down its pyramid."""
     import tensorflow as tf
 
     from deeplk.descriptors import describe
-    from deeplk.lk import align_images
+    from deeplk.lk import LKOptions
 
-    options = dict(descriptor_options or {})
-    describe(np.zeros((1, 8, 8, 1), np.float32), descriptor, **options)  # bad options fail here
-    compiled = tf.function(lambda x: describe(x, descriptor, **options), jit_compile=True)
-
-    def predict(inputs, templates):
-        features = [compiled(np.asarray(x, np.float32)) for x in (inputs, templates)]
-        result = align_images(*features, levels=levels, grayscale=False, **lk_settings)
-        failed = result.failed.numpy()
-        corners = _lk_corners(result.H, np.shape(templates))
-        corners[failed] = np.nan
-        return corners, failed
-
-    return predict
+    options = LKOptions.coerce(lk_options, **settings)
+    descriptor_options = dict(descriptor_options or {})
+    describe(np.zeros((1, 8, 8, 1), np.float32), descriptor, **descriptor_options)  # bad options fail here
+    compiled = tf.function(lambda x: describe(x, descriptor, **descriptor_options), jit_compile=True)
+    return _lk_predictor(levels, options, compiled)
 
 
 def photometric_residual(inputs, templates, input_H_template, min_valid_fraction: float = 0.5) -> np.ndarray:
