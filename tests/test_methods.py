@@ -108,6 +108,16 @@ def test_evaluate_methods_records(pairs):
     assert errors["identity"].shape == (6,) and summaries["identity"]["success"]["1"] == 0.0
 
 
+def test_evaluate_methods_passes_method_options(pairs):
+    inputs, templates, corners = pairs
+    with pytest.raises(ValueError, match="algorithm"):  # the options reach get_method("lk", ...)
+        methods.evaluate_methods(inputs, templates, corners, ["identity", "lk"], progress=False,
+                                 method_options={"lk": {"algorithm": "newton"}})
+    with pytest.raises(ValueError, match=r"names \['sift'\], which are not among"):
+        methods.evaluate_methods(inputs, templates, corners, ["identity"], progress=False,
+                                 method_options={"sift": {}})
+
+
 def test_lk_options_are_validated_when_the_method_is_built():
     from deeplk.lk import LKOptions
 

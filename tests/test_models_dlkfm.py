@@ -685,6 +685,23 @@ class TestInference:
         np.testing.assert_allclose(geometry.homography_to_corners(H_flat, 64).numpy(),
                                    np.broadcast_to(CENTRE_96, (3, 4, 2)), atol=1e-9)
 
+    def test_any_method_can_start_it(self, identity_checkpoint, textured_problem):
+        """`methods` builds the method named by `init` (here the training-free lk_mind) and
+        DLKFM starts from its corners."""
+        inputs, templates, _ = textured_problem
+        aligner = methods.get_method("dlkfm", checkpoint_dir=identity_checkpoint, init="lk_mind",
+                                     jit_compile=False)
+        assert aligner.init == "lk_mind"
+        expected, failed = methods.get_method("lk_mind")(inputs, templates)
+        start = geometry.homography_to_corners(aligner.initial_homographies(inputs, templates), 64)
+        ok = ~failed
+        assert ok.any()
+        np.testing.assert_allclose(start.numpy()[ok], expected[ok], atol=1e-3)
+        with pytest.raises(ValueError, match="cannot start from itself"):
+            methods.get_method("dlkfm", checkpoint_dir=identity_checkpoint, init="dlkfm")
+        with pytest.raises(RuntimeError, match="nosuch"):
+            methods.get_method("dlkfm", checkpoint_dir=identity_checkpoint, init="nosuch")
+
     def test_mhn_missing_is_a_clear_error(self, identity_checkpoint, tmp_path):
         with pytest.raises(ValueError, match="init_predictor"):
             D.build_dlkfm_method(identity_checkpoint, init="mhn")

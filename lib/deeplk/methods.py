@@ -201,14 +201,14 @@ def _module_exists(module: str) -> bool:
 
 
 def _initial_guess(name: str, checkpoint_dir) -> Predictor:
-    """The trained method `name` as another method's initial guess (DLKFM's ``init="mhn"``)."""
+    """The method `name` as another method's initial guess (DLKFM's ``init="mhn"``, ``"lk_mind"``)."""
     try:
         return get_method(name, checkpoint_dir=checkpoint_dir)
     except (ValueError, FileNotFoundError, ImportError) as e:
         from deeplk.paths import resolve
 
         raise RuntimeError(
-            f"the initial guess needs the trained `{name}` method (checkpoints under "
+            f"the initial guess needs the `{name}` method (checkpoints under "
             f"{resolve(checkpoint_dir or 'checkpoints') / name}): {e}") from e
 
 
@@ -222,8 +222,11 @@ def _family_info(name: str) -> MethodInfo | None:
     family = importlib.import_module(module)
 
     def build(checkpoint_dir=None, **options) -> Predictor:
-        if options.get("init") == "mhn" and options.get("init_predictor") is None:
-            options["init_predictor"] = _initial_guess("mhn", checkpoint_dir)
+        init = options.get("init")
+        if init not in (None, "centred", "sift") and options.get("init_predictor") is None:
+            if init == name:
+                raise ValueError(f"method {name!r} cannot start from itself (init={init!r})")
+            options["init_predictor"] = _initial_guess(init, checkpoint_dir)
         return family.build_method(name, checkpoint_dir=checkpoint_dir, **options)
 
     description = getattr(family, "METHOD_DESCRIPTIONS", {}).get(name, name)
@@ -269,8 +272,12 @@ def evaluate_methods(
     checkpoint_dir=None,
     batch_size: int = 64,
     progress: bool = True,
+    method_options: dict[str, dict] | None = None,
 ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """Run `methods` on the samples; return (summaries for summary.json, per-sample PE by method).
+
+    `method_options` maps a method name to the options of `get_method` for it, e.g.
+    ``{"dlkfm": {"init": "lk_mind"}}``.
 
     ``ms_per_pair`` is the method's wall time over all samples divided by their number, data
     loading excluded; batched (TensorFlow) methods get untimed warm-up calls first (one per batch
@@ -281,9 +288,13 @@ def evaluate_methods(
         raise ValueError("`methods` is empty: name at least one of " + ", ".join(available_methods()))
     if len(inputs) == 0:
         raise ValueError("no samples to evaluate")
+    method_options = dict(method_options or {})
+    unknown = sorted(set(method_options) - set(methods))
+    if unknown:
+        raise ValueError(f"`method_options` names {unknown}, which are not among `methods` {list(methods)}")
     summaries, errors = {}, {}
     for name in methods:
-        predict = get_method(name, checkpoint_dir=checkpoint_dir)
+        predict = get_method(name, checkpoint_dir=checkpoint_dir, **method_options.get(name, {}))
         corners, failed, seconds = evaluate.run_predictor(
             predict, inputs, templates, batch_size, warm_up=_info(name).batched, progress=progress, desc=name)
         errors[name] = evaluate.corner_errors(corners, true_corners, failed)

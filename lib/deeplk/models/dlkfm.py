@@ -897,6 +897,15 @@ def load_dlkfm(checkpoint_dir, levels: int = 3) -> DLKFMNet:
 # --------------------------------------------------------------------------------------------
 
 
+def _check_init(init, init_predictor) -> None:
+    """``init`` is ``"centred"``, ``"sift"``, or names the method whose predictor is given."""
+    if not isinstance(init, str):
+        raise ValueError(f"`init` must be a string ({INITS} or a method name), got {init!r}")
+    if init not in ("centred", "sift") and init_predictor is None:
+        raise ValueError(f"init={init!r} needs `init_predictor`, the predictor of the method "
+                         f"{init!r} (deeplk.methods.get_method('dlkfm', init={init!r}) builds it)")
+
+
 class DLKFMAligner:
     """Coarse-to-fine LK on the features of a `DLKFMNet` (the ``dlkfm`` method's predictor).
 
@@ -905,10 +914,11 @@ class DLKFMAligner:
     Args:
         model: a `DLKFMNet` (its ``levels`` are used, coarsest first).
         init: ``"centred"``, ``"sift"`` (SIFT + RANSAC, plausible results only, else centred) or
-            ``"mhn"`` (the ``mhn`` method; centred where it fails).
+            the name of the method `init_predictor` runs (the paper's ``"mhn"``, or e.g.
+            ``"dhn"``, ``"lk_mind"``; centred where it fails).
         init_predictor: ``predict(inputs, templates) -> (corners, failed)`` giving the initial
-            corners for ``init="mhn"`` (required then; ``deeplk.methods.get_method("dlkfm",
-            init="mhn")`` passes the trained ``mhn`` method).
+            corners (required for a method name; ``deeplk.methods.get_method("dlkfm",
+            init=name)`` passes the method `name`).
         feature_type: ``None`` (the model's), ``"regular"`` or ``"special"``.
         max_iterations, tolerance, damping: per level, coarsest first, passed to
             `deeplk.lk.pyramid_lucas_kanade`.
@@ -930,8 +940,7 @@ class DLKFMAligner:
                  tolerance=1e-2, damping: float = 1e-4, batch_size: int = 16,
                  jit_compile: bool = True, lk_options=None,
                  fold_batchnorm: bool = False):
-        if init not in INITS:
-            raise ValueError(f"`init` must be one of {INITS}, got {init!r}")
+        _check_init(init, init_predictor)
         self.model = model
         self.init = init
         self.feature_type = model.feature_type if feature_type is None else \
@@ -950,10 +959,6 @@ class DLKFMAligner:
                              "and damping as DLKFMAligner arguments")
         self._solver_options = self.lk_options.replace(**fixed)
         self.fold_batchnorm = bool(fold_batchnorm)
-        if init == "mhn" and init_predictor is None:
-            raise ValueError("init='mhn' needs `init_predictor`, the initial-guess predictor "
-                             "(deeplk.methods.get_method('dlkfm', init='mhn') passes the trained "
-                             "mhn method)")
         self.init_predictor = init_predictor
         self._features = tf.function(self._features_eager, reduce_retracing=True)
 
@@ -976,7 +981,7 @@ class DLKFMAligner:
                     inputs[i], templates[i])
                 if Hs is not None:
                     H[i] = Hs
-        elif self.init == "mhn":
+        elif self.init_predictor is not None:
             corners, failed = self.init_predictor(inputs, templates)
             corners = np.asarray(corners, np.float64)
             ok = ~np.asarray(failed, bool) & np.all(np.isfinite(corners), axis=(1, 2))
@@ -1024,26 +1029,21 @@ def build_dlkfm_method(checkpoint_dir=None, init: str = "centred", levels: Optio
 
     Args:
         checkpoint_dir: parent of ``dlkfm/`` (default ``checkpoints``).
-        init: ``"centred"``, ``"sift"`` or ``"mhn"`` (see `DLKFMAligner`).
+        init: ``"centred"``, ``"sift"`` or a method name (see `DLKFMAligner`).
         levels: use levels ``1..levels`` (coarsest = `levels`); ``None``: the highest trained
             level (a warning if it is below 3).
         feature_type: override the trained ``feature_type`` (``"regular"`` / ``"special"``).
-        init_predictor: the initial-guess predictor of ``init="mhn"`` (`deeplk.methods`
-            passes the trained ``mhn`` method; tests pass stand-ins).
+        init_predictor: the predictor of the method named by `init` (`deeplk.methods` passes
+            it, e.g. the trained ``mhn`` method; tests pass stand-ins).
         **options: `DLKFMAligner` options (``max_iterations``, ``tolerance``, ``damping``,
             ``batch_size``, ``jit_compile``, ``lk_options``).
 
     Raises:
         FileNotFoundError: naming ``<checkpoint_dir>/dlkfm`` (or the level folder) when no
             trained model is there.
-        ValueError: ``init="mhn"`` without `init_predictor`.
+        ValueError: a method name as `init` without `init_predictor`.
     """
-    if init not in INITS:
-        raise ValueError(f"`init` must be one of {INITS}, got {init!r}")
-    if init == "mhn" and init_predictor is None:
-        raise ValueError("init='mhn' needs `init_predictor`, the initial-guess predictor "
-                         "(deeplk.methods.get_method('dlkfm', init='mhn') passes the trained "
-                         "mhn method)")
+    _check_init(init, init_predictor)
     if levels is None:
         available = trained_levels(checkpoint_dir)
         if not available:

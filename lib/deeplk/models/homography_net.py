@@ -32,13 +32,9 @@ variance instead of the ImageNet preprocessing), ``bn_momentum`` (of every batch
 inference statistics follow a short training) and ``train_backbone`` (train the VGG layers too;
 default frozen, as in the paper).
 
-What made it learn on the demo (random backbone; measured at quarter scale): fusing the two images' features
-at pixel level, ``vgg_layer="block1_conv2"`` (stride 1). With the ``block2_conv2`` or
-``block3_conv4`` cut the supervised loss stayed at the no-offset loss for the first 400-700 steps
-of +-8 px pairs (measured, 400-step probes); with ``block1_conv2`` it dropped from step 200;
-``block1_conv1`` (the demo's cut) learns as well or slightly better at a tenth of the backbone cost.
-The demo profile then runs at ``input_scale=0.125`` (24 / 16 px): a third of the quarter-scale step
-cost, and lower error for the same training time.
+Without ImageNet weights the net learns from a backbone cut at ``block1_conv1`` or
+``block1_conv2`` (the two images' features meet pixel by pixel); the demo profile's settings and
+what was measured on the way are in ``docs/RESULTS.md``.
 
 Training (`deeplk.train.train`, one loop for every model):
 
