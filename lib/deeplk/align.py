@@ -1,0 +1,478 @@
+"""Align your own images: `align(image_a, image_b)` for two images of any size, and the
+``deeplk-align`` command.
+
+The result's ``H`` is the 3x3 homography **mapping image_b pixels onto image_a pixels** in the
+original images' pixel coordinates (``(x, y, 1)``, pixel centres at integers, ``H[2, 2] == 1``):
+image_a plays the methods' *input*, image_b their *template*, so ``H`` is ``a_H_b`` in the
+project's convention "H maps template pixels to input pixels" (DESIGN.md). It is what the
+command writes to ``homography.json``; ``cv2.warpPerspective(b, H, (wa, ha))`` brings image_b
+into image_a's frame.
+
+How a pair becomes the methods' frames
+--------------------------------------
+Every method of `deeplk.methods` takes a 192 x 192 input and a 128 x 128 template whose
+corners lie near the centred square (32, 32) ... (159, 159) of the input, within about +-32 px
+(the DLK sampling protocol). So both images are brought to one common 192 x 192 frame:
+
+- image_a is resized to 192 x 192 (area averaging when shrinking; the x and y scales differ for
+  a non-square image): ``a192 = S_a a`` with ``S_a`` the half-pixel-centre scaling
+  ``x' = (x + 0.5) * 192 / w - 0.5``;
+- image_b is resized the same way to 192 x 192 (``b192 = S_b b``) and its central 128 x 128
+  square ``b192[32:160, 32:160]`` is the template (``t = b192 - (32, 32)``, the translation ``T``);
+- the method returns ``input_H_template`` in the 192 frame and the result is mapped back:
+  ``a_H_b = S_a^-1 @ input_H_template @ T @ S_b``.
+
+If image_b shows the same scene as image_a, framed alike, the template sits on the centred
+guess, so the methods see the situation they were built for. What they can recover is what the
+protocol covers: corner displacements of up to about 32 of 192 px, i.e. a relative shift of up to
+about 1/6 of the image per corner (a translation of ~15% of the width or height), a scale ratio
+of about 0.75 to 1.33, a rotation of about +-15 degrees, or a combination of smaller ones.
+``bench/align.py --sweep`` measures the recovery rate against translation, scale and rotation.
+Beyond that range (image_b a small tile somewhere in a large image_a, say) pass a rough
+``init_H``: image_a is then cropped to the bounding box of image_b's outline under ``init_H``
+and image_b is warped by ``init_H`` into that crop, so the methods only see the residual motion;
+the final ``H`` is that residual composed with ``init_H``.
+
+``refine_size`` (default 768) adds a last step after the method: pyramid LK on intensities
+(`deeplk.lk.align_images`) in the same frames enlarged 2, 3 or 4 times (the largest whole
+multiple of 192 up to `refine_size` and the images' shorter sides; none for images under 384 px), started from the method's estimate, so the result is
+accurate to a fraction of a pixel of the *original* images, not of the 192 frame. It is kept only
+if it lowers the photometric residual and moves the corners by less than 4 px of the 192 frame.
+
+Confidence
+----------
+Two estimates are made in one batched call: the one above and a second whose template is taken
+12 px off-centre in the 192 frame of image_b (a second start for every method). The result
+combines three signals measured in the 192 frame of image_a (image_b warped into it by the
+result):
+
+- ``similarity``: the larger of the absolute zero-mean normalised cross-correlation (ZNCC) of
+  the grey levels (absolute: inverted contrast between modalities still counts) and the ZNCC of
+  the gradient magnitudes, over the overlap;
+- ``overlap``: the fraction of image_a's frame that image_b covers;
+- ``disagreement``: the mean distance (px of the 192 frame) between image_b's corners placed by
+  the two estimates.
+
+``confidence = clip(similarity, 0, 1) * min(1, overlap / 0.25) * exp(-(disagreement / 4) ** 2)``
+in [0, 1]; ``failed`` is true when the method itself failed or ``confidence < min_confidence``
+(default 0.3). The tests measure it on real photographs with known homographies and on pairs of
+unrelated photographs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = ["AlignResult", "align", "load_image", "warp_to_a", "overlay_image", "main"]
+
+#: Side of the methods' input frame and of their template.
+INPUT_SIZE = 192
+TEMPLATE_SIZE = 128
+#: Offset of the second start's template within image_b's 192 frame, (dx, dy) pixels.
+SECOND_START_OFFSET = (12, -12)
+#: Smallest image side accepted.
+MIN_SIDE = 16
+
+
+@dataclass(frozen=True)
+class AlignResult:
+    """The result of `align`.
+
+    Attributes:
+        H: ``(3, 3)`` float64 homography mapping image_b pixels onto image_a pixels (original
+            coordinates, ``H[2, 2] == 1``); NaN where the method returned nothing.
+        corners: ``(4, 2)`` float64, where image_b's corners (0, 0), (wb - 1, 0), (wb - 1, hb - 1),
+            (0, hb - 1) land in image_a (x, y pixels).
+        failed: the method failed, or the confidence is below ``min_confidence``.
+        confidence: in [0, 1] (see the module docstring).
+        seconds: wall time of the call (reading and resizing included).
+        method: the method's name.
+        shape_a, shape_b: ``(h, w)`` of the two images.
+        details: the parts of the confidence (``similarity``, ``overlap``, ``disagreement_px``,
+            ``method_failed``, ``refined``).
+    """
+
+    H: np.ndarray
+    corners: np.ndarray
+    failed: bool
+    confidence: float
+    seconds: float
+    method: str
+    shape_a: tuple
+    shape_b: tuple
+    details: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """The record written to ``homography.json``."""
+        finite = bool(np.all(np.isfinite(self.H)))
+        return {
+            "direction": "H maps image_b pixels (x, y, 1) onto image_a pixels",
+            "H": self.H.tolist() if finite else None,
+            "corners_of_b_in_a": self.corners.tolist() if finite else None,
+            "failed": bool(self.failed),
+            "confidence": round(float(self.confidence), 4),
+            "method": self.method,
+            "size_a": [int(self.shape_a[1]), int(self.shape_a[0])],
+            "size_b": [int(self.shape_b[1]), int(self.shape_b[0])],
+            "seconds": round(float(self.seconds), 3),
+            "details": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.details.items()},
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Reading images
+# --------------------------------------------------------------------------------------------
+
+
+def _read_file(path: Path, name: str) -> np.ndarray:
+    if not path.exists():
+        raise FileNotFoundError(f"{name}: image not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"{name}: not a file: {path}")
+    from PIL import Image, UnidentifiedImageError
+
+    try:  # PIL notices truncated files that OpenCV decodes silently with a grey tail
+        with Image.open(path) as im:
+            im.load()
+    except UnidentifiedImageError:
+        pass  # a format PIL does not know: OpenCV decides below
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"{name}: cannot read image {path} (truncated or corrupt: {e})") from None
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f"{name}: cannot read image {path} (not an image, or corrupt)")
+    if img.ndim == 3 and img.shape[2] >= 3:  # OpenCV decodes BGR(A)
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return img
+
+
+def load_image(image, name: str = "image") -> np.ndarray:
+    """A path or an array as ``(H, W, 3)`` float32 RGB in [0, 1].
+
+    Accepts files OpenCV reads (8- or 16-bit) and arrays ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)``
+    (RGB) or ``(H, W, 4)`` (RGBA; alpha dropped) of uint8, uint16 or float in [0, 1]. Grey is
+    replicated to three channels.
+
+    Raises:
+        FileNotFoundError / ValueError naming `name` and the file: missing or unreadable file,
+        wrong shape or dtype, an image smaller than 16 x 16, non-finite or out-of-range values.
+    """
+    if isinstance(image, (str, Path)):
+        arr = _read_file(Path(image), name)
+        where = f"{name} ({image})"
+    else:
+        arr = np.asarray(image)
+        where = name
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        raise ValueError(f"{where}: expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got shape {arr.shape}")
+    if arr.shape[0] < MIN_SIDE or arr.shape[1] < MIN_SIDE:
+        raise ValueError(f"{where}: image is {arr.shape[1]}x{arr.shape[0]} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed")
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[..., :3]
+    if arr.dtype == np.uint8:
+        out = arr.astype(np.float32) / 255.0
+    elif arr.dtype == np.uint16:
+        out = arr.astype(np.float32) / 65535.0
+    elif arr.dtype == np.bool_:
+        out = arr.astype(np.float32)
+    elif np.issubdtype(arr.dtype, np.floating):
+        out = arr.astype(np.float32)
+        if not np.all(np.isfinite(out)):
+            raise ValueError(f"{where}: image has non-finite values")
+        if out.min() < -1e-6 or out.max() > 1 + 1e-6:
+            raise ValueError(f"{where}: float images must be in [0, 1], got [{out.min():.3g}, {out.max():.3g}]")
+        out = np.clip(out, 0.0, 1.0)
+    else:
+        raise ValueError(f"{where}: unsupported dtype {arr.dtype} (uint8, uint16 or float in [0, 1])")
+    if out.ndim == 2:
+        out = np.repeat(out[..., None], 3, axis=-1)
+    return np.ascontiguousarray(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Frames
+# --------------------------------------------------------------------------------------------
+
+
+def _scaling(shape_hw, size: int) -> np.ndarray:
+    """``(3, 3)`` map from an image's pixels to its `size` x `size` resized copy (half-pixel
+    centres, as ``cv2.resize``): ``x' = (x + 0.5) * size / w - 0.5``."""
+    h, w = shape_hw
+    sx, sy = size / w, size / h
+    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]], np.float64)
+
+
+def _translation(dx: float, dy: float) -> np.ndarray:
+    return np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1]], np.float64)
+
+
+def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    from deeplk.data.sources import resize_to
+
+    return resize_to(img, (size, size))
+
+
+def _normalized(H: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return H / H[..., 2:3, 2:3]
+
+
+def _corners(H: np.ndarray, shape_hw) -> np.ndarray:
+    h, w = shape_hw
+    pts = np.array([[0, 0, 1], [w - 1, 0, 1], [w - 1, h - 1, 1], [0, h - 1, 1]], np.float64)
+    uvw = pts @ np.asarray(H, np.float64).T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return uvw[:, :2] / uvw[:, 2:3]
+
+
+def _template_offsets():
+    c = (INPUT_SIZE - TEMPLATE_SIZE) // 2
+    dx, dy = SECOND_START_OFFSET
+    return [(c, c), (c + dx, c + dy)]
+
+
+def _frames(a: np.ndarray, b: np.ndarray):
+    """``(inputs (2, 192, 192, 3), templates (2, 128, 128, 3), a192, b192)``: the two starts."""
+    a192, b192 = _resize(a, INPUT_SIZE), _resize(b, INPUT_SIZE)
+    templates = np.stack([b192[y0:y0 + TEMPLATE_SIZE, x0:x0 + TEMPLATE_SIZE] for x0, y0 in _template_offsets()])
+    return np.stack([a192, a192]), templates, a192, b192
+
+
+# --------------------------------------------------------------------------------------------
+# Confidence
+# --------------------------------------------------------------------------------------------
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.asarray(img, np.float32), cv2.COLOR_RGB2GRAY)
+
+
+def _zncc(x: np.ndarray, y: np.ndarray) -> float:
+    x = x - x.mean()
+    y = y - y.mean()
+    d = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / d) if d > 1e-12 else 0.0
+
+
+def _gradient_magnitude(g: np.ndarray) -> np.ndarray:
+    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
+    return np.sqrt(gx * gx + gy * gy)
+
+
+def _similarity(a192: np.ndarray, b192: np.ndarray, a192_H_b192: np.ndarray) -> tuple[float, float]:
+    """``(similarity, overlap)`` of image_b's 192 frame warped into image_a's by the estimate."""
+    if not np.all(np.isfinite(a192_H_b192)):
+        return 0.0, 0.0
+    size = (INPUT_SIZE, INPUT_SIZE)
+    ga, gb = _grey(a192), _grey(b192)
+    warped = cv2.warpPerspective(gb, a192_H_b192, size, flags=cv2.INTER_LINEAR, borderValue=0)
+    mask = cv2.warpPerspective(np.ones_like(gb), a192_H_b192, size, flags=cv2.INTER_LINEAR, borderValue=0)
+    overlap = float((mask > 0.999).mean())
+    inner = cv2.erode((mask > 0.999).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    if inner.sum() < 64:
+        return 0.0, overlap
+    s_int = abs(_zncc(ga[inner], warped[inner]))
+    s_grad = _zncc(_gradient_magnitude(ga)[inner], _gradient_magnitude(warped)[inner])
+    return max(s_int, s_grad), overlap
+
+
+def _confidence(similarity: float, overlap: float, disagreement: float) -> float:
+    if not np.isfinite(disagreement):
+        return 0.0
+    return float(np.clip(similarity, 0, 1) * min(1.0, overlap / 0.25) * np.exp(-((disagreement / 4.0) ** 2)))
+
+
+# --------------------------------------------------------------------------------------------
+# Refinement at a finer frame
+# --------------------------------------------------------------------------------------------
+
+
+def _refine(a: np.ndarray, b: np.ndarray, a192_H_b192: np.ndarray, refine_size: int):
+    """Pyramid LK in the frames enlarged to `refine_size`; ``a192_H_b192`` refined, or None."""
+    from deeplk.lk import align_images
+    from deeplk.methods import photometric_residual
+
+    factor = int(min(refine_size, min(a.shape[:2]), min(b.shape[:2])) // INPUT_SIZE)
+    if factor < 2:  # whole multiples of the 192 frame: few shapes to compile
+        return None
+    side = INPUT_SIZE * factor
+    c = (side - round(TEMPLATE_SIZE * factor)) // 2
+    tsize = side - 2 * c
+    a_s, b_s = _resize(a, side), _resize(b, side)
+    tmpl = b_s[c:c + tsize, c:c + tsize]
+    # 192 frame -> refine frame: x' = (x + 0.5) * f - 0.5 (both images scaled alike)
+    S = np.array([[factor, 0, 0.5 * factor - 0.5], [0, factor, 0.5 * factor - 0.5], [0, 0, 1]])
+    as_H_bs = S @ a192_H_b192 @ np.linalg.inv(S)
+    init = _normalized(as_H_bs @ _translation(c, c))[None].astype(np.float32)
+    levels = 3 if tsize >= 256 else 2
+    res = align_images(a_s[None], tmpl[None], init_H=init, levels=levels, coarse_motions=(),
+                       max_iterations=(5,) * (levels - 1) + (10,))
+    if bool(res.failed.numpy()[0]):
+        return None
+    H = res.H.numpy().astype(np.float64)
+    before, after = photometric_residual(np.stack([a_s, a_s]), np.stack([tmpl, tmpl]),
+                                         np.concatenate([init, H.astype(np.float32)]))
+    if not after <= before:
+        return None
+    refined = np.linalg.inv(S) @ H[0] @ _translation(-c, -c) @ S
+    refined = _normalized(refined)
+    move = np.abs(_corners(refined, (INPUT_SIZE, INPUT_SIZE)) - _corners(a192_H_b192, (INPUT_SIZE, INPUT_SIZE)))
+    if not np.all(np.isfinite(move)) or np.linalg.norm(move, axis=1).mean() > 4.0:
+        return None
+    return refined
+
+
+# --------------------------------------------------------------------------------------------
+# The API
+# --------------------------------------------------------------------------------------------
+
+
+def _check_checkpoint_dir(checkpoint_dir):
+    if checkpoint_dir is None:
+        return None
+    path = Path(checkpoint_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint_dir: folder not found: {path}")
+    return path
+
+
+def _check_method(method: str) -> None:
+    from deeplk.methods import available_methods
+
+    names = available_methods()
+    if method not in names:
+        raise ValueError(f"method: unknown or unavailable method {method!r}; available: {', '.join(names)}")
+
+
+def _crop_for_init(a: np.ndarray, b: np.ndarray, init_H: np.ndarray):
+    """``(a_crop, b_in_crop, a_H_crop, b_H_crop)``: image_a cropped to the bounding box of
+    image_b's outline under `init_H`, and image_b warped by `init_H` into that crop."""
+    corners = _corners(init_H, b.shape[:2])
+    if not np.all(np.isfinite(corners)):
+        raise ValueError("init_H: image_b's corners do not map to finite points of image_a")
+    h, w = a.shape[:2]
+    x0, y0 = np.floor(corners.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(corners.max(axis=0)).astype(int) + 1
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1 - x0 < MIN_SIDE or y1 - y0 < MIN_SIDE:
+        raise ValueError(f"init_H: image_b lands outside image_a (bounding box x {x0}..{x1}, y {y0}..{y1} of {w}x{h})")
+    crop_H_a = _translation(-x0, -y0)
+    crop_H_b = crop_H_a @ init_H
+    b_in = cv2.warpPerspective(b, crop_H_b, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return a[y0:y1, x0:x1], b_in, np.linalg.inv(crop_H_a), crop_H_b
+
+
+def align(
+    image_a,
+    image_b,
+    method: str = "hybrid",
+    checkpoint_dir=None,
+    init_H=None,
+    *,
+    refine_size: int = 768,
+    min_confidence: float = 0.3,
+    predictor=None,
+) -> AlignResult:
+    """Find the homography that maps image_b's pixels onto image_a's.
+
+    Args:
+        image_a: the reference image (the methods' input): a path or an array (see
+            `load_image`), any size and aspect ratio, grey, RGB or RGBA, 8- or 16-bit.
+        image_b: the image to place in image_a (the methods' template), same forms.
+        method: a name of `deeplk.methods.available_methods()`.
+        checkpoint_dir: folder of trained checkpoints (``<checkpoint_dir>/<method>/``) for the
+            learned methods.
+        init_H: optional ``(3, 3)`` rough homography image_b -> image_a (original pixels) when
+            the images differ by more than the methods' range (see the module docstring).
+        refine_size: side of the final LK refinement frame (0 disables it).
+        min_confidence: below this confidence the result is flagged `failed`.
+        predictor: an already built ``predict(inputs, templates)`` of `method` (reused across
+            calls, e.g. by a benchmark); built with `deeplk.methods.get_method` if None.
+
+    Returns:
+        `AlignResult`.
+
+    Raises:
+        FileNotFoundError / ValueError naming the argument: a missing or unreadable image, a too
+        small image, an unknown method, a missing checkpoint folder, a bad `init_H`.
+
+    >>> import numpy as np, deeplk
+    >>> from deeplk.data.demo import load_demo_image
+    >>> photo = load_demo_image("coffee")
+    >>> r = deeplk.align(photo, photo[5:, 8:])          # image_b = image_a shifted by (8, 5)
+    >>> bool(r.failed), np.round(r.H[:2, 2]).tolist()
+    (False, [8.0, 5.0])
+    """
+    t0 = time.perf_counter()
+    _check_method(method)
+    checkpoint_dir = _check_checkpoint_dir(checkpoint_dir)
+    a = load_image(image_a, "image_a")
+    b = load_image(image_b, "image_b")
+    if init_H is not None:
+        init = np.asarray(init_H, np.float64)
+        if init.shape != (3, 3) or not np.all(np.isfinite(init)) or abs(np.linalg.det(init)) < 1e-12:
+            raise ValueError(f"init_H: expected a finite invertible (3, 3) homography, got shape {init.shape}")
+        a_work, b_work, a_H_work, bwork_H_b = _crop_for_init(a, b, init / init[2, 2])
+    else:
+        a_work, b_work, a_H_work, bwork_H_b = a, b, np.eye(3), np.eye(3)
+    if predictor is None:
+        from deeplk.methods import get_method
+
+        predictor = get_method(method, checkpoint_dir=checkpoint_dir)
+    inputs, templates, a192, b192 = _frames(a_work, b_work)
+    corners, failed = predictor(inputs, templates)
+    corners = np.asarray(corners, np.float64)
+    failed = np.asarray(failed, bool)
+    from deeplk.geometry import corners_to_homography
+
+    finite = np.all(np.isfinite(corners), axis=(1, 2))
+    safe = np.where(finite[:, None, None], corners, _corners(np.eye(3), (TEMPLATE_SIZE, TEMPLATE_SIZE))[None])
+    input_H_template = corners_to_homography(safe, (TEMPLATE_SIZE, TEMPLATE_SIZE)).numpy().astype(np.float64)
+    # both starts as a192_H_b192 (template t = b192 - offset)
+    H192 = [_normalized(input_H_template[i] @ _translation(-x0, -y0)) if finite[i] and not failed[i] else np.full((3, 3), np.nan)
+            for i, (x0, y0) in enumerate(_template_offsets())]
+    method_failed = bool(failed[0] or not finite[0])
+    refined = False
+    if not method_failed and refine_size:
+        better = _refine(a_work, b_work, H192[0], refine_size)
+        if better is not None:
+            H192[0], refined = better, True
+    frame = (INPUT_SIZE, INPUT_SIZE)
+    disagreement = float(np.linalg.norm(_corners(H192[0], frame) - _corners(H192[1], frame), axis=1).mean())
+    if method_failed:
+        similarity, overlap = 0.0, 0.0
+    else:
+        similarity, overlap = _similarity(a192, b192, H192[0])
+    confidence = 0.0 if method_failed else _confidence(similarity, overlap, disagreement)
+    # back to the original pixels: a <- a_work <- a192 ... b192 <- b_work <- b
+    Sa, Sb = _scaling(a_work.shape[:2], INPUT_SIZE), _scaling(b_work.shape[:2], INPUT_SIZE)
+    H = _normalized(a_H_work @ np.linalg.inv(Sa) @ H192[0] @ Sb @ bwork_H_b)
+    details = {
+        "similarity": float(similarity),
+        "overlap": float(overlap),
+        "disagreement_px": disagreement if np.isfinite(disagreement) else None,
+        "method_failed": method_failed,
+        "refined": refined,
+    }
+    return AlignResult(
+        H=H,
+        corners=_corners(H, b.shape[:2]),
+        failed=bool(method_failed or confidence < min_confidence),
+        confidence=float(confidence),
+        seconds=time.perf_counter() - t0,
+        method=method,
+        shape_a=tuple(a.shape[:2]),
+        shape_b=tuple(b.shape[:2]),
+        details=details,
+    )
