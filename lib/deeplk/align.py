@@ -476,3 +476,173 @@ def align(
         shape_b=tuple(b.shape[:2]),
         details=details,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Pictures of a result
+# --------------------------------------------------------------------------------------------
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    return np.clip(np.asarray(img, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def warp_to_a(image_a, image_b, H) -> tuple[np.ndarray, np.ndarray]:
+    """image_b warped into image_a's frame by ``H`` (b -> a): ``(warped (ha, wa, 3) float32,
+    valid mask (ha, wa) bool)``."""
+    a = load_image(image_a, "image_a")
+    b = load_image(image_b, "image_b")
+    H = np.asarray(H, np.float64)
+    if H.shape != (3, 3) or not np.all(np.isfinite(H)):
+        raise ValueError(f"H: expected a finite (3, 3) homography, got shape {H.shape}")
+    size = (a.shape[1], a.shape[0])
+    warped = cv2.warpPerspective(b, H, size, flags=cv2.INTER_LINEAR, borderValue=0)
+    mask = cv2.warpPerspective(np.ones(b.shape[:2], np.float32), H, size, flags=cv2.INTER_LINEAR, borderValue=0)
+    return warped, mask > 0.5
+
+
+def overlay_image(image_a, image_b, H, tiles: int = 8) -> np.ndarray:
+    """A checkerboard of image_a and image_b warped into its frame by ``H`` (b -> a), with
+    image_b's outline in red: ``(ha, wa, 3)`` uint8 RGB. Edges continue across the tiles where the
+    alignment is right. ``H`` None shows image_a with image_b resized over it (before alignment)."""
+    a = load_image(image_a, "image_a")
+    b = load_image(image_b, "image_b")
+    if H is None:
+        H = np.diag([a.shape[1] / b.shape[1], a.shape[0] / b.shape[0], 1.0])
+        H[0, 2], H[1, 2] = 0.5 * H[0, 0] - 0.5, 0.5 * H[1, 1] - 0.5
+    warped, mask = warp_to_a(a, b, H)
+    h, w = a.shape[:2]
+    tile = max(1, max(h, w) // tiles)
+    yy, xx = np.mgrid[0:h, 0:w]
+    use_b = (((yy // tile) + (xx // tile)) % 2 == 1) & mask
+    out = _to_uint8(np.where(use_b[..., None], warped, a))
+    outline = np.round(_corners(H, b.shape[:2])).astype(np.int32)
+    if np.all(np.abs(outline) < 1e6):
+        cv2.polylines(out, [outline.reshape(-1, 1, 2)], True, (255, 0, 0), max(1, max(h, w) // 300), cv2.LINE_AA)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------
+
+#: Files the command writes into --out on success, and the report it writes on failure.
+OUTPUT_FILES = ("homography.json", "warped.png", "overlay.png", "lk_iterations.gif")
+FAILURE_FILE = "failure.json"
+
+_EXAMPLE = """\
+example (two views of one scene; the second made here by warping the first):
+  python -c "import cv2, numpy as np, skimage.data as d; a = d.coffee()[..., ::-1]; \\
+cv2.imwrite('a.png', a); H = np.array([[1.02, 0.03, -12], [-0.02, 0.99, 9], [0, 0, 1]]); \\
+cv2.imwrite('b.png', cv2.warpPerspective(a, H, (600, 400), flags=cv2.WARP_INVERSE_MAP))"
+  deeplk-align a.png b.png --out aligned --gif
+prints H (b pixels -> a pixels, close to the matrix above) and the confidence; writes
+aligned/homography.json, aligned/warped.png (b in a's frame), aligned/overlay.png (checkerboard of
+a and warped b) and aligned/lk_iterations.gif. Exit code 0 aligned, 1 alignment failed (only
+aligned/failure.json is written), 2 bad input (same).
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="deeplk-align",
+        description="Find the homography mapping image B's pixels onto image A's (any sizes), with a confidence.",
+        epilog=_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("image_a", metavar="A", help="reference image (path)")
+    p.add_argument("image_b", metavar="B", help="image to place in A (path)")
+    p.add_argument("--method", default="hybrid", help="alignment method (default: hybrid; see --list-methods)")
+    p.add_argument("--checkpoint-dir", default=None, metavar="D", help="folder of trained checkpoints for learned methods")
+    p.add_argument("--out", default=None, metavar="DIR", help="write homography.json, warped.png, overlay.png here")
+    p.add_argument("--gif", action="store_true", help="also write lk_iterations.gif (LK on intensities, 192 frame)")
+    p.add_argument("--min-confidence", type=float, default=0.3, metavar="C", help="below this the alignment failed (default 0.3)")
+    p.add_argument("--list-methods", action="store_true", help="list the available methods and exit")
+    return p
+
+
+def _png(img_uint8: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(img_uint8, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def _write_failure(out: Path | None, record: dict) -> None:
+    if out is None:
+        return
+    from deeplk.utils import write_text_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_FILES:  # no stale results of an earlier run next to the report
+        (out / name).unlink(missing_ok=True)
+    write_text_atomic(out / FAILURE_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def _lk_gif_frames(a: np.ndarray, b: np.ndarray) -> list:
+    from deeplk.viz.playback import playback_frames, run_playback
+    from deeplk.viz.sources import intensity_source
+
+    inputs, templates, _, _ = _frames(a, b)
+    pb = run_playback(intensity_source(), inputs[0], templates[0], jit_compile=False)
+    return playback_frames(inputs[0], templates[0], pb, scale=2, title="LK, intensities, centred start")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``deeplk-align A B [--method M] [--checkpoint-dir D] [--out DIR] [--gif]`` (see --help).
+
+    Returns the exit code: 0 aligned, 1 alignment failed, 2 bad input.
+    """
+    args = _parser().parse_args(argv)
+    if args.list_methods:
+        from deeplk.methods import available_methods
+
+        print("\n".join(available_methods()))
+        return 0
+    out = Path(args.out) if args.out else None
+    base = {"image_a": str(args.image_a), "image_b": str(args.image_b), "method": args.method}
+    try:
+        if out is not None and out.exists() and not out.is_dir():
+            raise ValueError(f"--out: not a folder: {out}")
+        result = align(args.image_a, args.image_b, method=args.method, checkpoint_dir=args.checkpoint_dir,
+                       min_confidence=args.min_confidence)
+    except (FileNotFoundError, ValueError) as e:
+        msg = str(e)
+        for api, cli in (("checkpoint_dir:", "--checkpoint-dir:"), ("method:", "--method:"), ("image_a", "A"), ("image_b", "B")):
+            msg = msg.replace(api, cli, 1) if msg.startswith(api) else msg
+        print(f"deeplk-align: error: {msg}", file=sys.stderr)
+        _write_failure(out, {**base, "failed": True, "error": msg})
+        return 2
+    np.set_printoptions(suppress=True, precision=6)
+    print("H (B pixels -> A pixels):")
+    print(result.H)
+    status = "FAILED" if result.failed else "ok"
+    print(f"confidence {result.confidence:.3f} ({status}); method {result.method}; {result.seconds:.2f} s")
+    if result.failed:
+        print("deeplk-align: alignment failed (confidence below --min-confidence or the method failed); "
+              "the homography above is not reliable", file=sys.stderr)
+        _write_failure(out, {**base, **result.to_json(), "error": "alignment failed"})
+        return 1
+    if out is not None:
+        from deeplk.utils import write_bytes_atomic, write_text_atomic
+
+        a = load_image(args.image_a, "image_a")
+        b = load_image(args.image_b, "image_b")
+        warped, _ = warp_to_a(a, b, result.H)
+        pictures = {"warped.png": _png(_to_uint8(warped)), "overlay.png": _png(overlay_image(a, b, result.H))}
+        frames = _lk_gif_frames(a, b) if args.gif else None
+        out.mkdir(parents=True, exist_ok=True)
+        (out / FAILURE_FILE).unlink(missing_ok=True)
+        for name, data in pictures.items():
+            write_bytes_atomic(out / name, data)
+        if frames is not None:
+            from deeplk.viz.playback import save_animation
+
+            save_animation(frames, out / "lk_iterations.gif", mp4=False)
+        write_text_atomic(out / "homography.json", json.dumps({**base, **result.to_json()}, indent=2) + "\n")
+        print(f"wrote {', '.join(n for n in OUTPUT_FILES if (out / n).exists())} in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
