@@ -326,3 +326,21 @@ def test_command_failures_write_only_a_report(files, tmp_path, capsys, args, cod
     assert [p.name for p in out.iterdir()] == ["failure.json"]
     report = json.loads((out / "failure.json").read_text())
     assert report["failed"] is True and report["error"]
+
+
+@pytest.mark.parametrize("name", ["chelsea", "motorcycle"])
+def test_second_modality_flagged_with_intensities_recovered_with_gradients(name):
+    """image_b = the photo warped, then rendered in the demo's inverting "season" style: on
+    intensities every estimate is wrong and flagged; on gradients it is right."""
+    from deeplk.data.modality import render_modality
+
+    rng = np.random.default_rng(2)
+    a = load_demo_image(name)
+    b, a_H_b = _warped_pair(a, rng, amp=0.06)
+    b = render_modality(b, "season", rng)
+    on_intensity = deeplk.align(a, b)
+    assert on_intensity.failed and _error(on_intensity, a_H_b, b.shape[:2]) > 10
+    on_gradient = deeplk.align(a, b, representation="gradient")
+    assert not on_gradient.failed and _error(on_gradient, a_H_b, b.shape[:2]) < 1.0
+    with pytest.raises(ValueError, match="representation"):
+        deeplk.align(a, b, representation="edges")

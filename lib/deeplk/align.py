@@ -39,6 +39,14 @@ multiple of 192 up to `refine_size` and the images' shorter sides; none for imag
 accurate to a fraction of a pixel of the *original* images, not of the 192 frame. It is kept only
 if it lowers the photometric residual and moves the corners by less than 4 px of the 192 frame.
 
+Two modalities
+--------------
+The training-free methods compare intensities, so a photo and a re-toned or inverted rendering
+of it (another season, a map) defeat them; the confidence then flags the result as failed.
+``representation="gradient"`` gives every method `gradient_image` of both frames instead
+(edges, the same whichever way intensities changed); the learned methods (``dlkfm`` trained on
+the multimodal profiles) take the images themselves.
+
 Confidence
 ----------
 Two estimates are made in one batched call: the one above and a second whose template is taken
@@ -71,7 +79,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["AlignResult", "align", "load_image", "warp_to_a", "overlay_image", "main"]
+__all__ = ["AlignResult", "align", "load_image", "gradient_image", "warp_to_a", "overlay_image", "main"]
 
 #: Side of the methods' input frame and of their template.
 INPUT_SIZE = 192
@@ -241,11 +249,31 @@ def _template_offsets():
     return [(c, c), (c + dx, c + dy)]
 
 
-def _frames(a: np.ndarray, b: np.ndarray):
-    """``(inputs (2, 192, 192, 3), templates (2, 128, 128, 3), a192, b192)``: the two starts."""
+#: What the methods see (`align`'s ``representation``).
+REPRESENTATIONS = ("intensity", "gradient")
+
+
+def gradient_image(img: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    """A modality-robust view of an image: the square root of the grey gradient magnitude after a
+    Gaussian blur (`sigma` px), divided by its 99th percentile and clipped to [0, 1], as
+    ``(H, W, 3)`` float32. Inverted or re-toned intensities give the same edges."""
+    g = cv2.GaussianBlur(_grey(img), (0, 0), sigma)
+    m = np.sqrt(_gradient_magnitude(g))
+    m /= max(float(np.percentile(m, 99)), 1e-6)
+    return np.repeat(np.clip(m, 0.0, 1.0)[..., None], 3, axis=-1)
+
+
+def _represent(img: np.ndarray, representation: str) -> np.ndarray:
+    return gradient_image(img) if representation == "gradient" else img
+
+
+def _frames(a: np.ndarray, b: np.ndarray, representation: str = "intensity"):
+    """``(inputs (2, 192, 192, 3), templates (2, 128, 128, 3), a192, b192)``: the two starts in
+    `representation`, and the two resized images themselves."""
     a192, b192 = _resize(a, INPUT_SIZE), _resize(b, INPUT_SIZE)
-    templates = np.stack([b192[y0:y0 + TEMPLATE_SIZE, x0:x0 + TEMPLATE_SIZE] for x0, y0 in _template_offsets()])
-    return np.stack([a192, a192]), templates, a192, b192
+    ra, rb = _represent(a192, representation), _represent(b192, representation)
+    templates = np.stack([rb[y0:y0 + TEMPLATE_SIZE, x0:x0 + TEMPLATE_SIZE] for x0, y0 in _template_offsets()])
+    return np.stack([ra, ra]), templates, a192, b192
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,7 +326,7 @@ def _confidence(similarity: float, overlap: float, disagreement: float) -> float
 # --------------------------------------------------------------------------------------------
 
 
-def _refine(a: np.ndarray, b: np.ndarray, a192_H_b192: np.ndarray, refine_size: int):
+def _refine(a: np.ndarray, b: np.ndarray, a192_H_b192: np.ndarray, refine_size: int, representation: str):
     """Pyramid LK in the frames enlarged to `refine_size`; ``a192_H_b192`` refined, or None."""
     from deeplk.lk import align_images
     from deeplk.methods import photometric_residual
@@ -309,7 +337,7 @@ def _refine(a: np.ndarray, b: np.ndarray, a192_H_b192: np.ndarray, refine_size: 
     side = INPUT_SIZE * factor
     c = (side - round(TEMPLATE_SIZE * factor)) // 2
     tsize = side - 2 * c
-    a_s, b_s = _resize(a, side), _resize(b, side)
+    a_s, b_s = _represent(_resize(a, side), representation), _represent(_resize(b, side), representation)
     tmpl = b_s[c:c + tsize, c:c + tsize]
     # 192 frame -> refine frame: x' = (x + 0.5) * f - 0.5 (both images scaled alike)
     S = np.array([[factor, 0, 0.5 * factor - 0.5], [0, factor, 0.5 * factor - 0.5], [0, 0, 1]])
@@ -380,6 +408,7 @@ def align(
     checkpoint_dir=None,
     init_H=None,
     *,
+    representation: str = "intensity",
     refine_size: int = 768,
     min_confidence: float = 0.3,
     predictor=None,
@@ -395,6 +424,9 @@ def align(
             learned methods.
         init_H: optional ``(3, 3)`` rough homography image_b -> image_a (original pixels) when
             the images differ by more than the methods' range (see the module docstring).
+        representation: what the method sees: ``"intensity"`` (the images) or ``"gradient"``
+            (`gradient_image` of both: for a pair of different modalities, e.g. inverted or
+            re-toned intensities, with a training-free method).
         refine_size: side of the final LK refinement frame (0 disables it).
         min_confidence: below this confidence the result is flagged `failed`.
         predictor: an already built ``predict(inputs, templates)`` of `method` (reused across
@@ -416,6 +448,8 @@ def align(
     """
     t0 = time.perf_counter()
     _check_method(method)
+    if representation not in REPRESENTATIONS:
+        raise ValueError(f"representation: must be one of {REPRESENTATIONS}, got {representation!r}")
     checkpoint_dir = _check_checkpoint_dir(checkpoint_dir)
     a = load_image(image_a, "image_a")
     b = load_image(image_b, "image_b")
@@ -430,7 +464,7 @@ def align(
         from deeplk.methods import get_method
 
         predictor = get_method(method, checkpoint_dir=checkpoint_dir)
-    inputs, templates, a192, b192 = _frames(a_work, b_work)
+    inputs, templates, a192, b192 = _frames(a_work, b_work, representation)
     corners, failed = predictor(inputs, templates)
     corners = np.asarray(corners, np.float64)
     failed = np.asarray(failed, bool)
@@ -445,7 +479,7 @@ def align(
     method_failed = bool(failed[0] or not finite[0])
     refined = False
     if not method_failed and refine_size:
-        better = _refine(a_work, b_work, H192[0], refine_size)
+        better = _refine(a_work, b_work, H192[0], refine_size, representation)
         if better is not None:
             H192[0], refined = better, True
     frame = (INPUT_SIZE, INPUT_SIZE)
@@ -536,6 +570,7 @@ example (two views of one scene; the second made here by warping the first):
 cv2.imwrite('a.png', a); H = np.array([[1.02, 0.03, -12], [-0.02, 0.99, 9], [0, 0, 1]]); \\
 cv2.imwrite('b.png', cv2.warpPerspective(a, H, (600, 400), flags=cv2.WARP_INVERSE_MAP))"
   deeplk-align a.png b.png --out aligned --gif
+  deeplk-align photo.png map.png --representation gradient   # two modalities
 prints H (b pixels -> a pixels, close to the matrix above) and the confidence; writes
 aligned/homography.json, aligned/warped.png (b in a's frame), aligned/overlay.png (checkerboard of
 a and warped b) and aligned/lk_iterations.gif. Exit code 0 aligned, 1 alignment failed (only
@@ -556,6 +591,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", default=None, metavar="D", help="folder of trained checkpoints for learned methods")
     p.add_argument("--out", default=None, metavar="DIR", help="write homography.json, warped.png, overlay.png here")
     p.add_argument("--gif", action="store_true", help="also write lk_iterations.gif (LK on intensities, 192 frame)")
+    p.add_argument("--representation", default="intensity", choices=REPRESENTATIONS,
+                   help="what the method sees: intensity (default) or gradient (for two modalities)")
     p.add_argument("--min-confidence", type=float, default=0.3, metavar="C", help="below this the alignment failed (default 0.3)")
     p.add_argument("--list-methods", action="store_true", help="list the available methods and exit")
     return p
@@ -579,13 +616,13 @@ def _write_failure(out: Path | None, record: dict) -> None:
     write_text_atomic(out / FAILURE_FILE, json.dumps(record, indent=2) + "\n")
 
 
-def _lk_gif_frames(a: np.ndarray, b: np.ndarray) -> list:
+def _lk_gif_frames(a: np.ndarray, b: np.ndarray, representation: str) -> list:
     from deeplk.viz.playback import playback_frames, run_playback
     from deeplk.viz.sources import intensity_source
 
-    inputs, templates, _, _ = _frames(a, b)
+    inputs, templates, _, _ = _frames(a, b, representation)
     pb = run_playback(intensity_source(), inputs[0], templates[0], jit_compile=False)
-    return playback_frames(inputs[0], templates[0], pb, scale=2, title="LK, intensities, centred start")
+    return playback_frames(inputs[0], templates[0], pb, scale=2, title=f"LK on {representation}, centred start")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -605,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
         if out is not None and out.exists() and not out.is_dir():
             raise ValueError(f"--out: not a folder: {out}")
         result = align(args.image_a, args.image_b, method=args.method, checkpoint_dir=args.checkpoint_dir,
-                       min_confidence=args.min_confidence)
+                       representation=args.representation, min_confidence=args.min_confidence)
     except (FileNotFoundError, ValueError) as e:
         msg = str(e)
         for api, cli in (("checkpoint_dir:", "--checkpoint-dir:"), ("method:", "--method:"), ("image_a", "A"), ("image_b", "B")):
@@ -630,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         b = load_image(args.image_b, "image_b")
         warped, _ = warp_to_a(a, b, result.H)
         pictures = {"warped.png": _png(_to_uint8(warped)), "overlay.png": _png(overlay_image(a, b, result.H))}
-        frames = _lk_gif_frames(a, b) if args.gif else None
+        frames = _lk_gif_frames(a, b, args.representation) if args.gif else None
         out.mkdir(parents=True, exist_ok=True)
         (out / FAILURE_FILE).unlink(missing_ok=True)
         for name, data in pictures.items():
