@@ -71,11 +71,16 @@ class TestFrames:
 
     def test_second_start_sees_the_offset_template(self):
         """The identity method puts both templates in the centre: the two starts then disagree by
-        exactly the template offset, and the result is flagged (it cannot be trusted)."""
+        exactly the template offset. On the same image the centred start is right (kept, not
+        flagged); on a shifted copy neither is, and the result is flagged."""
         a = _photo("coffee", (600, 400))
-        r = deeplk.align(a, a, method="identity", refine_size=0)
-        assert r.details["disagreement_px"] == pytest.approx(np.hypot(*align_module.SECOND_START_OFFSET), abs=1e-6)
-        assert r.failed
+        offset = np.hypot(*align_module.SECOND_START_OFFSET)
+        same = deeplk.align(a, a, method="identity", refine_size=0)
+        assert same.details["disagreement_px"] == pytest.approx(offset, abs=1e-6)
+        assert same.details["start"] == "centred" and not same.failed
+        shifted = deeplk.align(a, a[40:, 60:], method="identity", refine_size=0)
+        assert shifted.details["disagreement_px"] == pytest.approx(offset, abs=1e-6)
+        assert shifted.failed
 
 
 # --------------------------------------------------------------------------------------------

@@ -49,22 +49,29 @@ the multimodal profiles) take the images themselves.
 
 Confidence
 ----------
-Two estimates are made in one batched call: the one above and a second whose template is taken
-12 px off-centre in the 192 frame of image_b (a second start for every method). The result
-combines three signals measured in the 192 frame of image_a (image_b warped into it by the
-result):
+Two estimates are made in one batched call: the one above (the centred start) and a second
+whose template is taken 12 px off-centre in the 192 frame of image_b (a second start for every
+method). Each is scored in the 192 frame of image_a, image_b warped into it by the estimate:
 
 - ``similarity``: the larger of the absolute zero-mean normalised cross-correlation (ZNCC) of
   the grey levels (absolute: inverted contrast between modalities still counts) and the ZNCC of
   the gradient magnitudes, over the overlap;
-- ``overlap``: the fraction of image_a's frame that image_b covers;
-- ``disagreement``: the mean distance (px of the 192 frame) between image_b's corners placed by
-  the two estimates.
+- ``overlap``: the fraction of image_a's frame that image_b covers.
 
-``confidence = clip(similarity, 0, 1) * min(1, overlap / 0.25) * exp(-(disagreement / 4) ** 2)``
-in [0, 1]; ``failed`` is true when the method itself failed or ``confidence < min_confidence``
-(default 0.3). The tests measure it on real photographs with known homographies and on pairs of
-unrelated photographs.
+The start with the higher similarity is the result (the centred one unless the other matches
+better); ``disagreement`` is the mean distance (px of the 192 frame) between image_b's corners
+placed by the two. Two starts that land apart are suspicious, unless the result matches well and
+the other start clearly worse (it diverged); a repetitive texture (bricks) matches a wrong shift
+at a similarity of 0.6-0.7, so only a strong match excuses a disagreement. With ``s`` the
+similarity of the result and ``s2`` that of the other start::
+
+    score      = clip((s - 0.4) / 0.45, 0, 1) * min(1, overlap / 0.25)
+    excuse     = clip((s - s2) / 0.2, 0, 1) * clip((s - 0.7) / 0.15, 0, 1)
+    confidence = score * (1 - (1 - excuse) * (1 - exp(-(disagreement / 4) ** 2)))
+
+in [0, 1]; ``failed`` is true when the method failed on both starts or ``confidence <
+min_confidence`` (default 0.3). The tests measure it on real photographs with known homographies
+and on pairs of unrelated photographs.
 """
 
 from __future__ import annotations
@@ -86,6 +93,8 @@ INPUT_SIZE = 192
 TEMPLATE_SIZE = 128
 #: Offset of the second start's template within image_b's 192 frame, (dx, dy) pixels.
 SECOND_START_OFFSET = (12, -12)
+#: Similarity mapped to confidence: 0 at or below the floor, 1 at floor + span and above.
+SIMILARITY_FLOOR, SIMILARITY_SPAN = 0.4, 0.45
 #: Smallest image side accepted.
 MIN_SIDE = 16
 
@@ -315,10 +324,14 @@ def _similarity(a192: np.ndarray, b192: np.ndarray, a192_H_b192: np.ndarray) -> 
     return max(s_int, s_grad), overlap
 
 
-def _confidence(similarity: float, overlap: float, disagreement: float) -> float:
-    if not np.isfinite(disagreement):
-        return 0.0
-    return float(np.clip(similarity, 0, 1) * min(1.0, overlap / 0.25) * np.exp(-((disagreement / 4.0) ** 2)))
+def _confidence(similarity: float, overlap: float, disagreement: float, other_similarity: float) -> float:
+    """See the module docstring; `disagreement` may be inf (the other start failed)."""
+    score = np.clip((similarity - SIMILARITY_FLOOR) / SIMILARITY_SPAN, 0.0, 1.0) * min(1.0, overlap / 0.25)
+    # a diverged other start is excused only when it matches clearly worse and the result well
+    excuse = np.clip((similarity - other_similarity) / 0.2, 0.0, 1.0) * np.clip((similarity - 0.7) / 0.15, 0.0, 1.0)
+    ambiguity = 1.0 - excuse
+    agreement = np.exp(-((disagreement / 4.0) ** 2)) if np.isfinite(disagreement) else 0.0
+    return float(score * (1.0 - ambiguity * (1.0 - agreement)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -476,26 +489,34 @@ def align(
     # both starts as a192_H_b192 (template t = b192 - offset)
     H192 = [_normalized(input_H_template[i] @ _translation(-x0, -y0)) if finite[i] and not failed[i] else np.full((3, 3), np.nan)
             for i, (x0, y0) in enumerate(_template_offsets())]
-    method_failed = bool(failed[0] or not finite[0])
+    ok = [bool(np.all(np.isfinite(h))) for h in H192]
+    method_failed = not any(ok)
+    sims = [_similarity(a192, b192, h)[0] if good else -1.0 for h, good in zip(H192, ok)]
+    best = int(np.argmax(sims))  # the centred start unless the other one matches better
+    other = 1 - best
     refined = False
     if not method_failed and refine_size:
-        better = _refine(a_work, b_work, H192[0], refine_size, representation)
+        better = _refine(a_work, b_work, H192[best], refine_size, representation)
         if better is not None:
-            H192[0], refined = better, True
+            H192[best], refined = better, True
     frame = (INPUT_SIZE, INPUT_SIZE)
-    disagreement = float(np.linalg.norm(_corners(H192[0], frame) - _corners(H192[1], frame), axis=1).mean())
+    disagreement = float(np.linalg.norm(_corners(H192[best], frame) - _corners(H192[other], frame), axis=1).mean())
+    if not np.isfinite(disagreement):
+        disagreement = np.inf
     if method_failed:
-        similarity, overlap = 0.0, 0.0
+        similarity, overlap, confidence = 0.0, 0.0, 0.0
     else:
-        similarity, overlap = _similarity(a192, b192, H192[0])
-    confidence = 0.0 if method_failed else _confidence(similarity, overlap, disagreement)
+        similarity, overlap = _similarity(a192, b192, H192[best])
+        confidence = _confidence(similarity, overlap, disagreement, max(sims[other], 0.0))
     # back to the original pixels: a <- a_work <- a192 ... b192 <- b_work <- b
     Sa, Sb = _scaling(a_work.shape[:2], INPUT_SIZE), _scaling(b_work.shape[:2], INPUT_SIZE)
-    H = _normalized(a_H_work @ np.linalg.inv(Sa) @ H192[0] @ Sb @ bwork_H_b)
+    H = _normalized(a_H_work @ np.linalg.inv(Sa) @ H192[best] @ Sb @ bwork_H_b)
     details = {
         "similarity": float(similarity),
+        "other_similarity": float(max(sims[other], 0.0)),
         "overlap": float(overlap),
         "disagreement_px": disagreement if np.isfinite(disagreement) else None,
+        "start": ("centred", "offset")[best],
         "method_failed": method_failed,
         "refined": refined,
     }
