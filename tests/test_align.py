@@ -349,3 +349,19 @@ def test_second_modality_flagged_with_intensities_recovered_with_gradients(name)
     assert not on_gradient.failed and _error(on_gradient, a_H_b, b.shape[:2]) < 1.0
     with pytest.raises(ValueError, match="representation"):
         deeplk.align(a, b, representation="edges")
+
+
+def test_demo_pair_and_write_outputs(tmp_path):
+    """The notebook's offline pair: its known homography is recovered on gradients, and the
+    outputs are written; a failed result has none."""
+    truth = align_module.make_demo_pair(tmp_path / "a.png", tmp_path / "b.png", name="motorcycle", style="season", seed=4)
+    r = deeplk.align(tmp_path / "a.png", tmp_path / "b.png", representation="gradient")
+    assert not r.failed and _error(r, truth, r.shape_b) < 1.0
+    written = align_module.write_outputs(tmp_path / "out", tmp_path / "a.png", tmp_path / "b.png", r)
+    assert [p.name for p in written] == ["homography.json", "warped.png", "overlay.png"]
+    np.testing.assert_allclose(json.loads((tmp_path / "out" / "homography.json").read_text())["H"], r.H)
+    bad = deeplk.align(tmp_path / "a.png", tmp_path / "b.png", representation="intensity")
+    assert bad.failed
+    with pytest.raises(ValueError, match="failed alignment"):
+        align_module.write_outputs(tmp_path / "out2", tmp_path / "a.png", tmp_path / "b.png", bad)
+    assert not (tmp_path / "out2").exists()
