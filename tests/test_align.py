@@ -365,3 +365,17 @@ def test_demo_pair_and_write_outputs(tmp_path):
     with pytest.raises(ValueError, match="failed alignment"):
         align_module.write_outputs(tmp_path / "out2", tmp_path / "a.png", tmp_path / "b.png", bad)
     assert not (tmp_path / "out2").exists()
+
+
+def test_learned_method_from_a_checkpoint_folder(tmp_path):
+    """``dlkfm`` through `align` from ``checkpoint_dir``: a DLKFM whose extractors pass the image
+    through (identity weights, saved as a trained checkpoint) aligns a photo pair like LK."""
+    from test_models_dlkfm import identity_feature_net, save_as_checkpoint
+
+    save_as_checkpoint(identity_feature_net(3), tmp_path)
+    rng = np.random.default_rng(9)
+    a = _photo("astronaut", (512, 512))
+    b, a_H_b = _warped_pair(a, rng, amp=0.03)
+    r = deeplk.align(a, b, method="dlkfm", checkpoint_dir=tmp_path, refine_size=0)
+    assert r.method == "dlkfm" and not r.failed, r.details
+    assert _error(r, a_H_b, b.shape[:2]) < 1.0
