@@ -42,7 +42,8 @@ the final ``H`` is that residual composed with ``init_H``.
 (`deeplk.lk.align_images`) in the same frames enlarged 2, 3 or 4 times (the largest whole
 multiple of 192 up to `refine_size` and the images' shorter sides; none for images under 384 px), started from the method's estimate, so the result is
 accurate to a fraction of a pixel of the *original* images, not of the 192 frame. It is kept only
-if it lowers the photometric residual and moves the corners by less than 4 px of the 192 frame.
+if LK does not fail, the corners move by less than 4 px of the 192 frame and the similarity
+(below) does not drop.
 
 Two modalities
 --------------
@@ -348,7 +349,6 @@ def _confidence(similarity: float, overlap: float, disagreement: float, other_si
 def _refine(a: np.ndarray, b: np.ndarray, a192_H_b192: np.ndarray, refine_size: int, representation: str):
     """Pyramid LK in the frames enlarged to `refine_size`; ``a192_H_b192`` refined, or None."""
     from deeplk.lk import align_images
-    from deeplk.methods import photometric_residual
 
     factor = int(min(refine_size, min(a.shape[:2]), min(b.shape[:2])) // INPUT_SIZE)
     if factor < 2:  # whole multiples of the 192 frame: few shapes to compile
@@ -368,10 +368,6 @@ def _refine(a: np.ndarray, b: np.ndarray, a192_H_b192: np.ndarray, refine_size: 
     if bool(res.failed.numpy()[0]):
         return None
     H = res.H.numpy().astype(np.float64)
-    before, after = photometric_residual(np.stack([a_s, a_s]), np.stack([tmpl, tmpl]),
-                                         np.concatenate([init, H.astype(np.float32)]))
-    if not after <= before:
-        return None
     refined = np.linalg.inv(S) @ H[0] @ _translation(-c, -c) @ S
     refined = _normalized(refined)
     move = np.abs(_corners(refined, (INPUT_SIZE, INPUT_SIZE)) - _corners(a192_H_b192, (INPUT_SIZE, INPUT_SIZE)))
@@ -503,7 +499,8 @@ def align(
     refined = False
     if not method_failed and refine_size:
         better = _refine(a_work, b_work, H192[best], refine_size, representation)
-        if better is not None:
+        # kept unless it matches worse (the similarity in the 192 frame, a coarse safety check)
+        if better is not None and _similarity(a192, b192, better)[0] >= sims[best] - 0.01:
             H192[best], refined = better, True
     frame = (INPUT_SIZE, INPUT_SIZE)
     disagreement = float(np.linalg.norm(_corners(H192[best], frame) - _corners(H192[other], frame), axis=1).mean())
