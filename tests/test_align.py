@@ -128,9 +128,10 @@ def test_input_forms_give_the_same_homography(tmp_path):
     for fa, fb in forms:
         r = deeplk.align(fa, fb)
         assert _error(r, a_H_b, b.shape[:2]) < 1.0
-    # grey loses colour, so only the colour forms must agree to the last digits
+    # grey loses colour, so only the colour forms must agree closely (resizing rounds to the
+    # input's own bit depth: 8-bit and 16-bit frames differ by ~1/255 grey levels)
     for fa, fb in forms[:2]:
-        np.testing.assert_allclose(deeplk.align(fa, fb).corners, ref.corners, atol=1e-3)
+        np.testing.assert_allclose(deeplk.align(fa, fb).corners, ref.corners, atol=1e-2)
 
 
 def test_init_h_reaches_beyond_the_methods_range():
@@ -379,3 +380,15 @@ def test_learned_method_from_a_checkpoint_folder(tmp_path):
     r = deeplk.align(a, b, method="dlkfm", checkpoint_dir=tmp_path, refine_size=0)
     assert r.method == "dlkfm" and not r.failed, r.details
     assert _error(r, a_H_b, b.shape[:2]) < 1.0
+
+
+def test_degenerate_or_missing_corners_count_as_the_method_failing():
+    """A method returning collinear corners (no homography) or NaN on both starts: `failed`,
+    confidence 0, no exception."""
+    a = _photo("coffee", (320, 240))
+    line = np.array([[[0, 0], [10, 10], [20, 20], [30, 30]]] * 2, np.float64)
+    nan = np.full((2, 4, 2), np.nan)
+    for corners, failed in ((line, np.zeros(2, bool)), (nan, np.ones(2, bool))):
+        r = deeplk.align(a, a, method="identity", predictor=lambda i, t, c=corners, f=failed: (c, f))
+        assert r.failed and r.confidence == 0.0 and r.details["method_failed"]
+        assert not np.any(np.isfinite(r.H))

@@ -179,7 +179,13 @@ def _read_file(path: Path, name: str) -> np.ndarray:
 
 
 def load_image(image, name: str = "image") -> np.ndarray:
-    """A path or an array as ``(H, W, 3)`` float32 RGB in [0, 1].
+    """A path or an array as ``(H, W, 3)`` float32 RGB in [0, 1] (see `_load`)."""
+    return _unit(_load(image, name))
+
+
+def _load(image, name: str) -> np.ndarray:
+    """A path or an array as ``(H, W, 3)`` RGB, uint8, uint16 or float32 in [0, 1] (resizing
+    before the conversion to float keeps large photographs cheap).
 
     Accepts files OpenCV reads (8- or 16-bit) and arrays ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)``
     (RGB) or ``(H, W, 4)`` (RGBA; alpha dropped) of uint8, uint16 or float in [0, 1]. Grey is
@@ -203,24 +209,28 @@ def load_image(image, name: str = "image") -> np.ndarray:
         raise ValueError(f"{where}: image is {arr.shape[1]}x{arr.shape[0]} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed")
     if arr.ndim == 3 and arr.shape[2] == 4:
         arr = arr[..., :3]
-    if arr.dtype == np.uint8:
-        out = arr.astype(np.float32) / 255.0
-    elif arr.dtype == np.uint16:
-        out = arr.astype(np.float32) / 65535.0
-    elif arr.dtype == np.bool_:
-        out = arr.astype(np.float32)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
     elif np.issubdtype(arr.dtype, np.floating):
-        out = arr.astype(np.float32)
-        if not np.all(np.isfinite(out)):
+        arr = arr.astype(np.float32)
+        if not np.all(np.isfinite(arr)):
             raise ValueError(f"{where}: image has non-finite values")
-        if out.min() < -1e-6 or out.max() > 1 + 1e-6:
-            raise ValueError(f"{where}: float images must be in [0, 1], got [{out.min():.3g}, {out.max():.3g}]")
-        out = np.clip(out, 0.0, 1.0)
-    else:
+        if arr.min() < -1e-6 or arr.max() > 1 + 1e-6:
+            raise ValueError(f"{where}: float images must be in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}]")
+        arr = np.clip(arr, 0.0, 1.0)
+    elif arr.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"{where}: unsupported dtype {arr.dtype} (uint8, uint16 or float in [0, 1])")
-    if out.ndim == 2:
-        out = np.repeat(out[..., None], 3, axis=-1)
-    return np.ascontiguousarray(out)
+    arr = np.ascontiguousarray(arr)
+    return cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB) if arr.ndim == 2 else arr
+
+
+def _unit(img: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 / float32 image -> float32 in [0, 1]."""
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) * np.float32(1 / 255)
+    if img.dtype == np.uint16:
+        return img.astype(np.float32) * np.float32(1 / 65535)
+    return img.astype(np.float32, copy=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,9 +251,10 @@ def _translation(dx: float, dy: float) -> np.ndarray:
 
 
 def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    """`img` (any `_load` dtype) resized to `size` x `size`, float32 in [0, 1]."""
     from deeplk.data.sources import resize_to
 
-    return resize_to(img, (size, size))
+    return _unit(resize_to(img, (size, size)))
 
 
 def _normalized(H: np.ndarray) -> np.ndarray:
@@ -381,6 +392,22 @@ def _refine(a: np.ndarray, b: np.ndarray, a192_H_b192: np.ndarray, refine_size: 
 # --------------------------------------------------------------------------------------------
 
 
+def _corners_homography(corners: np.ndarray) -> np.ndarray:
+    """``input_H_template`` (3, 3) float64 from a method's template corners (4, 2); NaN when
+    they are not finite or degenerate (collinear: no homography)."""
+    import tensorflow as tf
+
+    from deeplk.geometry import corners_to_homography
+
+    if not np.all(np.isfinite(corners)):
+        return np.full((3, 3), np.nan)
+    try:
+        H = corners_to_homography(corners[None], (TEMPLATE_SIZE, TEMPLATE_SIZE)).numpy()[0]
+    except tf.errors.InvalidArgumentError:  # singular system
+        return np.full((3, 3), np.nan)
+    return H.astype(np.float64) if np.all(np.isfinite(H)) else np.full((3, 3), np.nan)
+
+
 def _check_checkpoint_dir(checkpoint_dir):
     if checkpoint_dir is None:
         return None
@@ -466,8 +493,8 @@ def align(
     if representation not in REPRESENTATIONS:
         raise ValueError(f"representation: must be one of {REPRESENTATIONS}, got {representation!r}")
     checkpoint_dir = _check_checkpoint_dir(checkpoint_dir)
-    a = load_image(image_a, "image_a")
-    b = load_image(image_b, "image_b")
+    a = _load(image_a, "image_a")
+    b = _load(image_b, "image_b")
     if init_H is not None:
         init = np.asarray(init_H, np.float64)
         if init.shape != (3, 3) or not np.all(np.isfinite(init)) or abs(np.linalg.det(init)) < 1e-12:
@@ -483,14 +510,10 @@ def align(
     corners, failed = predictor(inputs, templates)
     corners = np.asarray(corners, np.float64)
     failed = np.asarray(failed, bool)
-    from deeplk.geometry import corners_to_homography
-
-    finite = np.all(np.isfinite(corners), axis=(1, 2))
-    safe = np.where(finite[:, None, None], corners, _corners(np.eye(3), (TEMPLATE_SIZE, TEMPLATE_SIZE))[None])
-    input_H_template = corners_to_homography(safe, (TEMPLATE_SIZE, TEMPLATE_SIZE)).numpy().astype(np.float64)
-    # both starts as a192_H_b192 (template t = b192 - offset)
-    H192 = [_normalized(input_H_template[i] @ _translation(-x0, -y0)) if finite[i] and not failed[i] else np.full((3, 3), np.nan)
+    # both starts as a192_H_b192 (template t = b192 - offset); NaN where the method failed
+    H192 = [_corners_homography(corners[i]) @ _translation(-x0, -y0) if not failed[i] else np.full((3, 3), np.nan)
             for i, (x0, y0) in enumerate(_template_offsets())]
+    H192 = [_normalized(h) for h in H192]
     ok = [bool(np.all(np.isfinite(h))) for h in H192]
     method_failed = not any(ok)
     sims = [_similarity(a192, b192, h)[0] if good else -1.0 for h, good in zip(H192, ok)]
