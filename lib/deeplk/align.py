@@ -408,6 +408,22 @@ def _corners_homography(corners: np.ndarray) -> np.ndarray:
     return H.astype(np.float64) if np.all(np.isfinite(H)) else np.full((3, 3), np.nan)
 
 
+#: Predictors built without a checkpoint folder (the training-free methods), kept for the
+#: process: building one can trace a TensorFlow function. With ``checkpoint_dir`` a method is
+#: built at every call (its checkpoint may have changed).
+_PREDICTORS: dict = {}
+
+
+def _predictor(method: str, checkpoint_dir):
+    from deeplk.methods import get_method
+
+    if checkpoint_dir is not None:
+        return get_method(method, checkpoint_dir=checkpoint_dir)
+    if method not in _PREDICTORS:
+        _PREDICTORS[method] = get_method(method)
+    return _PREDICTORS[method]
+
+
 def _check_checkpoint_dir(checkpoint_dir):
     if checkpoint_dir is None:
         return None
@@ -503,9 +519,7 @@ def align(
     else:
         a_work, b_work, a_H_work, bwork_H_b = a, b, np.eye(3), np.eye(3)
     if predictor is None:
-        from deeplk.methods import get_method
-
-        predictor = get_method(method, checkpoint_dir=checkpoint_dir)
+        predictor = _predictor(method, checkpoint_dir)
     inputs, templates, a192, b192 = _frames(a_work, b_work, representation)
     corners, failed = predictor(inputs, templates)
     corners = np.asarray(corners, np.float64)
