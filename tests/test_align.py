@@ -392,3 +392,19 @@ def test_degenerate_or_missing_corners_count_as_the_method_failing():
         r = deeplk.align(a, a, method="identity", predictor=lambda i, t, c=corners, f=failed: (c, f))
         assert r.failed and r.confidence == 0.0 and r.details["method_failed"]
         assert not np.any(np.isfinite(r.H))
+
+
+def test_overlay_and_warp_known_answers():
+    """image_b = image_a shifted by (dx, dy) = (7, 4) px: warped by the true H it equals image_a
+    wherever it is valid, and the checkerboard shows image_a's pixels everywhere but the outline."""
+    a = _photo("coffee", (320, 240))
+    b = a[4:, 7:]
+    H = np.array([[1, 0, 7.0], [0, 1, 4.0], [0, 0, 1]])
+    warped, mask = align_module.warp_to_a(a, b, H)
+    assert mask[4:, 7:].all() and not mask[:4].any() and not mask[:, :7].any()
+    np.testing.assert_allclose(warped[mask], a[mask] / 255.0, atol=1e-6)
+    overlay = align_module.overlay_image(a, b, H)
+    outline = np.zeros(a.shape[:2], bool)
+    outline[:7, :] = outline[:, :9] = outline[-2:, :] = outline[:, -2:] = True  # around B's border
+    np.testing.assert_array_equal(overlay[~outline], a[~outline])
+    assert (overlay[outline] != a[outline]).any()  # the red outline is drawn

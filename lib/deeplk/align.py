@@ -611,9 +611,10 @@ def overlay_image(image_a, image_b, H, tiles: int = 8) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w]
     use_b = (((yy // tile) + (xx // tile)) % 2 == 1) & mask
     out = _to_uint8(np.where(use_b[..., None], warped, a))
-    outline = np.round(_corners(H, b.shape[:2])).astype(np.int32)
-    if np.all(np.abs(outline) < 1e6):
-        cv2.polylines(out, [outline.reshape(-1, 1, 2)], True, (255, 0, 0), max(1, max(h, w) // 300), cv2.LINE_AA)
+    outline = _corners(H, b.shape[:2])
+    if np.all(np.abs(outline) < 1e6):  # False for NaN too
+        pts = np.round(outline).astype(np.int32).reshape(-1, 1, 2)
+        cv2.polylines(out, [pts], True, (255, 0, 0), max(1, max(h, w) // 300), cv2.LINE_AA)
     return out
 
 
@@ -651,7 +652,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="hybrid", help="alignment method (default: hybrid; see --list-methods)")
     p.add_argument("--checkpoint-dir", default=None, metavar="D", help="folder of trained checkpoints for learned methods")
     p.add_argument("--out", default=None, metavar="DIR", help="write homography.json, warped.png, overlay.png here")
-    p.add_argument("--gif", action="store_true", help="also write lk_iterations.gif (LK on intensities, 192 frame)")
+    p.add_argument("--gif", action="store_true", help="also write lk_iterations.gif: the LK iterations in the 192 frame from the centred start")
     p.add_argument("--representation", default="intensity", choices=REPRESENTATIONS,
                    help="what the method sees: intensity (default) or gradient (for two modalities)")
     p.add_argument("--min-confidence", type=float, default=0.3, metavar="C", help="below this the alignment failed (default 0.3)")
