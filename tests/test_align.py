@@ -408,3 +408,31 @@ def test_overlay_and_warp_known_answers():
     outline[:7, :] = outline[:, :9] = outline[-2:, :] = outline[:, -2:] = True  # around B's border
     np.testing.assert_array_equal(overlay[~outline], a[~outline])
     assert (overlay[outline] != a[outline]).any()  # the red outline is drawn
+
+
+def test_command_init_h_file(tmp_path, capsys):
+    """--init-h: a tile of a larger photo found from a rough homography in a file (JSON as
+    homography.json, or 9 numbers); a bad file is a clear error naming it."""
+    a = _photo("coffee", (1200, 800))
+    a_H_b = np.array([[1.6, 0.05, 700.0], [-0.04, 1.55, 420.0], [0, 0, 1]])
+    b = cv2.warpPerspective(a, a_H_b, (250, 200), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(a, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(tmp_path / "b.png"), cv2.cvtColor(b, cv2.COLOR_RGB2BGR))
+    rough = a_H_b.copy()
+    rough[:2, 2] += (9.0, -7.0)
+    (tmp_path / "rough.json").write_text(json.dumps({"H": rough.tolist()}))
+    (tmp_path / "rough.txt").write_text(" ".join(f"{v:.6f}" for v in rough.ravel()))
+    for name in ("rough.json", "rough.txt"):
+        out = tmp_path / f"out_{name}"
+        assert align_module.main([str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--init-h", str(tmp_path / name),
+                                  "--out", str(out)]) == 0
+        H = np.array(json.loads((out / "homography.json").read_text())["H"])
+        true = cv2.perspectiveTransform(_corners_of(b.shape[:2])[None], a_H_b)[0]
+        found = cv2.perspectiveTransform(_corners_of(b.shape[:2])[None], H)[0]
+        assert np.linalg.norm(found - true, axis=1).mean() < 1.0
+    (tmp_path / "bad.txt").write_text("1 2 3")
+    out = tmp_path / "out_bad"
+    assert align_module.main([str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--init-h", str(tmp_path / "bad.txt"),
+                              "--out", str(out)]) == 2
+    assert "--init-h: " in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["failure.json"]

@@ -92,7 +92,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["AlignResult", "align", "load_image", "gradient_image", "warp_to_a", "overlay_image", "write_outputs",
+__all__ = ["AlignResult", "align", "load_image", "gradient_image", "warp_to_a", "overlay_image", "write_outputs", "read_homography",
            "make_demo_pair", "upload_widget", "main"]
 
 #: Side of the methods' input frame and of their template.
@@ -633,6 +633,7 @@ cv2.imwrite('a.png', a); H = np.array([[1.02, 0.03, -12], [-0.02, 0.99, 9], [0, 
 cv2.imwrite('b.png', cv2.warpPerspective(a, H, (600, 400), flags=cv2.WARP_INVERSE_MAP))"
   deeplk-align a.png b.png --out aligned --gif
   deeplk-align photo.png map.png --representation gradient   # two modalities
+  deeplk-align big.png tile.png --init-h rough.json           # B far from A's centre: a rough H
 prints H (b pixels -> a pixels, close to the matrix above) and the confidence; writes
 aligned/homography.json, aligned/warped.png (b in a's frame), aligned/overlay.png (checkerboard of
 a and warped b) and aligned/lk_iterations.gif. Exit code 0 aligned, 1 alignment failed (only
@@ -653,11 +654,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", default=None, metavar="D", help="folder of trained checkpoints for learned methods")
     p.add_argument("--out", default=None, metavar="DIR", help="write homography.json, warped.png, overlay.png here")
     p.add_argument("--gif", action="store_true", help="also write lk_iterations.gif: the LK iterations in the 192 frame from the centred start")
+    p.add_argument("--init-h", default=None, metavar="FILE",
+                   help="rough homography B -> A to start from when B is far off (a homography.json, or 9 numbers)")
     p.add_argument("--representation", default="intensity", choices=REPRESENTATIONS,
                    help="what the method sees: intensity (default) or gradient (for two modalities)")
     p.add_argument("--min-confidence", type=float, default=0.3, metavar="C", help="below this the alignment failed (default 0.3)")
     p.add_argument("--list-methods", action="store_true", help="list the available methods and exit")
     return p
+
+
+def read_homography(path) -> np.ndarray:
+    """A ``(3, 3)`` homography from a file: a JSON object with key ``"H"`` (``homography.json``)
+    or 9 numbers (whitespace or commas). Raises FileNotFoundError / ValueError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"init_H: file not found: {path}")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        values = json.loads(text)["H"] if text.lstrip().startswith("{") else text.replace(",", " ").split()
+        H = np.asarray(values, np.float64).reshape(3, 3)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"init_H: {path} holds no 3x3 homography (a JSON object with \"H\", or 9 numbers): {e}") from None
+    return H
 
 
 def _png(img_uint8: np.ndarray) -> bytes:
@@ -809,11 +827,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if out is not None and out.exists() and not out.is_dir():
             raise ValueError(f"--out: not a folder: {out}")
+        init_H = read_homography(args.init_h) if args.init_h else None
         result = align(args.image_a, args.image_b, method=args.method, checkpoint_dir=args.checkpoint_dir,
-                       representation=args.representation, min_confidence=args.min_confidence)
+                       init_H=init_H, representation=args.representation, min_confidence=args.min_confidence)
     except (FileNotFoundError, ValueError) as e:
         msg = str(e)
-        for api, cli in (("checkpoint_dir:", "--checkpoint-dir:"), ("method:", "--method:"), ("image_a", "A"), ("image_b", "B")):
+        for api, cli in (("checkpoint_dir:", "--checkpoint-dir:"), ("method:", "--method:"), ("init_H:", "--init-h:"),
+                         ("image_a", "A"), ("image_b", "B")):
             msg = msg.replace(api, cli, 1) if msg.startswith(api) else msg
         print(f"deeplk-align: error: {msg}", file=sys.stderr)
         _write_failure(out, {**base, "failed": True, "error": msg})
