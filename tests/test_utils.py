@@ -40,3 +40,16 @@ def test_seed_everything_repeats_numpy_draws():
     b = seed_everything(7).random(3), np.random.random(3)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_write_bytes_atomic_writes_exact_bytes_and_leaves_no_temporary(tmp_path):
+    from deeplk.utils import write_bytes_atomic
+
+    p = tmp_path / "x.png"
+    data = bytes(range(256)) * 3
+    write_bytes_atomic(p, data)
+    assert p.read_bytes() == data
+    with pytest.raises(TypeError):
+        write_bytes_atomic(p, "text")  # not bytes: fails while writing
+    assert p.read_bytes() == data
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["x.png"]

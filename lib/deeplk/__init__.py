@@ -11,3 +11,8 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _tf_startup.install()
 
 __version__ = "0.1.0"
+
+
+# `deeplk.align(image_a, image_b, ...)`: the function shadows its module's name on the package;
+# reach the module itself with ``importlib.import_module("deeplk.align")``.
+from deeplk.align import AlignResult, align  # noqa: E402

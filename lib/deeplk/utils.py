@@ -35,11 +35,20 @@ def write_text_atomic(path, text: str) -> None:
     it; the temporary file is removed if writing fails. The file gets the ordinary permissions
     of a new file (``0o666`` minus the umask), not ``mkstemp``'s private ``0o600``.
     """
+    _write_atomic(path, text, "w")
+
+
+def write_bytes_atomic(path, data: bytes) -> None:
+    """`write_text_atomic` for bytes (an encoded PNG, say)."""
+    _write_atomic(path, data, "wb")
+
+
+def _write_atomic(path, data, mode: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
