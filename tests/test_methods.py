@@ -76,6 +76,17 @@ def test_lk_mind_options():
         methods.get_method("lk_mind", descriptor="orientation", descriptor_options={"epsilon": 0})
 
 
+def test_lk_mind_builds_share_one_compiled_descriptor():
+    """Building the method again (deeplk.align, evaluations) reuses the compiled descriptor of the
+    same setting instead of tracing a new one; another setting gets its own."""
+    methods.get_method("lk_mind")
+    methods.get_method("lk_mind", descriptor_options={"distance": 2})
+    n = len(methods._COMPILED_DESCRIPTORS)
+    methods.get_method("lk_mind")
+    methods.get_method("lk_mind", descriptor_options={"distance": 2})
+    assert len(methods._COMPILED_DESCRIPTORS) == n >= 2
+
+
 def test_hybrid_falls_back_when_sift_fails(pairs):
     """A flat template: SIFT finds nothing, LK flags it: a failure, never NaN corners passed on."""
     inputs, templates, _ = pairs

@@ -97,8 +97,14 @@ def _build_lk_mind(checkpoint_dir=None, descriptor: str = "mind", descriptor_opt
     options = LKOptions.coerce(lk_options, **settings)
     descriptor_options = dict(descriptor_options or {})
     describe(np.zeros((1, 8, 8, 1), np.float32), descriptor, **descriptor_options)  # bad options fail here
-    compiled = tf.function(lambda x: describe(x, descriptor, **descriptor_options), jit_compile=True)
-    return _lk_predictor(levels, options, compiled)
+    key = (descriptor, repr(sorted(descriptor_options.items())))
+    if key not in _COMPILED_DESCRIPTORS:  # one compiled function per setting: no retracing per build
+        _COMPILED_DESCRIPTORS[key] = tf.function(
+            lambda x: describe(x, descriptor, **descriptor_options), jit_compile=True)
+    return _lk_predictor(levels, options, _COMPILED_DESCRIPTORS[key])
+
+
+_COMPILED_DESCRIPTORS: dict = {}
 
 
 def photometric_residual(inputs, templates, input_H_template, min_valid_fraction: float = 0.5) -> np.ndarray:
