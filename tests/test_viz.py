@@ -690,3 +690,41 @@ def test_save_success_curve(tmp_path):
     assert not [p for p in (tmp_path / "res").iterdir() if p != path]
     with pytest.raises(ValueError, match="errors_by_method"):
         viz.save_success_curve(tmp_path, {})
+
+
+class TestAlignmentExamples:
+    def _problem(self):
+        from deeplk.geometry_np import centred_corners
+
+        rng = np.random.default_rng(0)
+        inputs = rng.uniform(0, 1, (2, 192, 192, 3)).astype(np.float32)
+        templates = inputs[:, 32:160, 32:160].copy()
+        true = np.repeat(centred_corners(192, 128)[None], 2, axis=0)
+        return inputs, templates, true
+
+    def test_panels_show_each_methods_overlay_and_error(self):
+        import matplotlib.pyplot as plt
+
+        from deeplk.geometry_np import corners_to_homography
+        from deeplk.viz import alignment_examples, overlay_array
+
+        inputs, templates, true = self._problem()
+        off = true + 3.0  # every corner 3 px right and down: PE 3 * sqrt(2)
+        failed = np.full_like(true, np.nan)
+        fig = alignment_examples(inputs, templates, true, {"good": true, "off": off, "none": failed})
+        axes = np.array(fig.axes).reshape(4, 2)
+        assert [axes[r, 0].get_title() for r in range(4)] == [
+            "#0: template", "good: 0.0 px", f"off: {3 * np.sqrt(2):.1f} px", "none: failed"]
+        expected = overlay_array(inputs[1], templates[1], corners_to_homography(off[1], 128),
+                                 true_corners=true[1], pred_corners=off[1])
+        np.testing.assert_array_equal(np.asarray(axes[2, 1].images[0].get_array()), expected)
+        plt.close(fig)
+
+    def test_bad_arguments_name_what_is_wrong(self):
+        from deeplk.viz import alignment_examples
+
+        inputs, templates, true = self._problem()
+        with pytest.raises(ValueError, match="`predictions` is empty"):
+            alignment_examples(inputs, templates, true, {})
+        with pytest.raises(ValueError, match="predictions\\['m'\\]"):
+            alignment_examples(inputs, templates, true, {"m": true[:1]})

@@ -31,6 +31,7 @@ __all__ = [
     "to_rgb_uint8",
     "draw_outline",
     "overlay_array",
+    "alignment_examples",
     "normalize_map",
     "feature_grid",
     "show_image",
@@ -243,6 +244,58 @@ def overlay_array(input_image, template_image, input_H_template, true_corners=No
         if corners is not None:
             out = draw_outline(out, corners, colour, thickness=width, scale=scale)
     return out
+
+
+def alignment_examples(inputs, templates, true_corners, predictions, max_samples: int = 4,
+                       titles=None):
+    """A figure of aligned samples, one column each: the template, then for every method the
+    template warped into the input by the method's estimate and blended over it
+    (`overlay_array`), with the true (green) and predicted (red) outlines.
+
+    Args:
+        inputs: ``(B, Hi, Wi, C)`` in [0, 1]; templates: ``(B, h, w, C)``.
+        true_corners: ``(B, 4, 2)`` where the template's corners truly land.
+        predictions: ``{method: (B, 4, 2)}`` estimated corners (NaN where the method failed:
+            the input is shown without a blend or red outline).
+        max_samples: columns at most.
+        titles: optional column titles (default ``#i``).
+
+    Returns:
+        The matplotlib figure (``1 + len(predictions)`` rows).
+    """
+    import matplotlib.pyplot as plt
+
+    from deeplk.geometry_np import corners_to_homography
+
+    inputs, templates = np.asarray(inputs, np.float32), np.asarray(templates, np.float32)
+    true_corners = np.asarray(true_corners, np.float64)
+    check_shape("inputs", inputs, (None, None, None, None), "(B, H, W, C)")
+    batch = inputs.shape[0]
+    check_shape("templates", templates, (batch, None, None, inputs.shape[-1]), "(B, h, w, C), C of the inputs")
+    check_shape("true_corners", true_corners, (batch, 4, 2), "(B, 4, 2)")
+    if not predictions:
+        raise ValueError("`predictions` is empty: give at least one method's (B, 4, 2) corners")
+    preds = {}
+    for name, c in predictions.items():
+        c = np.asarray(c, np.float64)
+        check_shape(f"predictions[{name!r}]", c, (batch, 4, 2), "(B, 4, 2)")
+        preds[name] = c
+    n = min(batch, int(max_samples))
+    if n < 1:
+        raise ValueError(f"nothing to show: {batch} samples, max_samples={max_samples!r}")
+    size = templates.shape[1:3]
+    fig, axes = plt.subplots(1 + len(preds), n, figsize=(2.3 * n, 2.3 * (1 + len(preds))), squeeze=False)
+    for i in range(n):
+        show_image(axes[0, i], templates[i], titles[i] if titles is not None else f"#{i}: template")
+        for row, (name, c) in enumerate(preds.items(), start=1):
+            ok = np.all(np.isfinite(c[i]))
+            H = corners_to_homography(c[i], size) if ok else np.full((3, 3), np.nan)
+            image = overlay_array(inputs[i], templates[i], H, true_corners=true_corners[i],
+                                  pred_corners=c[i] if ok else None)
+            pe = float(np.linalg.norm(c[i] - true_corners[i], axis=-1).mean()) if ok else float("nan")
+            show_image(axes[row, i], image, f"{name}: {pe:.1f} px" if ok else f"{name}: failed")
+    fig.tight_layout()
+    return fig
 
 
 def normalize_map(fmap, percentiles=(1.0, 99.0)) -> np.ndarray:
