@@ -92,12 +92,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+# The methods' input frame and template (the DLK protocol's sizes).
+from deeplk.data.protocol import INPUT_SIZE, PATCH_OFFSET, TEMPLATE_SIZE
+
 __all__ = ["AlignResult", "align", "load_image", "gradient_image", "warp_to_a", "overlay_image", "write_outputs", "read_homography",
            "make_demo_pair", "upload_widget", "main"]
 
-#: Side of the methods' input frame and of their template.
-INPUT_SIZE = 192
-TEMPLATE_SIZE = 128
 #: Offset of the second start's template within image_b's 192 frame, (dx, dy) pixels.
 SECOND_START_OFFSET = (12, -12)
 #: Similarity mapped to confidence: 0 at or below the floor, 1 at floor + span and above.
@@ -271,7 +271,7 @@ def _corners(H: np.ndarray, shape_hw) -> np.ndarray:
 
 
 def _template_offsets():
-    c = (INPUT_SIZE - TEMPLATE_SIZE) // 2
+    c = PATCH_OFFSET
     dx, dy = SECOND_START_OFFSET
     return [(c, c), (c + dx, c + dy)]
 
