@@ -140,11 +140,11 @@ def train_levels(data_root, checkpoint_dir, steps, arch: dict, loss_options: dic
     for level, n in zip(dlkfm.LEVELS, steps):
         dataset = data.load_dataset(data_root, "train2014", batch_size=batch_size, shuffle=True,
                                     seed=seed + level, repeat=True)
-        result = dlkfm.train_stage(level, dataset, checkpoint_dir, steps=n,
+        result = dlkfm.train_stage(f"dlkfm/level{level}", dataset, checkpoint_dir, steps=n,
                                    learning_rate=learning_rate, seed=seed + level,
                                    model_config=arch if level == 1 else None,
-                                   task_options=loss_options, log_every=max(1, n // 10),
-                                   progress=False)
+                                   task_options=loss_options, notes=dict(data_root=str(data_root)),
+                                   log_every=max(1, n // 10), progress=False)
         seconds[level] = result.seconds
         print(f"  level {level}: steps {result.start_step} -> {result.steps} in "
               f"{result.seconds:.0f} s; last window loss {result.final_loss:.4f}, "

@@ -49,7 +49,7 @@ def test_regression_format_1_loads(tmp_path):
 def test_homography_net_unversioned_config_loads(tmp_path):
     options = dict(vgg_weights=None, input_scale=0.25, inception_filters=4, num_inception_blocks=2,
                    dense_units=16)
-    folder = homography_net.stage_dir(tmp_path, "supervised", 16)
+    folder = homography_net.stage_dir(tmp_path, "hnet_sup/rho16")
     folder.mkdir(parents=True)
     (folder / "model_config.json").write_text(json.dumps(
         {"mode": "supervised", "rho": 16, "pairs": "synthetic", "model": options}))

@@ -154,6 +154,37 @@ def test_every_family_builds_its_methods_and_only_those():
             module.build_method("sift")
 
 
+def test_every_family_has_one_interface(tmp_path):
+    """Each family: an architecture dataclass, stages named by their run folder (whose first part
+    is one of the family's methods), and `train_stage` / `stage_dir` / `build_method` with the
+    same parameters as every other family."""
+    import dataclasses
+    import importlib
+    import inspect
+
+    configs = {"regression": "RegressionConfig", "homography_net": "HomographyNetConfig",
+               "clkn": "CLKNConfig", "dlkfm": "DLKFMConfig"}
+    signatures = {}
+    for family in sorted(set(methods.FAMILIES.values())):
+        module = importlib.import_module(f"deeplk.models.{family}")
+        assert dataclasses.is_dataclass(getattr(module, configs[family]))
+        for stage in module.STAGE_NAMES:
+            assert module.stage_dir(tmp_path, stage) == tmp_path / stage
+            assert stage.split("/")[0] in module.METHOD_DESCRIPTIONS, stage
+        with pytest.raises(ValueError, match="stage"):
+            module.stage_dir(tmp_path, "nonsense")
+        with pytest.raises(ValueError, match="stage"):
+            module.train_stage("nonsense", None, tmp_path)
+        for fn in ("train_stage", "stage_dir", "build_method"):
+            params = inspect.signature(getattr(module, fn)).parameters.values()
+            signatures.setdefault(fn, {})[family] = [(p.name, p.kind) for p in params]
+    for fn, by_family in signatures.items():
+        assert len({tuple(v) for v in by_family.values()}) == 1, (fn, by_family)
+    assert [name for name, _ in signatures["train_stage"]["dlkfm"]] == [
+        "stage", "dataset", "checkpoint_dir", "steps", "learning_rate", "seed", "model_config",
+        "task_options", "notes", "train_options"]
+
+
 def test_dlkfm_started_by_mhn_receives_the_mhn_method(monkeypatch):
     from deeplk.models import dlkfm
 

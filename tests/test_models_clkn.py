@@ -333,7 +333,7 @@ def trained(tmp_path_factory):
         np.testing.assert_array_equal(a, b)
     before = float(task.compute_loss(initial, batch, training=False)[0])
     folder = root / "clkn"
-    result = train_stage(_dataset(16, 4), root, steps=40, learning_rate=3e-3, seed=0,
+    result = train_stage("clkn", _dataset(16, 4), root, steps=40, learning_rate=3e-3, seed=0,
                          model_config=task.model_config, task_options=dict(margins=task.margins),
                          log_every=10, checkpoint_every=20, progress=False)
     after = float(task.compute_loss(result.model, batch, training=False)[0])

@@ -16,7 +16,7 @@ from deeplk.data import generate_dataset
 from deeplk.geometry import corners_to_homography
 from deeplk.geometry_np import centred_corners
 from deeplk.models import homography_net as hn
-from deeplk.train import RUN_CONFIG_NAME, TrainConfig, load_latest, train
+from deeplk.train import RUN_CONFIG_NAME, TrainConfig, train
 
 TINY = dict(vgg_weights=None, input_size=48, template_size=32, inception_filters=4,
             num_inception_blocks=3, dense_units=16)
@@ -482,16 +482,27 @@ def demo_root(tmp_path_factory):
     return root
 
 
+def train_hnet(stage, root, ckpt, config, steps, batch_size, learning_rate, pairs=None, rho_start=None,
+               ramp_steps=0, loss_pools=None, **train_options):
+    """`make_train_dataset` + `train_stage`, as notebook 02 calls them."""
+    ds = hn.make_train_dataset(root, stage, batch_size=batch_size, pairs=pairs, rho_start=rho_start,
+                               ramp_steps=ramp_steps)
+    return hn.train_stage(stage, ds, ckpt, steps=steps, learning_rate=learning_rate, model_config=config,
+                          task_options=dict(loss_pools=loss_pools), notes=dict(rho_start=rho_start),
+                          **train_options)
+
+
 class TestCurriculum:
     def test_rho32_starts_from_rho16(self, demo_root, tmp_path):
         ckpt = tmp_path / "ckpt"
         kw = dict(steps=2, batch_size=3, learning_rate=1e-2, progress=False, log_every=1)
-        r16 = hn.train_stage("supervised", 16, demo_root, ckpt, DLK_TINY, **kw)
+        r16 = train_hnet("hnet_sup/rho16", demo_root, ckpt, DLK_TINY, **kw)
         assert r16.steps == 2
         folder = ckpt / "hnet_sup" / "rho16"
+        assert hn.stage_dir(ckpt, "hnet_sup/rho16") == folder
         meta = json.loads((folder / RUN_CONFIG_NAME).read_text())
         assert meta["family"] == hn.FAMILY and meta["model"] == hn.HomographyNetConfig(**DLK_TINY).to_dict()
-        assert meta["task"]["pairs"] == "synthetic" and meta["task"]["rho"] == 16
+        assert meta["task"]["rho"] == 16 and meta["task"]["learning_rate"] == 1e-2
         model16, _ = hn.load_stage_model(ckpt, "supervised", 16)
         w16 = [w.numpy() for w in model16.weights]
         # The task of stage 32 builds its model from stage 16's weights ...
@@ -501,25 +512,35 @@ class TestCurriculum:
         fresh = hn.make_task("supervised", DLK_TINY).build_model()
         assert np.abs(fresh.out.kernel.numpy() - model16.out.kernel.numpy()).max() > 0  # not scratch
         # ... and train_stage wires it: one tiny SGD step away from stage 16's head.
-        r32 = hn.train_stage("supervised", 32, demo_root, ckpt, DLK_TINY, optimizer="sgd",
-                             **{**kw, "steps": 1, "learning_rate": 1e-6})
+        r32 = train_hnet("hnet_sup/rho32", demo_root, ckpt, DLK_TINY, optimizer="sgd",
+                         **{**kw, "steps": 1, "learning_rate": 1e-6})
         meta32 = json.loads((ckpt / "hnet_sup" / "rho32" / RUN_CONFIG_NAME).read_text())["task"]
-        assert meta32["init_from"] == str(folder) and meta32["pairs"] == "dlk"
+        assert meta32["init_from"] == str(folder) and meta32["rho"] == 32
         w32 = [w.numpy() for w in r32.model.trainable_weights]
         t16 = [w.numpy() for w in model16.trainable_weights]
         assert max(np.abs(a - b).max() for a, b in zip(w32, t16)) < 1e-4
         assert max(np.abs(a - b).max() for a, b in zip(w32, t16)) > 0
         # Resuming stage 32 continues from its own checkpoint, not from stage 16 again.
-        again = hn.train_stage("supervised", 32, demo_root, ckpt, DLK_TINY, optimizer="sgd",
-                               **{**kw, "steps": 2, "learning_rate": 1e-6})
+        again = train_hnet("hnet_sup/rho32", demo_root, ckpt, DLK_TINY, optimizer="sgd",
+                           **{**kw, "steps": 2, "learning_rate": 1e-6})
         assert again.start_step == 1 and again.steps == 2
         assert hn.latest_stage(ckpt, "supervised") == 32
         with pytest.raises(ValueError, match="other model options"):
-            hn.train_stage("supervised", 32, demo_root, ckpt, {**DLK_TINY, "dense_units": 8}, **kw)
+            train_hnet("hnet_sup/rho32", demo_root, ckpt, {**DLK_TINY, "dense_units": 8}, **kw)
+
+    def test_default_pairs(self, demo_root):
+        """Stage rho 16 cuts fresh pairs with offsets up to 16 px; rho 32 reads the stored DLK pairs."""
+        base = np.asarray(centred_corners(192, 128))
+        stored = next(iter(hn.make_train_dataset(demo_root, "hnet_sup/rho32", batch_size=6, pairs="dlk")))[2]
+        rho32 = next(iter(hn.make_train_dataset(demo_root, "hnet_sup/rho32", batch_size=6)))[2]
+        np.testing.assert_array_equal(rho32.numpy(), stored.numpy())
+        rho16 = next(iter(hn.make_train_dataset(demo_root, "hnet_unsup/rho16", batch_size=6)))[2].numpy()
+        assert np.abs(rho16 - base).max() <= 16 + 1e-4
+        assert np.abs(stored.numpy() - base).max() > 16  # the stored pairs reach beyond 16 px
 
     def test_unsupervised_stage_runs(self, demo_root, tmp_path):
-        r = hn.train_stage("unsupervised", 16, demo_root, tmp_path, DLK_TINY, steps=2, batch_size=2,
-                           learning_rate=1e-2, progress=False)
+        r = train_hnet("hnet_unsup/rho16", demo_root, tmp_path, DLK_TINY, steps=2, batch_size=2,
+                       learning_rate=1e-2, progress=False)
         assert np.isfinite(r.final_loss) and 0 < r.metrics["valid"] <= 1
         keras.utils.set_random_seed(0)  # as train() does: the initial weights
         initial = hn.UnsupervisedTask(DLK_TINY).build_model()
@@ -532,38 +553,41 @@ class TestCurriculum:
     def test_pyramid_loss_and_block2_cut_through_the_stage(self, demo_root, tmp_path):
         config = dict(DLK_TINY, vgg_layer="block2_conv2")
         kw = dict(steps=1, batch_size=2, learning_rate=1e-2, progress=False)
-        r = hn.train_stage("unsupervised", 16, demo_root, tmp_path, config, loss_pools=(1, 8), rho_start=4,
-                           ramp_steps=2, **kw)
-        meta = json.loads((hn.stage_dir(tmp_path, "unsupervised", 16) / RUN_CONFIG_NAME).read_text())
+        r = train_hnet("hnet_unsup/rho16", demo_root, tmp_path, config, loss_pools=(1, 8), rho_start=4,
+                       ramp_steps=2, **kw)
+        meta = json.loads((hn.stage_dir(tmp_path, "hnet_unsup/rho16") / RUN_CONFIG_NAME).read_text())
         assert meta["task"]["loss_pools"] == [1, 8] and meta["model"]["vgg_layer"] == "block2_conv2"
-        assert (meta["task"]["rho_start"], meta["task"]["ramp_steps"]) == (4, 2)
+        assert meta["task"]["rho_start"] == 4  # the notes
         # The first batch had offsets of at most rho_start = 4 px: its logged mace is below 4 * sqrt(2).
         assert r.history[0][0] == 1 and r.metrics["mace"] <= 4 * np.sqrt(2)
         with pytest.raises(ValueError, match="rho_start"):
-            hn.train_stage("supervised", 16, demo_root, tmp_path / "d", config, pairs="dlk", rho_start=4,
-                           ramp_steps=2, **kw)
+            train_hnet("hnet_sup/rho16", demo_root, tmp_path / "d", config, pairs="dlk", rho_start=4,
+                       ramp_steps=2, **kw)
         # The logged loss is the pyramid loss of the initial (centred) prediction on the batch.
         assert np.isfinite(r.final_loss)
         model, rho = hn.load_stage_model(tmp_path, "unsupervised")
         assert rho == 16 and model.vgg_layer == "block2_conv2"
         with pytest.raises(ValueError, match="loss_pools"):
-            hn.train_stage("supervised", 16, demo_root, tmp_path / "s", config, loss_pools=(1, 8), **kw)
+            train_hnet("hnet_sup/rho16", demo_root, tmp_path / "s", config, loss_pools=(1, 8), **kw)
         with pytest.raises(ValueError, match="pools"):
-            hn.train_stage("unsupervised", 16, demo_root, tmp_path / "u", config, loss_pools=(7,), **kw)
+            train_hnet("hnet_unsup/rho16", demo_root, tmp_path / "u", config, loss_pools=(7,), **kw)
 
     def test_bad_arguments(self, demo_root, tmp_path):
-        with pytest.raises(ValueError, match="rho"):
-            hn.train_stage("supervised", 24, demo_root, tmp_path, DLK_TINY)
+        kw = dict(steps=1, batch_size=2, learning_rate=1e-2)
+        with pytest.raises(ValueError, match="stage.*hnet_sup/rho16"):
+            train_hnet("hnet_sup/rho24", demo_root, tmp_path, DLK_TINY, **kw)
         with pytest.raises(ValueError, match="pairs"):
-            hn.train_stage("supervised", 16, demo_root, tmp_path, DLK_TINY, pairs="coco")
+            train_hnet("hnet_sup/rho16", demo_root, tmp_path, DLK_TINY, pairs="coco", **kw)
         with pytest.raises(ValueError, match="input_scale"):
-            hn.train_stage("supervised", 16, demo_root, tmp_path, {**DLK_TINY, "input_scale": 0.3})
+            train_hnet("hnet_sup/rho16", demo_root, tmp_path, {**DLK_TINY, "input_scale": 0.3}, **kw)
+        with pytest.raises(ValueError, match="task_options"):
+            hn.train_stage("hnet_sup/rho16", None, tmp_path, task_options={"pools": (1,)})
 
 
 def write_stage(ckpt, mode, rho, offsets):
     """A stage folder by hand: a model whose output is the constant `offsets` (bias only). The
     config is in the layout written before `deeplk.train.write_run_config` (still read)."""
-    folder = hn.stage_dir(ckpt, mode, rho)
+    folder = hn.stage_dir(ckpt, f"{hn.MODES[mode]}/rho{rho}")
     folder.mkdir(parents=True)
     (folder / RUN_CONFIG_NAME).write_text(json.dumps({"mode": mode, "rho": rho, "model": DLK_TINY}))
     model = hn.HomographyNet(**DLK_TINY).build_for_inputs()

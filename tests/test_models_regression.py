@@ -486,9 +486,10 @@ def train_constant_stage(checkpoint_dir, model, stage, offsets=None):
     if offsets is not None:
         init = checkpoint_dir / f"init_{model}{stage}.weights.h5"
         constant_net(offsets).save_weights(init)
-    return R.train_stage(model, stage, one_batch_dataset(), checkpoint_dir, steps=1, learning_rate=1e-12,
-                         model_config=TINY if stage == 1 else None, init_weights=init, optimizer="sgd",
-                         progress=False, data_resume="restart")
+    name = "dhn" if model == "dhn" else f"mhn/stage{stage}"
+    return R.train_stage(name, one_batch_dataset(), checkpoint_dir, steps=1, learning_rate=1e-12,
+                         model_config=TINY if stage == 1 else None, task_options=dict(init_weights=init),
+                         optimizer="sgd", progress=False, data_resume="restart")
 
 
 @pytest.fixture(scope="module")
@@ -530,7 +531,7 @@ class TestMethods:
 
     def test_mhn_method_composes_stages(self, rng, mhn_dir):
         record = read_run_config(mhn_dir / "mhn" / "stage2", R.FAMILY)
-        assert record.task == {"model": "mhn", "stage": 2} and record.model["input_scale"] == TINY["input_scale"]
+        assert record.task == {"model": "mhn", "stage": 2, "learning_rate": 1e-12} and record.model["input_scale"] == TINY["input_scale"]
         predict = R.build_mhn_method(mhn_dir, stages=2)
         corners, failed = predict(rng.random((2, 192, 192, 3)).astype(np.float32), rng.random((2, 128, 128, 3)).astype(np.float32))
         H1 = np_homography(TEMPLATE_CORNERS, BASE + O_MHN.reshape(4, 2))
@@ -543,9 +544,13 @@ class TestMethods:
 
     def test_train_stage_checks(self, tmp_path, mhn_dir):
         with pytest.raises(ValueError, match="model_config"):
-            R.train_stage("mhn", 3, one_batch_dataset(), mhn_dir, steps=1, model_config={**TINY, "dense_units": 4})
+            R.train_stage("mhn/stage3", one_batch_dataset(), mhn_dir, steps=1, model_config={**TINY, "dense_units": 4})
         with pytest.raises(FileNotFoundError, match="stage1"):
-            R.train_stage("mhn", 2, one_batch_dataset(), tmp_path, steps=1)
+            R.train_stage("mhn/stage2", one_batch_dataset(), tmp_path, steps=1)
+        with pytest.raises(ValueError, match="task_options.*init_weight"):
+            R.train_stage("dhn", one_batch_dataset(), tmp_path, steps=1, task_options={"init_weight": "x"})
+        with pytest.raises(ValueError, match=r"stage.*\['dhn', 'mhn/stage1'"):
+            R.train_stage("mhn", one_batch_dataset(), tmp_path, steps=1)
 
     def test_missing_checkpoint_names_folder(self, tmp_path):
         with pytest.raises(FileNotFoundError, match=str(tmp_path / "dhn")):
@@ -574,7 +579,7 @@ class TestMethods:
     def test_evaluate_stage(self, dhn_dir):
         n = 5
         true = np.broadcast_to(BASE, (n, 4, 2)).copy()
-        summaries, corners = R.evaluate_stage("dhn", 1, dhn_dir, np.zeros((n, 192, 192, 3), np.float32),
+        summaries, corners = R.evaluate_stage("dhn", dhn_dir, np.zeros((n, 192, 192, 3), np.float32),
                                               np.zeros((n, 128, 128, 3), np.float32), true, batch_size=2)
         assert set(summaries) == {"identity", "dhn"}
         assert summaries["identity"]["mean_pe"] == pytest.approx(0.0, abs=1e-9)
@@ -586,11 +591,11 @@ class TestMethods:
 class TestHelpers:
     def test_stage_dirs(self, tmp_path):
         assert R.stage_dir(tmp_path, "dhn") == tmp_path / "dhn"
-        assert R.stage_dir(tmp_path, "mhn", 3) == tmp_path / "mhn" / "stage3"
-        with pytest.raises(ValueError, match="stage"):
-            R.stage_dir(tmp_path, "dhn", 2)
-        with pytest.raises(ValueError, match="model"):
-            R.stage_dir(tmp_path, "cnn", 1)
+        assert R.stage_dir(tmp_path, "mhn/stage3") == tmp_path / "mhn" / "stage3"
+        assert R.STAGE_NAMES == ("dhn", "mhn/stage1", "mhn/stage2", "mhn/stage3")
+        for bad in ("mhn/stage4", "cnn", "dhn/stage1", 1):
+            with pytest.raises(ValueError, match="stage"):
+                R.stage_dir(tmp_path, bad)
 
 
 def test_config_is_validated():

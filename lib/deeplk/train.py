@@ -127,7 +127,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import keras
 import numpy as np
@@ -154,6 +154,7 @@ __all__ = [
     "RUN_CONFIG_NAME",
     "RunRecord",
     "as_config",
+    "stage_folder",
     "write_run_config",
     "read_run_config",
     "has_weights",
@@ -1218,6 +1219,22 @@ def as_config(cls, value, name: str = "config"):
             raise ValueError(f"unknown `{name}` keys {unknown} for {cls.__name__}; known: {known}")
         return cls(**value)
     raise ValueError(f"`{name}` must be a {cls.__name__}, a dict or None, got {type(value).__name__}")
+
+
+def stage_folder(checkpoint_dir, stage: str, stages: Sequence[str], family: str) -> Path:
+    """The run folder ``<checkpoint_dir>/<stage>`` of one training stage of a model family.
+
+    Every family's ``train_stage(stage, dataset, checkpoint_dir, ...)`` names its stages by
+    their run folder under `checkpoint_dir` (``"dhn"``, ``"mhn/stage2"``, ``"hnet_sup/rho32"``,
+    ``"dlkfm/level3"``, ``"clkn"``; each family lists its own in ``STAGE_NAMES``), so a stage's
+    name says where its weights and ``model_config.json`` are.
+
+    Raises:
+        ValueError: `stage` is not one of `stages` (the message lists them).
+    """
+    if not isinstance(stage, str) or stage not in stages:
+        raise ValueError(f"`stage` of the {family} family must be one of {list(stages)}, got {stage!r}")
+    return resolve(checkpoint_dir) / stage
 
 
 def write_run_config(folder, family: str, model: dict, task: dict | None = None) -> Path:

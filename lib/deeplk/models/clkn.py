@@ -34,6 +34,7 @@ older layout (``clkn_config.json``) still load. The method never sees the ground
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import keras
@@ -43,11 +44,12 @@ import tensorflow as tf
 from deeplk._checks import check_positive_int, check_shape
 from deeplk.geometry import centred_homography, homography_to_corners, corner_error, scale_homography
 from deeplk.lk import build_pyramid, check_pyramid_doubles, lucas_kanade
-from deeplk.paths import resolve
 
 __all__ = [
     "METHOD_DESCRIPTIONS",
     "METHOD_NAME",
+    "STAGE_NAMES",
+    "stage_dir",
     "FAMILY",
     "DEFAULT_MARGINS",
     "default_margins",
@@ -65,6 +67,8 @@ __all__ = [
 ]
 
 METHOD_NAME = "clkn"
+#: The stages `train_stage` trains, named by their run folder under the checkpoint folder.
+STAGE_NAMES = (METHOD_NAME,)
 METHOD_DESCRIPTIONS = {
     METHOD_NAME: "CLKN: 4-level Siamese CNN features (4 channels), one IC-LK step per level, "
                  "centred start, hinge loss on corner error",
@@ -521,15 +525,26 @@ def level_corner_errors(model: CLKN, inputs, templates, true_corners,
 # --------------------------------------------------------------------------------------------
 
 
-def train_stage(dataset, checkpoint_dir="checkpoints", steps: int = 1000,
-                learning_rate: float = 1e-3, seed: int = 0, model_config: dict | None = None,
+def stage_dir(checkpoint_dir, stage: str) -> Path:
+    """The run folder ``<checkpoint_dir>/clkn`` (CLKN trains all its levels in one stage)."""
+    from deeplk.train import stage_folder
+
+    return stage_folder(checkpoint_dir, stage, STAGE_NAMES, FAMILY)
+
+
+def train_stage(stage: str, dataset, checkpoint_dir="checkpoints", *, steps: int = 1000,
+                learning_rate: float = 1e-3, seed: int = 0, model_config=None,
                 task_options: dict | None = None, notes: dict | None = None, **train_options):
-    """Train CLKN with `deeplk.train.train` into ``<checkpoint_dir>/clkn`` (a folder with
-    checkpoints resumes; `train` writes ``model_config.json`` there).
+    """Train CLKN (``stage="clkn"``, its only stage: all levels at once) with
+    `deeplk.train.train` into ``<checkpoint_dir>/clkn`` (a folder with checkpoints resumes;
+    `train` writes ``model_config.json`` there).
 
     Args:
+        stage: ``"clkn"`` (`STAGE_NAMES`).
         dataset: batches ``(inputs, templates, corners)`` (e.g. `deeplk.data.load_dataset` with
             ``shuffle=True``).
+        checkpoint_dir: the parent of ``clkn/``.
+        steps, learning_rate, seed: `deeplk.train.TrainConfig` fields.
         model_config: a `CLKNConfig` or its fields as a dict (``filters``, ``depth`` ...).
         task_options: `CLKNTask` options (``margins``, ``level_weights``).
         notes: settings to record in ``model_config.json`` (data folder, batch size ...).
@@ -541,9 +556,9 @@ def train_stage(dataset, checkpoint_dir="checkpoints", steps: int = 1000,
     """
     from deeplk.train import TrainConfig, train
 
+    folder = stage_dir(checkpoint_dir, stage)
     task = CLKNTask(model_config, **(task_options or {}),
                     notes={"learning_rate": learning_rate, **(notes or {})})
-    folder = resolve(checkpoint_dir) / METHOD_NAME
     config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=seed, checkpoint_dir=folder,
                          **train_options)
     return train(task, dataset, config)
@@ -576,7 +591,7 @@ def build_clkn_method(checkpoint_dir=None, batch_size: int = 64, jit_compile: bo
     (corners are then NaN). A level where LK fails keeps the incoming estimate and is not a
     failure of the method. Runs in chunks of `batch_size`, compiled with XLA by default.
     """
-    folder = resolve(checkpoint_dir if checkpoint_dir is not None else "checkpoints") / METHOD_NAME
+    folder = stage_dir(checkpoint_dir if checkpoint_dir is not None else "checkpoints", METHOD_NAME)
     model = load_clkn(folder)
     batch_size = check_positive_int("batch_size", batch_size)
 

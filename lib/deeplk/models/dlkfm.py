@@ -108,6 +108,8 @@ __all__ = [
     "DLKFMAligner",
     "FAMILY",
     "dlkfm_root",
+    "STAGE_NAMES",
+    "stage_dir",
     "level_dir",
     "level_architecture",
     "trained_levels",
@@ -124,6 +126,8 @@ FEATURE_TYPES = ("regular", "special")
 INITS = ("centred", "sift", "mhn")
 #: The family name in ``model_config.json`` (`deeplk.train.read_run_config`).
 FAMILY = "dlkfm"
+#: The stages `train_stage` trains, named by their run folder under the checkpoint folder.
+STAGE_NAMES = tuple(f"dlkfm/level{k}" for k in LEVELS)
 #: Architecture keys of ``model_config.json`` (the constructor arguments of `DLKFMNet` but
 #: ``levels`` and ``seed``).
 ARCH_KEYS = ("channels", "num_blocks", "leaky_alpha", "bn_momentum", "feature_type",
@@ -681,6 +685,13 @@ def level_dir(checkpoint_dir, level: int) -> Path:
     return dlkfm_root(checkpoint_dir) / f"level{_check_level('level', level)}"
 
 
+def stage_dir(checkpoint_dir, stage: str) -> Path:
+    """The run folder ``<checkpoint_dir>/<stage>`` of `stage` (one of `STAGE_NAMES`)."""
+    from deeplk.train import stage_folder
+
+    return stage_folder(checkpoint_dir, stage, STAGE_NAMES, FAMILY)
+
+
 def level_architecture(checkpoint_dir, level: int) -> dict | None:
     """The architecture recorded for `level` (``None``: that level has no run folder config)."""
     from deeplk.train import read_run_config
@@ -730,6 +741,7 @@ class DLKFMTask:
         seed: seed of the perturbation sampler (checkpointed with the model).
         load_previous: load the frozen levels from the level below (False: leave them
             initialised, e.g. when the caller restores a checkpoint of this level anyway).
+        notes: training settings recorded in ``model_config.json`` (data folder, batch size ...).
         jit_compile: compile the loss (features, warps, perturbations) with XLA. Off by
             default: on the shared 2-core CPU XLA took ~90 s to compile the step and ran it no
             faster than graph mode (faster on an idle machine; measure with bench/dlkfm.py).
@@ -740,8 +752,9 @@ class DLKFMTask:
                  normalize=None, num_perturbations: int = 2, convexity_weight: float = 0.2,
                  margin: float = 1.0, steps: Sequence[float] = (1.0, 2.0),
                  perturbation: Optional[float] = None, seed: int = 0,
-                 load_previous: bool = True, jit_compile: bool = False):
+                 load_previous: bool = True, jit_compile: bool = False, notes: Optional[dict] = None):
         self.level = _check_level("level", level)
+        self.notes = dict(notes or {})
         self.root_parent = checkpoint_dir
         self.checkpoint_dir = level_dir(checkpoint_dir, self.level)
         given = dict(channels=channels, num_blocks=num_blocks, leaky_alpha=leaky_alpha,
@@ -805,7 +818,7 @@ class DLKFMTask:
         """What `deeplk.train.train` writes to ``model_config.json``."""
         task = dict(level=self.level, num_perturbations=self.num_perturbations,
                     convexity_weight=self.convexity_weight, margin=self.margin, steps=list(self.steps),
-                    perturbation=self.perturbation, seed=self.seed)
+                    perturbation=self.perturbation, seed=self.seed, **self.notes)
         return {"family": FAMILY, "model": dict(self.arch), "task": task}
 
     def trainable_variables(self, model: DLKFMNet) -> list:
@@ -836,34 +849,41 @@ class DLKFMTask:
         return tf.reduce_mean(total), tf.reduce_mean(mse), tf.reduce_mean(hinge)
 
 
-def train_stage(level: int, dataset, checkpoint_dir="checkpoints", steps: int = 1000,
+def train_stage(stage: str, dataset, checkpoint_dir="checkpoints", *, steps: int = 1000,
                 learning_rate: float = 1e-3, seed: int = 0, model_config=None,
-                task_options: Optional[dict] = None, **train_options):
-    """Train one DLKFM level with `deeplk.train.train` (levels below it frozen).
+                task_options: Optional[dict] = None, notes: Optional[dict] = None, **train_options):
+    """Train one DLKFM level (``stage="dlkfm/level<k>"``) with `deeplk.train.train`, the levels
+    below it frozen.
 
-    The run's folder is `level_dir` (``<checkpoint_dir>/dlkfm/level<k>``); a folder with
+    The run's folder is ``<checkpoint_dir>/dlkfm/level<k>`` (`stage_dir`); a folder with
     checkpoints resumes. Level ``k > 1`` needs level ``k - 1`` trained in the same
     `checkpoint_dir` (a `FileNotFoundError` naming the folder otherwise).
 
     Args:
+        stage: one of `STAGE_NAMES`.
         dataset: batches ``(inputs, templates, corners)`` (e.g. `deeplk.data.load_dataset` with
             ``shuffle=True, repeat=True``).
+        checkpoint_dir: the parent of ``dlkfm/``.
+        steps, learning_rate, seed: `deeplk.train.TrainConfig` fields (`seed` also seeds the
+            perturbation sampler).
         model_config: the architecture, a `DLKFMConfig` or its fields as a dict (level 1;
             levels 2 and 3 take level 1's, ``None``).
         task_options: further `DLKFMTask` keyword arguments (``num_perturbations``,
             ``convexity_weight``, ``perturbation`` ...).
+        notes: settings to record in ``model_config.json`` (data folder, batch size ...).
         train_options: further `deeplk.train.TrainConfig` fields (``log_every``, ``progress``,
             ``checkpoint_every``, ``log_dir``, ``clipnorm`` ...).
 
     Returns:
         The `deeplk.train.TrainResult`.
     """
-    from deeplk.train import TrainConfig, train
+    from deeplk.train import TrainConfig, as_config, train
 
-    from deeplk.train import as_config
-
+    stage_dir(checkpoint_dir, stage)  # checks the name
+    level = STAGE_NAMES.index(stage) + 1
     arch = {} if model_config is None else as_config(DLKFMConfig, model_config, "model_config").to_dict()
-    task = DLKFMTask(level, checkpoint_dir, seed=seed, **arch, **(task_options or {}))
+    task = DLKFMTask(level, checkpoint_dir, seed=seed, **arch, **(task_options or {}),
+                     notes={"learning_rate": learning_rate, **(notes or {})})
     config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=seed,
                          checkpoint_dir=task.checkpoint_dir, **train_options)
     return train(task, dataset, config)

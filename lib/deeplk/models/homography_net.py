@@ -46,13 +46,16 @@ Training (`deeplk.train.train`, one loop for every model):
   Optionally averaged over average-pooled pyramid levels (``loss_pools``,
   `pyramid_photometric_l1`) for a wider basin. The labels are only used for the logged ``mace``
   metric.
-- `train_stage`: one curriculum stage. ``rho=16`` synthesises pairs on the fly from the training
-  inputs (`deeplk.data.augment.with_synthetic_pairs`, offsets uniform in [-16, 16]; optionally
-  ramping the largest offset up from ``rho_start`` over ``ramp_steps``); ``rho=32`` trains on the DLK pairs themselves (their +-32 box; ``pairs="synthetic"`` for on-the-fly
-  rho=32 pairs instead) and starts from the rho=16 stage's latest weights when that stage exists.
-  Checkpoints go to ``<checkpoint_dir>/<hnet_sup|hnet_unsup>/rho<16|32>/`` (each the
-  ``checkpoint_dir`` of one `deeplk.train.train` call, which also writes ``model_config.json``
-  from the task's `run_config`), so the methods ``hnet_sup`` / ``hnet_unsup`` rebuild the model and load
+- `make_train_dataset` and `train_stage`: one curriculum stage, named by its run folder
+  (``"hnet_sup/rho16"``, ``"hnet_unsup/rho32"`` ..., `STAGE_NAMES`). Rho 16 synthesises pairs
+  on the fly from the training inputs (`deeplk.data.augment.with_synthetic_pairs`, offsets
+  uniform in [-16, 16]; optionally ramping the largest offset up from ``rho_start`` over
+  ``ramp_steps``); rho 32 trains on the DLK pairs themselves (their +-32 box; ``pairs="synthetic"``
+  for on-the-fly rho 32 pairs instead) and starts from the rho 16 stage's latest weights when
+  that stage exists. Checkpoints go to ``<checkpoint_dir>/<hnet_sup|hnet_unsup>/rho<16|32>/``
+  (each the ``checkpoint_dir`` of one `deeplk.train.train` call, which also writes
+  ``model_config.json`` from the task's `run_config`), so the methods ``hnet_sup`` /
+  ``hnet_unsup`` rebuild the model and load
   the latest stage without options.
 """
 
@@ -80,7 +83,9 @@ __all__ = [
     "VGG_NOTOP_FILE",
     "VGG_NOTOP_URL",
     "MODES",
-    "STAGES",
+    "RHOS",
+    "DEFAULT_PAIRS",
+    "STAGE_NAMES",
     "METHOD_DESCRIPTIONS",
     "vgg19_backbone",
     "vgg_preprocess",
@@ -95,8 +100,8 @@ __all__ = [
     "UnsupervisedTask",
     "make_task",
     "stage_dir",
-    "stage_exists",
     "latest_stage",
+    "make_train_dataset",
     "train_stage",
     "load_stage_model",
     "build_hnet_sup_method",
@@ -122,7 +127,11 @@ INPUT_NORMS = ("vgg", "standardize")
 #: Training modes and their method / checkpoint folder names.
 MODES = {"supervised": "hnet_sup", "unsupervised": "hnet_unsup"}
 #: The curriculum's stages (largest corner offset, pixels), in order.
-STAGES = (16, 32)
+RHOS = (16, 32)
+#: The pairs each stage trains on by default (`make_train_dataset`).
+DEFAULT_PAIRS = {16: "synthetic", 32: "dlk"}
+#: The stages `train_stage` trains, named by their run folder under the checkpoint folder.
+STAGE_NAMES = tuple(f"{name}/rho{rho}" for name in MODES.values() for rho in RHOS)
 #: The family name in ``model_config.json`` (`deeplk.train.read_run_config`).
 FAMILY = "homography_net"
 
@@ -735,13 +744,27 @@ def make_task(mode: str, model_config: dict | None = None, init_from=None, loss_
 # The curriculum
 
 
-def stage_dir(checkpoint_dir, mode: str, rho: int) -> Path:
-    """``<checkpoint_dir>/<hnet_sup|hnet_unsup>/rho<rho>`` (resolved)."""
+def _stage_name(mode: str, rho: int) -> str:
     if mode not in MODES:
         raise ValueError(f"`mode` must be 'supervised' or 'unsupervised', got {mode!r}")
-    if rho not in STAGES:
-        raise ValueError(f"`rho` must be one of {STAGES}, got {rho!r}")
-    return resolve(checkpoint_dir) / MODES[mode] / f"rho{rho}"
+    if rho not in RHOS:
+        raise ValueError(f"`rho` must be one of {RHOS}, got {rho!r}")
+    return f"{MODES[mode]}/rho{rho}"
+
+
+def _parse_stage(stage: str) -> tuple[str, int]:
+    """``"hnet_sup/rho32"`` -> ``("supervised", 32)`` (ValueError for a name not in `STAGE_NAMES`)."""
+    stage_dir(".", stage)
+    name, rho = stage.split("/rho")
+    return {v: k for k, v in MODES.items()}[name], int(rho)
+
+
+def stage_dir(checkpoint_dir, stage: str) -> Path:
+    """The run folder ``<checkpoint_dir>/<hnet_sup|hnet_unsup>/rho<rho>`` of `stage` (one of
+    `STAGE_NAMES`), resolved."""
+    from deeplk.train import stage_folder
+
+    return stage_folder(checkpoint_dir, stage, STAGE_NAMES, FAMILY)
 
 
 def _stage_trained(path: Path) -> bool:
@@ -752,7 +775,7 @@ def _stage_trained(path: Path) -> bool:
 
 def latest_stage(checkpoint_dir, mode: str) -> int | None:
     """The last curriculum stage (rho) of `mode` with saved weights under `checkpoint_dir`."""
-    done = [rho for rho in STAGES if _stage_trained(stage_dir(checkpoint_dir, mode, rho))]
+    done = [rho for rho in RHOS if _stage_trained(stage_dir(checkpoint_dir, _stage_name(mode, rho)))]
     return done[-1] if done else None
 
 
@@ -762,51 +785,82 @@ def _stage_model_config(path: Path) -> dict:
     return _model_options(read_run_config(path, FAMILY).model)
 
 
-def train_stage(mode: str, rho: int, data_root, checkpoint_dir="checkpoints", model_config: dict | None = None,
-                steps: int = 1000, batch_size: int = 8, learning_rate: float = 1e-4, seed: int = 0,
-                pairs: str | None = None, max_samples: int | None = None, log_dir=None, loss_pools=None,
-                rho_start: float | None = None, ramp_steps: int = 0, **train_options):
-    """Train one stage of the rho curriculum with `deeplk.train.train`.
+def make_train_dataset(data_root, stage: str, batch_size: int = 8, seed: int = 0, pairs: str | None = None,
+                       max_samples: int | None = None, rho_start: float | None = None, ramp_steps: int = 0):
+    """Endless shuffled batches ``(input, template, corners)`` of a DLK folder's ``train2014``
+    split for `stage` (one of `STAGE_NAMES`; its rho sets the synthetic offsets).
 
     Args:
-        mode: ``"supervised"`` or ``"unsupervised"``.
-        rho: 16 or 32. Stage 32 starts from stage 16's latest weights when
-            ``<checkpoint_dir>/<method>/rho16`` holds any (its model options must then be the same,
-            apart from `vgg_weights`); resuming stage 32 itself continues from its own checkpoint.
-        data_root: DLK-format dataset folder (its ``train2014`` split is used).
+        data_root: DLK-format dataset folder.
+        batch_size, seed: batches and the seed of shuffling and of the synthetic pairs (the
+            global seeds are set from it too, `deeplk.utils.seed_everything`).
+        pairs: ``"synthetic"`` (on-the-fly pairs with offsets in [-rho, rho] cut from the training
+            inputs, `with_synthetic_pairs`) or ``"dlk"`` (the dataset's own pairs); ``None``:
+            `DEFAULT_PAIRS` of the stage's rho.
+        max_samples: use only the first training samples.
+        rho_start, ramp_steps: synthetic pairs only: the largest offset grows linearly from
+            `rho_start` to rho over the first `ramp_steps` batches; ``None`` / 0: rho throughout.
+    """
+    from deeplk.data import load_dataset
+    from deeplk.utils import seed_everything
+
+    _, rho = _parse_stage(stage)
+    pairs = pairs or DEFAULT_PAIRS[rho]
+    if pairs not in ("synthetic", "dlk"):
+        raise ValueError(f"`pairs` must be 'synthetic', 'dlk' or None, got {pairs!r}")
+    if pairs == "dlk" and rho_start is not None and ramp_steps:
+        raise ValueError("`rho_start` / `ramp_steps` need pairs='synthetic' (the DLK pairs have fixed offsets)")
+    seed_everything(seed)
+    ds = load_dataset(data_root, "train2014", batch_size=batch_size, shuffle=True, seed=seed, repeat=True,
+                      max_samples=max_samples)
+    if pairs == "synthetic":
+        ds = with_synthetic_pairs(ds, rho, seed=seed, rho_start=rho_start, ramp_batches=ramp_steps)
+    return ds
+
+
+def train_stage(stage: str, dataset, checkpoint_dir="checkpoints", *, steps: int = 1000,
+                learning_rate: float = 1e-4, seed: int = 0, model_config=None,
+                task_options: dict | None = None, notes: dict | None = None, **train_options):
+    """Train one stage of the rho curriculum (``stage="hnet_sup/rho16"`` ... `STAGE_NAMES`) with
+    `deeplk.train.train`.
+
+    Stage rho 32 starts from stage 16's latest weights when ``<checkpoint_dir>/<method>/rho16``
+    holds any (its model options must then be the same, apart from `vgg_weights`); resuming stage
+    32 itself continues from its own checkpoint.
+
+    Args:
+        stage: one of `STAGE_NAMES` (the method, supervised ``hnet_sup`` or unsupervised
+            ``hnet_unsup``, and the rho).
+        dataset: batches ``(input, template, corners)``, e.g. `make_train_dataset`.
         checkpoint_dir: root of the checkpoints; this stage writes to `stage_dir`.
+        steps, learning_rate, seed: `deeplk.train.TrainConfig` fields.
         model_config: a `HomographyNetConfig` or some of its fields as a dict (e.g.
             ``{"vgg_weights": None, "input_scale": 0.25}``).
-        steps, batch_size, learning_rate, seed: training settings (``TrainConfig``).
-        pairs: ``"synthetic"`` (on-the-fly pairs with offsets in [-rho, rho] cut from the training
-            inputs) or ``"dlk"`` (the dataset's own pairs); ``None``: synthetic for rho 16, dlk for
-            rho 32.
-        max_samples: use only the first training samples.
-        log_dir: TensorBoard folder or None.
-        loss_pools: unsupervised mode: pyramid levels of the photometric loss (e.g. ``(1, 8)``,
-            see `pyramid_photometric_l1`); ``None``: ``(1,)``, the plain masked L1.
-        rho_start, ramp_steps: synthetic pairs only: the largest offset grows linearly from
-            `rho_start` to `rho` over the first `ramp_steps` batches (`with_synthetic_pairs`);
-            ``None`` / 0: `rho` throughout.
-        **train_options: further `deeplk.train.TrainConfig` fields (``lr_schedule``, ``log_every``,
-            ``checkpoint_every``, ``progress``, ...).
+        task_options: ``loss_pools``: unsupervised only: pyramid levels of the photometric loss
+            (e.g. ``(1, 8)``, see `pyramid_photometric_l1`); ``None``: ``(1,)``, the plain
+            masked L1.
+        notes: settings to record in ``model_config.json`` (the data: ``pairs``, ``rho_start``
+            ...).
+        **train_options: further `deeplk.train.TrainConfig` fields (``lr_schedule``,
+            ``log_every``, ``log_dir``, ``checkpoint_every``, ``progress``, ...).
 
     Returns:
         The `deeplk.train.TrainResult`.
     """
-    from deeplk.data import load_dataset
     from deeplk.train import TrainConfig, train
-    from deeplk.utils import seed_everything
 
-    out = stage_dir(checkpoint_dir, mode, rho)
-    pairs = pairs or ("synthetic" if rho == 16 else "dlk")
-    if pairs not in ("synthetic", "dlk"):
-        raise ValueError(f"`pairs` must be 'synthetic', 'dlk' or None, got {pairs!r}")
+    mode, rho = _parse_stage(stage)
+    out = stage_dir(checkpoint_dir, stage)
+    options = dict(task_options or {})
+    unknown = sorted(set(options) - {"loss_pools"})
+    if unknown:
+        raise ValueError(f"unknown `task_options` {unknown}; known: ['loss_pools']")
+    loss_pools = options.get("loss_pools")
     config = _model_options(model_config)  # checks the options before any work
     make_task(mode, config, loss_pools=loss_pools)  # checks loss_pools
     init_from = None
-    if rho == STAGES[1]:
-        previous = stage_dir(checkpoint_dir, mode, STAGES[0])
+    if rho == RHOS[1]:
+        previous = stage_dir(checkpoint_dir, _stage_name(mode, RHOS[0]))
         if _stage_trained(previous):
             init_from = previous
             prev_config = _stage_model_config(previous)
@@ -814,21 +868,14 @@ def train_stage(mode: str, rho: int, data_root, checkpoint_dir="checkpoints", mo
                       if k != "vgg_weights" and prev_config.get(k) != config.get(k)}
             if differ:
                 raise ValueError(
-                    f"the rho={STAGES[0]} stage in {previous} was trained with other model options "
-                    f"(option: (stage {STAGES[0]}, now)): {differ}; use the same options"
+                    f"the rho={RHOS[0]} stage in {previous} was trained with other model options "
+                    f"(option: (stage {RHOS[0]}, now)): {differ}; use the same options"
                 )
-    seed_everything(seed)
-    ds = load_dataset(data_root, "train2014", batch_size=batch_size, shuffle=True, seed=seed, repeat=True,
-                      max_samples=max_samples)
-    if pairs == "synthetic":
-        ds = with_synthetic_pairs(ds, rho, seed=seed, rho_start=rho_start, ramp_batches=ramp_steps)
-    elif rho_start is not None and ramp_steps:
-        raise ValueError("`rho_start` / `ramp_steps` need pairs='synthetic' (the DLK pairs have fixed offsets)")
     task = make_task(mode, config, init_from=init_from, loss_pools=loss_pools)
-    task.notes = {"rho": rho, "pairs": pairs, "rho_start": rho_start, "ramp_steps": ramp_steps}
+    task.notes = {"rho": rho, "learning_rate": learning_rate, **(notes or {})}
     train_config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=seed, checkpoint_dir=out,
-                               log_dir=log_dir, **train_options)
-    return train(task, ds, train_config)
+                               **train_options)
+    return train(task, dataset, train_config)
 
 
 def load_stage_model(checkpoint_dir, mode: str, rho: int | None = None) -> tuple[HomographyNet, int]:
@@ -850,7 +897,7 @@ def load_stage_model(checkpoint_dir, mode: str, rho: int | None = None) -> tuple
                 f"notebooks/02_train_homography_net.ipynb (mode={mode!r}) or "
                 "deeplk.models.homography_net.train_stage"
             )
-    path = stage_dir(checkpoint_dir, mode, rho)
+    path = stage_dir(checkpoint_dir, _stage_name(mode, rho))
     model, _ = load_run(path, lambda record: make_task(mode, {**_model_options(record.model), "vgg_weights": None}),
                         FAMILY)
     return model, rho

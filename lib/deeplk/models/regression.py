@@ -56,7 +56,6 @@ from deeplk.data.protocol import CENTRED_CORNERS as BASE_CORNERS
 from deeplk.data.protocol import INPUT_SIZE, PATCH_OFFSET, TEMPLATE_SIZE
 from deeplk.geometry import corner_error, corners_to_homography, invert_homography, transform_points
 from deeplk.lk import to_grayscale
-from deeplk.paths import resolve
 from deeplk.warp import warp_image
 
 __all__ = [
@@ -82,6 +81,7 @@ __all__ = [
     "resample_perturbations",
     "curriculum_offset",
     "make_train_dataset",
+    "STAGE_NAMES",
     "stage_dir",
     "load_stage",
     "train_stage",
@@ -97,6 +97,8 @@ MHN_STAGES = 3
 #: The family name in ``model_config.json`` (`deeplk.train.read_run_config`).
 FAMILY = "regression"
 MODELS = ("dhn", "mhn")
+#: The stages `train_stage` trains, named by their run folder under the checkpoint folder.
+STAGE_NAMES = ("dhn",) + tuple(f"mhn/stage{k}" for k in range(1, MHN_STAGES + 1))
 #: ``"none"``: the dataset as stored; ``"resample"``: fresh corners and templates cut from the
 #: input on the fly (`resample_perturbations`; mono-modal datasets only).
 AUGMENTATIONS = ("none", "resample")
@@ -467,6 +469,7 @@ class RegressionTask:
         init_weights: a ``.weights.h5`` file of the same architecture to start from (MHN stage
             ``k`` starts from stage ``k - 1``); ignored when `deeplk.train.train` resumes.
         model, stage: ``"dhn"`` or ``"mhn"`` and the stage, recorded in ``model_config.json``.
+        notes: training settings recorded in ``model_config.json`` beside them.
 
     The loss is `regression_loss` of the stage's offsets against the true ones (for ``k > 1``
     the residual in the warped frame, `residual_offsets`); the metric ``pe`` is the mean corner
@@ -474,8 +477,9 @@ class RegressionTask:
     """
 
     def __init__(self, net_config: dict | None = None, previous: Sequence[RegressionNet] = (),
-                 init_weights=None, model: str = "dhn", stage: int = 1):
+                 init_weights=None, model: str = "dhn", stage: int = 1, notes: dict | None = None):
         self.net_config = _config(net_config).to_dict()  # validates
+        self.notes = dict(notes or {})
         self.previous = list(previous)
         self.init_weights = None if init_weights is None else str(init_weights)
         self.stage = _check_model(model, stage)
@@ -483,7 +487,8 @@ class RegressionTask:
 
     def run_config(self) -> dict:
         """What `deeplk.train.train` writes to ``model_config.json``."""
-        return {"family": FAMILY, "model": self.net_config, "task": {"model": self.model, "stage": self.stage}}
+        return {"family": FAMILY, "model": self.net_config,
+                "task": {"model": self.model, "stage": self.stage, **self.notes}}
 
     def build_model(self) -> RegressionNet:
         net = _net(self.net_config)
@@ -612,12 +617,25 @@ def _check_model(model: str, stage: int) -> int:
     return stage
 
 
-def stage_dir(checkpoint_dir, model: str, stage: int = 1) -> Path:
-    """``<checkpoint_dir>/dhn`` or ``<checkpoint_dir>/mhn/stage<k>`` (relative paths under the
-    project root)."""
+def _stage_name(model: str, stage: int = 1) -> str:
     stage = _check_model(model, stage)
-    root = resolve(checkpoint_dir)
-    return root / "dhn" if model == "dhn" else root / "mhn" / f"stage{stage}"
+    return "dhn" if model == "dhn" else f"mhn/stage{stage}"
+
+
+def _parse_stage(stage: str) -> tuple[str, int]:
+    """``"dhn"`` -> ``("dhn", 1)``, ``"mhn/stage2"`` -> ``("mhn", 2)`` (ValueError otherwise)."""
+    from deeplk.train import stage_folder
+
+    stage_folder(".", stage, STAGE_NAMES, FAMILY)  # checks the name
+    return ("dhn", 1) if stage == "dhn" else ("mhn", int(stage.rsplit("stage", 1)[1]))
+
+
+def stage_dir(checkpoint_dir, stage: str) -> Path:
+    """The run folder of `stage` (one of `STAGE_NAMES`): ``<checkpoint_dir>/dhn`` or
+    ``<checkpoint_dir>/mhn/stage<k>`` (relative paths under the project root)."""
+    from deeplk.train import stage_folder
+
+    return stage_folder(checkpoint_dir, stage, STAGE_NAMES, FAMILY)
 
 
 def load_stage(folder) -> RegressionNet:
@@ -637,20 +655,27 @@ def _same_net(a, b) -> bool:
     return _config(a) == _config(b)
 
 
-def train_stage(model: str, stage: int, dataset, checkpoint_dir="checkpoints", steps: int = 1000,
+def train_stage(stage: str, dataset, checkpoint_dir="checkpoints", *, steps: int = 1000,
                 learning_rate: float = 1e-3, seed: int = 0, model_config=None,
-                init_from_previous: bool = True, init_weights=None, **train_options):
-    """Train DHN (``model="dhn"``) or one MHN stage with `deeplk.train.train`.
+                task_options: dict | None = None, notes: dict | None = None, **train_options):
+    """Train DHN (``stage="dhn"``) or one MHN stage (``"mhn/stage<k>"``) with `deeplk.train.train`.
 
-    The run's folder is `stage_dir` (checkpoints, ``final.weights.h5``, ``model_config.json``);
-    a folder with checkpoints resumes. MHN stage ``k > 1`` needs stages ``1..k-1`` trained in
-    the same `checkpoint_dir`; it uses their architecture (`model_config` must agree or be
-    ``None``) and, with `init_from_previous`, starts from stage ``k - 1``'s weights.
-    `init_weights` (a ``.weights.h5`` of the same architecture) is another starting point; both
-    only apply to a fresh run (a folder with checkpoints resumes from them).
+    The run's folder is ``<checkpoint_dir>/<stage>`` (`stage_dir`: checkpoints,
+    ``final.weights.h5``, ``model_config.json``); a folder with checkpoints resumes. MHN stage
+    ``k > 1`` needs stages ``1..k-1`` trained in the same `checkpoint_dir`; it uses their
+    architecture (`model_config` must agree or be ``None``) and, with ``init_from_previous``,
+    starts from stage ``k - 1``'s weights.
 
     Args:
+        stage: one of `STAGE_NAMES`.
         dataset: batches ``(input, template, corners)`` (e.g. `make_train_dataset`).
+        checkpoint_dir: the parent of the run folders.
+        steps, learning_rate, seed: `deeplk.train.TrainConfig` fields.
+        model_config: the architecture, a `RegressionConfig` or its fields as a dict.
+        task_options: ``init_from_previous`` (default True) and ``init_weights`` (a
+            ``.weights.h5`` of the same architecture to start from); both only apply to a fresh
+            run (a folder with checkpoints resumes from them).
+        notes: settings to record in ``model_config.json`` (data folder, batch size ...).
         train_options: further `deeplk.train.TrainConfig` fields (``lr_schedule``,
             ``warmup_steps``, ``clipnorm``, ``log_dir``, ``progress``, ``checkpoint_every`` ...).
 
@@ -659,24 +684,30 @@ def train_stage(model: str, stage: int, dataset, checkpoint_dir="checkpoints", s
     """
     from deeplk.train import RUN_CONFIG_NAME, TrainConfig, read_run_config, train
 
-    stage = _check_model(model, stage)
-    folder = stage_dir(checkpoint_dir, model, stage)
+    model, stage_k = _parse_stage(stage)
+    options = dict(task_options or {})
+    unknown = sorted(set(options) - {"init_from_previous", "init_weights"})
+    if unknown:
+        raise ValueError(f"unknown `task_options` {unknown}; known: ['init_from_previous', 'init_weights']")
+    init_from_previous = options.get("init_from_previous", True)
+    init_weights = options.get("init_weights")
+    folder = stage_dir(checkpoint_dir, stage)
     previous = []
     init = None
-    if stage > 1:
-        dirs = [stage_dir(checkpoint_dir, model, k) for k in range(1, stage)]
+    if stage_k > 1:
+        dirs = [stage_dir(checkpoint_dir, _stage_name(model, k)) for k in range(1, stage_k)]
         previous = [load_stage(d) for d in dirs]
         prev_net = read_run_config(dirs[-1], FAMILY).model
         if model_config is not None and not _same_net(model_config, prev_net):
             raise ValueError(
-                f"`model_config` {model_config!r} differs from stage {stage - 1}'s architecture in "
+                f"`model_config` {model_config!r} differs from stage {stage_k - 1}'s architecture in "
                 f"{dirs[-1] / RUN_CONFIG_NAME} ({prev_net!r}); MHN stages share one architecture"
             )
         model_config = prev_net
         if init_from_previous:
             init = dirs[-1] / "final.weights.h5"
             if not init.is_file():
-                raise FileNotFoundError(f"no final.weights.h5 in {dirs[-1]} to start stage {stage} from")
+                raise FileNotFoundError(f"no final.weights.h5 in {dirs[-1]} to start stage {stage_k} from")
     if init_weights is not None:
         init = Path(init_weights)
         if not init.is_file():
@@ -689,7 +720,8 @@ def train_stage(model: str, stage: int, dataset, checkpoint_dir="checkpoints", s
                 f"{folder} holds a checkpoint of another architecture ({old!r}); use another "
                 "`checkpoint_dir` or delete the folder"
             )
-    task = RegressionTask(net_config, previous=previous, init_weights=init, model=model, stage=stage)
+    task = RegressionTask(net_config, previous=previous, init_weights=init, model=model, stage=stage_k,
+                          notes={"learning_rate": learning_rate, **(notes or {})})
     config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=seed, checkpoint_dir=folder,
                          **train_options)
     return train(task, dataset, config)
@@ -726,7 +758,7 @@ def build_mhn_method(checkpoint_dir=None, stages: int = MHN_STAGES):
     """Method ``mhn``: the stages ``<checkpoint_dir>/mhn/stage1..stage<stages>`` in turn."""
     stages = _check_model("mhn", stages)
     root = "checkpoints" if checkpoint_dir is None else checkpoint_dir
-    return _predictor([load_stage(stage_dir(root, "mhn", k)) for k in range(1, stages + 1)])
+    return _predictor([load_stage(stage_dir(root, _stage_name("mhn", k))) for k in range(1, stages + 1)])
 
 
 def build_method(name: str, checkpoint_dir=None, **options):
@@ -738,12 +770,11 @@ def build_method(name: str, checkpoint_dir=None, **options):
     return builders[name](checkpoint_dir, **options)
 
 
-def evaluate_stage(model: str, stage: int, checkpoint_dir, inputs, templates, true_corners,
-                   batch_size: int = 64):
+def evaluate_stage(stage: str, checkpoint_dir, inputs, templates, true_corners, batch_size: int = 64):
     """Score the trained DHN, or MHN up to `stage`, against ``identity`` on some samples.
 
     Args:
-        model, stage: as in `train_stage` (MHN uses stages ``1..stage``).
+        stage: as in `train_stage` (``"mhn/stage<k>"`` uses MHN stages ``1..k``).
         checkpoint_dir: the folder holding ``dhn/`` or ``mhn/``.
         inputs, templates, true_corners: samples as from `deeplk.data.load_arrays`.
 
@@ -754,7 +785,7 @@ def evaluate_stage(model: str, stage: int, checkpoint_dir, inputs, templates, tr
     """
     from deeplk import baselines, evaluate
 
-    stage = _check_model(model, stage)
+    model, stage = _parse_stage(stage)
     if model == "dhn":
         predict, name = build_dhn_method(checkpoint_dir), "dhn"
     else:
