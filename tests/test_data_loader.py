@@ -76,6 +76,29 @@ class TestLoadDataset:
         )
         np.testing.assert_array_equal(few, ref[:3])
 
+    def test_a_list_of_folders_is_one_mixed_dataset(self, data_root, tmp_path):
+        other = tmp_path / "Other"
+        D.generate_dataset("demo", other, num_train=2, num_val=3, seed=5, progress=False)
+
+        def labels(root, **kw):
+            return np.concatenate([b[2] for b in D.load_dataset(root, "val", batch_size=4, **kw)])
+
+        first, second = labels(data_root), labels(other)
+        np.testing.assert_array_equal(labels([data_root, other]), np.concatenate([first, second]))
+        np.testing.assert_array_equal(labels([data_root, other], max_samples=2),
+                                      np.concatenate([first[:2], second[:2]]))
+        mixed = labels([data_root, other], shuffle=True, seed=3)
+        key = lambda a: sorted(map(tuple, a.reshape(len(a), -1).tolist()))  # noqa: E731
+        assert key(mixed) == key(np.concatenate([first, second]))
+        np.testing.assert_array_equal(mixed, labels((data_root, other), shuffle=True, seed=3))
+        arrays = D.load_arrays([data_root, other], "val2014", max_samples=2, return_names=True)
+        np.testing.assert_array_equal(arrays[2], np.concatenate([first[:2], second[:2]]))
+        assert arrays[3] == [F.sample_name(i) for i in (0, 1, 0, 1)]
+        with pytest.raises(ValueError, match="empty list"):
+            D.load_dataset([], "val")
+        with pytest.raises(FileNotFoundError, match="Missing"):
+            D.load_dataset([data_root, tmp_path / "Missing"], "val")
+
     def test_load_arrays(self, data_root):
         inp, tpl, corners, names = D.load_arrays(data_root, "train2014", return_names=True)
         assert inp.shape == (N_TRAIN, 192, 192, 3) and tpl.shape == (N_TRAIN, 128, 128, 3)

@@ -67,6 +67,31 @@ class TestUpdateDocument:
             results.update_document(doc, root=tmp_path)
 
 
+def test_table_of_several_sets(tmp_path, capsys):
+    """Comma-separated summaries: one row per method, a column group (<3, <5, <10 px, median)
+    per set named by its folder; a method missing on a set shows "-"."""
+    a = {"identity": evaluate.summarize(np.array([24.0, 25.0, 26.0]), seconds=0.1),
+         "lk": evaluate.summarize(np.array([2.0, 4.0, 40.0]), seconds=0.1)}
+    b = {"identity": evaluate.summarize(np.array([1.0, 6.0, 9.0, 30.0]), seconds=0.1)}
+    for name, summaries in (("evaluate_Optical-Map", a), ("evaluate_Optical-SAR", b)):
+        path = tmp_path / "runs" / name / "summary.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(summaries))
+    paths = "runs/evaluate_Optical-Map/summary.json,runs/evaluate_Optical-SAR/summary.json"
+    doc = _doc(tmp_path, "| old |\n|---|\n", f"<!-- summary: {paths} -->")
+    results.update_document(doc, root=tmp_path)
+    lines = [line for line in doc.read_text().split("\n") if line.startswith("|")]
+    assert lines[0] == ("| method | Optical-Map <3 px | Optical-Map <5 px | Optical-Map <10 px | Optical-Map median PE"
+                        " | Optical-SAR <3 px | Optical-SAR <5 px | Optical-SAR <10 px | Optical-SAR median PE |")
+    assert lines[2] == "| identity | 0.0 | 0.0 | 0.0 | 25.00 | 25.0 | 25.0 | 75.0 | 7.50 |"
+    assert lines[3] == "| lk | 33.3 | 66.7 | 66.7 | 4.00 | - | - | - | - |"
+    assert results.update_document(doc, root=tmp_path, check=True) == ([], [])
+    assert results.main(["--table"] + [str(tmp_path / p) for p in paths.split(",")]) == 0
+    assert capsys.readouterr().out == "\n".join(lines) + "\n"
+    with pytest.raises(ValueError, match="thresholds"):
+        evaluate.format_set_table({"x": a}, thresholds=(4,))
+
+
 def test_command_check_exit_codes(tmp_path, capsys):
     _, summaries = _summary(tmp_path)
     doc = _doc(tmp_path, "| stale |\n|---|\n")

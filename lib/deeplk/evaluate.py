@@ -29,6 +29,7 @@ from deeplk.utils import write_text_atomic
 
 __all__ = [
     "THRESHOLDS",
+    "format_set_table",
     "corner_errors",
     "success_rates",
     "summarize",
@@ -159,6 +160,29 @@ def format_table(summaries: Mapping[str, dict], fmt: str = "markdown") -> str:
         writer.writerows(rows)
         return buf.getvalue()
     raise ValueError(f"fmt must be 'markdown' or 'csv', got {fmt!r}")
+
+
+def format_set_table(summaries_by_set: Mapping[str, Mapping[str, dict]], thresholds=(3, 5, 10)) -> str:
+    """One Markdown table for several evaluations of the same methods (one per dataset): a row
+    per method (in first-seen order), and for each dataset a column group of the success rates
+    (%) at `thresholds` and the median PE (px); "-" where a method was not evaluated on a set."""
+    keys = [threshold_key(t) for t in thresholds]
+    unknown = [t for t, k in zip(thresholds, keys) if k not in {threshold_key(u) for u in THRESHOLDS}]
+    if unknown:
+        raise ValueError(f"`thresholds` {unknown} are not among the evaluated {list(THRESHOLDS)}")
+    header = ["method"]
+    for name in summaries_by_set:
+        header += [f"{name} <{k} px" for k in keys] + [f"{name} median PE"]
+    methods = list(dict.fromkeys(m for summaries in summaries_by_set.values() for m in summaries))
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in methods:
+        row = [method]
+        for summaries in summaries_by_set.values():
+            s = summaries.get(method)
+            row += (["-"] * (len(keys) + 1) if s is None else
+                    [_fmt(s["success"][k], 1) for k in keys] + [_fmt(s["median_pe"])])
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def write_results(results_dir, summaries: Mapping[str, dict], errors_by_method: Mapping[str, np.ndarray] | None = None) -> dict[str, Path]:

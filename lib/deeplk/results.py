@@ -11,6 +11,14 @@ An optional ``methods=a,b,c`` after the path keeps those rows, in that order. Th
 `deeplk.evaluate.format_table` of the summary, so a document can neither drift from the run it
 quotes nor round its figures differently from ``05_evaluate.ipynb``'s ``table.md``.
 
+Several paths separated by commas make one table of the same methods evaluated on several
+datasets (`deeplk.evaluate.format_set_table`: a column group per summary, named by its folder
+without an ``evaluate_`` prefix)::
+
+    <!-- summary: runs/srif_all/evaluate_Optical-Map/summary.json,runs/srif_all/evaluate_Optical-SAR/summary.json -->
+
+``python -m deeplk.results --table PATH [PATH ...]`` prints that table for some summaries.
+
 Command line (paths in markers are relative to ``--root``, default the current folder)::
 
     python -m deeplk.results docs/RESULTS.md README.md            # rewrite the tables
@@ -29,10 +37,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from deeplk.evaluate import format_table
+from deeplk.evaluate import format_set_table, format_table
 from deeplk.utils import write_text_atomic
 
-__all__ = ["Marker", "find_markers", "render_table", "update_document", "main"]
+__all__ = ["Marker", "find_markers", "render_table", "set_name", "update_document", "main"]
 
 _MARKER = re.compile(r"^<!--\s*summary:\s*(?P<path>\S+)(?:\s+methods=(?P<methods>\S+))?\s*-->\s*$")
 
@@ -70,19 +78,38 @@ def find_markers(lines: list[str], document: str = "<document>") -> list[Marker]
     return markers
 
 
-def render_table(summary_path, methods=None) -> str:
-    """`format_table` of the summary at `summary_path`, restricted to `methods` (in that order)."""
-    summary_path = Path(summary_path)
+def _read_summary(summary_path: Path) -> dict:
     try:
-        summaries = json.loads(summary_path.read_text())
+        return json.loads(summary_path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{summary_path}: not valid JSON ({exc})") from exc
-    if methods is not None:
-        missing = [m for m in methods if m not in summaries]
-        if missing:
-            raise ValueError(f"{summary_path} has no method(s) {missing}; it has {list(summaries)}")
-        summaries = {m: summaries[m] for m in methods}
-    return format_table(summaries)
+
+
+def _keep(summaries: dict, methods, summary_path) -> dict:
+    if methods is None:
+        return summaries
+    missing = [m for m in methods if m not in summaries]
+    if missing:
+        raise ValueError(f"{summary_path} has no method(s) {missing}; it has {list(summaries)}")
+    return {m: summaries[m] for m in methods}
+
+
+def set_name(summary_path) -> str:
+    """The column-group name of a summary: its folder's name without an ``evaluate_`` prefix."""
+    name = Path(summary_path).parent.name
+    return name[len("evaluate_"):] if name.startswith("evaluate_") else name
+
+
+def render_table(summary_path, methods=None) -> str:
+    """`format_table` of the summary at `summary_path`, restricted to `methods` (in that order);
+    a list of paths gives `format_set_table` of their summaries (each restricted to `methods`)."""
+    if isinstance(summary_path, (list, tuple)):
+        by_set = {set_name(p): _keep(_read_summary(Path(p)), methods, p) for p in summary_path}
+        if len(by_set) != len(summary_path):
+            raise ValueError(f"two summaries share a folder name: {[str(p) for p in summary_path]}")
+        return format_set_table(by_set)
+    summary_path = Path(summary_path)
+    return format_table(_keep(_read_summary(summary_path), methods, summary_path))
 
 
 def update_document(path, root=".", check: bool = False) -> tuple[list[str], list[str]]:
@@ -96,11 +123,12 @@ def update_document(path, root=".", check: bool = False) -> tuple[list[str], lis
     differing, unchecked = [], []
     # replace from the end so that earlier line indices stay valid
     for marker in reversed(find_markers(lines, str(path))):
-        summary = Path(root) / marker.path
-        if not summary.is_file():
+        summaries = [Path(root) / p for p in marker.path.split(",")]
+        if not all(p.is_file() for p in summaries):
             unchecked.append(marker.path)
             continue
-        table = render_table(summary, marker.methods).rstrip("\n").split("\n")
+        source = summaries if len(summaries) > 1 else summaries[0]
+        table = render_table(source, marker.methods).rstrip("\n").split("\n")
         if lines[marker.start:marker.stop] != table:
             differing.append(marker.path)
             lines[marker.start:marker.stop] = table
@@ -111,10 +139,14 @@ def update_document(path, root=".", check: bool = False) -> tuple[list[str], lis
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deeplk.results", description=__doc__.split("\n\n")[0])
-    parser.add_argument("documents", nargs="+", help="Markdown files with summary markers")
+    parser.add_argument("documents", nargs="+", help="Markdown files with summary markers (with --table: summary.json files)")
+    parser.add_argument("--table", action="store_true", help="print one table of the given summary.json files, a column group each")
     parser.add_argument("--root", default=".", help="folder the markers' paths are relative to (default: .)")
     parser.add_argument("--check", action="store_true", help="do not write; exit 1 when a table differs")
     args = parser.parse_args(argv)
+    if args.table:
+        print(render_table(args.documents), end="")
+        return 0
     status = 0
     for doc in args.documents:
         differing, unchecked = update_document(doc, root=args.root, check=args.check)

@@ -206,7 +206,10 @@ def load_dataset(
     """A `tf.data.Dataset` of batches ``(input, template, corners)`` from a DLK-format folder.
 
     Args:
-        data_root: the dataset folder (relative paths are under the project root).
+        data_root: the dataset folder (relative paths are under the project root), or a list of
+            folders read as one dataset (a mix: their samples in the order of the list, so a
+            shuffle draws from all of them in proportion to their sizes; `max_samples` applies to
+            each folder).
         split: ``"train2014"`` or ``"val2014"`` (``"train"``/``"val"`` accepted).
         batch_size: samples per batch; the last batch may be smaller.
         shuffle: reshuffle the samples every epoch (stateless: by `seed` and the epoch number).
@@ -227,7 +230,15 @@ def load_dataset(
     batch_size = check_positive_int("batch_size", batch_size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"`seed` must be an integer, got {seed!r}")
-    _, inputs, templates, corners = _sample_table(data_root, split, max_samples, validate)
+    if isinstance(data_root, (list, tuple)):
+        if not data_root:
+            raise ValueError("`data_root` is an empty list: give at least one dataset folder")
+        tables = [_sample_table(root, split, max_samples, validate) for root in data_root]
+        inputs = [path for table in tables for path in table[1]]
+        templates = [path for table in tables for path in table[2]]
+        corners = np.concatenate([table[3] for table in tables])
+    else:
+        _, inputs, templates, corners = _sample_table(data_root, split, max_samples, validate)
     n = len(inputs)
     input_paths, template_paths = tf.constant(inputs), tf.constant(templates)
     corners = tf.constant(corners)
@@ -252,13 +263,18 @@ def load_arrays(
 ):
     """The whole split as NumPy arrays (decoded by the same pipeline as `load_dataset`).
 
+    `data_root` is a folder or a list of folders (as in `load_dataset`: their samples one after
+    the other, `max_samples` from each).
+
     Returns:
         ``(inputs (N, 192, 192, 3), templates (N, 128, 128, 3), corners (N, 4, 2))`` float32,
         in natural sample order, plus the list of sample names if `return_names`.
     """
-    names = list_samples(data_root, split)
     if max_samples is not None:
-        names = names[: check_positive_int("max_samples", max_samples)]
+        max_samples = check_positive_int("max_samples", max_samples)
+    names = []
+    for root in data_root if isinstance(data_root, (list, tuple)) else [data_root]:
+        names += list_samples(root, split)[:max_samples]
     ds = load_dataset(data_root, split, batch_size=64, max_samples=max_samples, validate=validate)
     parts = [tuple(t.numpy() for t in batch) for batch in ds]
     inputs, templates, corners = (np.concatenate([p[k] for p in parts]) for k in range(3))
