@@ -5,7 +5,9 @@ and reports, on synthetic 192/128 pairs (smoothed noise, template = the input wa
 corner perturbation of up to 32 px, OpenCV):
 
 - the training step time of each level (forward of the frozen levels + the level's loss with
-  its convexity perturbations + backward + Adam update), batch `--batch`, median of `--repeats`;
+  its convexity perturbations + backward + Adam update), batch `--batch`, median of `--repeats`,
+  as samples per second and as GFLOP/s (FLOPs counted on the timed step) with its fraction of
+  the matmul GFLOP/s measured right before and after (see below);
 - inference milliseconds per pair of the ``dlkfm`` method (features of all levels + LK
   3 -> 2 -> 1, centred start) at batch 1 and at batch `--infer-batch` (default 32), without and
   with ``fold_batchnorm``;
@@ -27,6 +29,7 @@ Example::
 
     python bench/dlkfm.py                          # paper size: 64 channels, 3 residual blocks
     python bench/dlkfm.py --channels 8 --blocks 1  # the CPU demo's size
+    python bench/dlkfm.py --profile srif_map       # the size and batch a pipeline profile trains
     python bench/dlkfm.py --only-features --onednn 1   # features only, oneDNN kernels on
 
 ``--onednn 0|1`` sets ``TF_ENABLE_ONEDNN_OPTS`` before TensorFlow loads (default: TensorFlow's
@@ -78,9 +81,11 @@ def make_pairs(n: int, seed: int = 0):
             np.stack(corners).astype(np.float32))
 
 
-def train_step_seconds(level: int, root: str, arch: dict, batch, repeats: int) -> float:
-    """Median seconds of one training step of `level` (levels below frozen)."""
-    task = dlkfm.DLKFMTask(level, root, load_previous=False, **arch)
+def train_step(level: int, root: str, arch: dict, batch, repeats: int, num_perturbations: int) -> dict:
+    """One training step of `level` (levels below frozen): median seconds over `repeats`,
+    samples/s, FLOPs counted on the timed step (forward, backward and Adam update) and the
+    fraction of the matmul GFLOP/s measured just before and after (the higher one)."""
+    task = dlkfm.DLKFMTask(level, root, load_previous=False, num_perturbations=num_perturbations, **arch)
     model = task.build_model()
     variables = task.trainable_variables(model)
     optimizer = keras.optimizers.Adam(1e-4, clipnorm=1.0)
@@ -95,7 +100,27 @@ def train_step_seconds(level: int, root: str, arch: dict, batch, repeats: int) -
         return loss
 
     args = [tf.constant(a) for a in batch]
-    return perf.time_call(step, *args, warmup=2, repeats=repeats)
+    flops = perf.graph_flops(step, *(tf.TensorSpec(a.shape, a.dtype) for a in args))
+    before = perf.matmul_gflops()
+    seconds = perf.time_call(step, *args, warmup=2, repeats=repeats)
+    after = perf.matmul_gflops()
+    gflops = flops / seconds / 1e9
+    return dict(seconds=seconds, samples_per_second=len(batch[0]) / seconds, flops=flops, gflops=gflops,
+                matmul_before=before, matmul_after=after, fraction=gflops / max(before, after))
+
+
+def profile_settings(name: str) -> dict:
+    """The DLKFM architecture and training batch of a pipeline profile (its level-1 step of
+    ``03_train_dlkfm.ipynb``): ``channels``, ``blocks``, ``batch``, ``num_perturbations``."""
+    from deeplk.pipeline import load_profile
+
+    profile = load_profile(name)
+    for step in profile.steps:
+        params = step.parameters
+        if step.notebook.startswith("03_train_dlkfm") and params.get("level", 1) == 1:
+            return dict(channels=params.get("channels", 8), blocks=params.get("num_blocks", 1),
+                        batch=params.get("batch_size", 2), num_perturbations=params.get("num_perturbations", 2))
+    raise SystemExit(f"profile {name!r} has no DLKFM level-1 training step")
 
 
 VARIANTS = ("keras", "keras-xla", "folded", "folded-xla", "convs")
@@ -174,6 +199,9 @@ def measure_features(model, inputs, templates, variant: str, repeats: int) -> di
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default=None,
+                        help="take channels, blocks, batch and perturbations from this pipeline profile's "
+                             "DLKFM training (e.g. srif_map, demo)")
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--blocks", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4, help="training batch")
@@ -189,6 +217,11 @@ def main(argv=None):
     parser.add_argument("--onednn", choices=("0", "1"), default=None,
                         help="TF_ENABLE_ONEDNN_OPTS (set before TensorFlow loads)")
     args = parser.parse_args(argv)
+    if args.profile:
+        settings = profile_settings(args.profile)
+        args.channels, args.blocks = settings["channels"], settings["blocks"]
+        args.batch, args.num_perturbations = settings["batch"], settings["num_perturbations"]
+        print(f"profile {args.profile}: {settings}")
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, intra-op threads "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}, "
           f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}; DLKFM "
@@ -204,9 +237,13 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as root:
             batch = (inputs[:args.batch], templates[:args.batch], corners[:args.batch])
             for level in dlkfm.LEVELS:
-                s = train_step_seconds(level, root, arch, batch, args.repeats)
-                print(f"train step level {level}: {s * 1e3:8.1f} ms (batch {args.batch}, "
-                      f"{args.num_perturbations} perturbations)", flush=True)
+                r = train_step(level, root, arch, batch, args.repeats, args.num_perturbations)
+                print(f"train step level {level}: {r['seconds'] * 1e3:8.1f} ms = "
+                      f"{r['samples_per_second']:6.1f} samples/s (batch {args.batch}, "
+                      f"{args.num_perturbations} perturbations); {r['flops'] / 1e9:.2f} GFLOP counted "
+                      f"= {r['gflops']:5.1f} GFLOP/s; matmul {r['matmul_before']:.1f} / "
+                      f"{r['matmul_after']:.1f} GFLOP/s (before / after); fraction {r['fraction']:.3f}",
+                      flush=True)
 
         for fold in (False, True):
             aligner = dlkfm.DLKFMAligner(model, init="centred", batch_size=args.infer_batch,
