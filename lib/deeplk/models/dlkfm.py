@@ -900,7 +900,9 @@ class DLKFMTask:
         self.unroll_iterations = check_positive_int("unroll_iterations", unroll_iterations)
         self.unroll_options = LKOptions(max_iterations=self.unroll_iterations, tolerance=0.0,
                                         algorithm=unroll_algorithm)
-        self.unroll_options.resolve(1)  # validates the algorithm
+        from deeplk.lk.solver import _SINGLE_DEFAULTS
+
+        self.unroll_options.resolve(1, **_SINGLE_DEFAULTS)  # validates the algorithm
         self.seed = int(seed)
         self.load_previous = bool(load_previous)
         self.jit_compile = bool(jit_compile)
