@@ -41,6 +41,22 @@ them until the hinge was met in absolute terms with a nearly flat landscape (fea
 the truth, LK drifting from 2 px starts); standardised, the MSE per channel is ``2 (1 - corr)``.
 The original code reaches scale invariance through the special map instead.
 
+**MIND input** (``input_representation="mind"``): each level's extractor reads, instead of the
+RGB image or the previous level's features, that level of the MIND descriptor pyramid of the
+``lk_mind`` method (`deeplk.descriptors.mind`, 2x2 average pooling, blur `MIND_BLUR`) concatenated
+with the image's own average pyramid (stride 1), and its output is *added* to the descriptor
+(zero-padded to ``channels``). The heads start at zero, so the untrained model's features are the
+descriptor pyramid and, with the aligner's defaults (``lk_mind``'s solver settings), it gives
+``lk_mind``'s estimate; training starts from features that already align across modalities. The
+levels are related by 2x2 pooling (``half_pixel_centers=True``; `DLKFMNet.half_pixel_centers`).
+Use it with ``normalize=False`` (standardising would reweight the descriptor channels).
+
+**Unrolled loss** (`DLKFMTask` ``loss="unrolled"``, `unrolled_lk_loss`): instead of the feature
+MSE and convexity hinge, the mean corner error (full-resolution pixels) of ``unroll_iterations``
+LK iterations at the level, started from the true corners each moved by up to
+``start_perturbation`` pixels (the bound drawn per sample), differentiated through the solver:
+what the evaluation measures, from starts like the initial guess's errors.
+
 **Training** (`DLKFMTask`, through `deeplk.train.train`): level ``k``'s model holds the extractors
 of levels ``1..k``; levels ``< k`` are loaded from the level ``k - 1`` checkpoint, run in inference
 mode (batch-norm moving statistics) behind ``stop_gradient`` and are not among the trained
@@ -103,6 +119,9 @@ __all__ = [
     "convexity_hinge",
     "dlkfm_loss",
     "level_homography",
+    "unrolled_lk_loss",
+    "LOSSES",
+    "INPUT_REPRESENTATIONS",
     "DLKFMTask",
     "train_stage",
     "DLKFMAligner",
