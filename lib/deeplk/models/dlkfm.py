@@ -389,6 +389,9 @@ class DLKFMNet(keras.Model):
             multimodal demo); standardised, the MSE is ``2 (1 - correlation)`` per channel.
         seed: seed of ``loss_rng``, the `keras.random.SeedGenerator` the training loss draws its
             perturbations from.
+        input_representation: ``"rgb"`` (the paper's chain of extractors on the images) or
+            ``"mind"`` (per level a residual on the MIND descriptor pyramid; see the module
+            docstring; ``channels >= MIND_CHANNELS``).
         **kwargs: `keras.Model` arguments (``name``).
     """
 
@@ -846,8 +849,8 @@ class DLKFMTask:
         level: 1, 2 or 3. Levels 2 and 3 need the level below trained in the same
             `checkpoint_dir` (its weights of levels ``< level`` are loaded and frozen).
         checkpoint_dir: the parent of ``dlkfm/`` (e.g. ``checkpoints``).
-        channels, num_blocks, leaky_alpha, bn_momentum, feature_type, normalize: the
-            architecture (`DLKFMNet`; new models default to ``normalize=True``); for levels 2
+        channels, num_blocks, leaky_alpha, bn_momentum, feature_type, normalize,
+        input_representation: the architecture (`DLKFMNet`; new models default to ``normalize=True``); for levels 2
             and 3 ``None`` (default) reads it from level ``k - 1``'s ``model_config.json``, an
             explicit value must match it.
         num_perturbations: ``P`` corner perturbations per sample (2-4 in the paper).
@@ -860,6 +863,13 @@ class DLKFMTask:
         jit_compile: compile the loss (features, warps, perturbations) with XLA. Off by
             default: on the shared 2-core CPU XLA took ~90 s to compile the step and ran it no
             faster than graph mode (faster on an idle machine; measure with bench/dlkfm.py).
+        loss: ``"convexity"`` (`dlkfm_loss`) or ``"unrolled"`` (`unrolled_lk_loss`; the
+            metric ``mse`` is then the feature MSE at the truth, for monitoring).
+        start_perturbation: ``loss="unrolled"``: the largest start offset per corner
+            coordinate, full-resolution pixels; each sample draws its bound uniformly in
+            ``[0, start_perturbation]``.
+        unroll_iterations, unroll_algorithm: ``loss="unrolled"``: LK iterations (all run:
+            tolerance 0) and update rule (``"esm"`` or ``"inverse_compositional"``).
     """
 
     def __init__(self, level: int, checkpoint_dir="checkpoints", *, channels=None,
