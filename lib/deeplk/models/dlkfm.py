@@ -525,14 +525,15 @@ class DLKFMNet(keras.Model):
             out.append((x, t))
         return out
 
-    def _extract_mind(self, images, templates, last, train_level, training, fold_batchnorm):
+    def _extract_mind(self, images, templates, last, train_level, training, fold_batchnorm,
+                      first: int = 1):
         """`extract` for ``input_representation="mind"``: level ``k``'s features are its MIND
         descriptor (zero-padded to ``channels``) plus the level's extractor applied to
-        `descriptor_pyramid` (a residual; no level reads another)."""
+        `descriptor_pyramid` (a residual; no level reads another), for levels ``first..last``."""
         out = []
         pyramids = (self.descriptor_pyramid(images, last),
                     self.descriptor_pyramid(templates, last))
-        for k in range(1, last + 1):
+        for k in range(first, last + 1):
             frozen = train_level is not None and k < train_level
             mode = False if frozen else training
             pair = []
@@ -984,7 +985,12 @@ class DLKFMTask:
 
     def _loss(self, model: DLKFMNet, batch, training: bool):
         inputs, templates, corners = batch
-        fi, ft = model.extract(inputs, templates, train_level=self.level, training=training)[-1]
+        if model.input_representation == "mind":  # levels are independent: only this one
+            fi, ft = model._extract_mind(inputs, templates, self.level, self.level, training,
+                                         False, first=self.level)[-1]
+        else:
+            fi, ft = model.extract(inputs, templates, train_level=self.level,
+                                   training=training)[-1]
         fi, ft = model.lk_features((fi, ft))
         size = tuple(templates.shape[1:3])
         batch_size = tf.shape(corners)[0]
