@@ -809,6 +809,23 @@ class TestMindRepresentation:
         for a, b in zip(loaded.extract(inputs, templates), folded):
             np.testing.assert_allclose(a[0], b[0], atol=1e-4)
 
+    def test_level_above_untrained_levels(self, tmp_path):
+        """A MIND level can be trained without the levels below: they stay the descriptor."""
+        ds = tiny_dataset()
+        task = D.DLKFMTask(2, tmp_path, **MIND_TINY, loss="unrolled", unroll_iterations=2)
+        result = train(task, ds, TrainConfig(checkpoint_dir=task.checkpoint_dir, steps=1,
+                                             progress=False))
+        assert D.trained_levels(tmp_path) == [2]
+        loaded = D.load_dlkfm(tmp_path, 2)
+        inputs, templates, _ = next(iter(ds))
+        base = loaded.descriptor_pyramid(inputs, 1)[0][..., :4]
+        level1 = loaded.extract(inputs, templates)[0][0]
+        np.testing.assert_array_equal(level1[..., :4], base)
+        np.testing.assert_array_equal(level1[..., 4:], 0.0)
+        assert np.isfinite(result.final_loss)
+        with pytest.raises(FileNotFoundError, match="level 1"):  # the RGB chain still needs it
+            D.DLKFMTask(2, tmp_path / "rgb", **TINY)
+
     def test_old_config_without_representation_is_rgb(self, tmp_path):
         write_run_config(D.level_dir(tmp_path, 1), D.FAMILY, dict(
             channels=3, num_blocks=0, leaky_alpha=0.2, bn_momentum=0.9, feature_type="regular",

@@ -861,6 +861,8 @@ class DLKFMTask:
         seed: seed of the perturbation sampler (checkpointed with the model).
         load_previous: load the frozen levels from the level below (False: leave them
             initialised, e.g. when the caller restores a checkpoint of this level anyway).
+            With ``input_representation="mind"`` given and no level below trained, the levels
+            below stay as built (the MIND descriptor: the residuals start at zero).
         jit_compile: compile the loss (features, warps, perturbations) with XLA. Off by
             default: on the shared 2-core CPU XLA took ~90 s to compile the step and ran it no
             faster than graph mode (faster on an idle machine; measure with bench/dlkfm.py).
@@ -890,6 +892,10 @@ class DLKFMTask:
                      input_representation=input_representation)
         defaults = DLKFMConfig().to_dict()
         saved = level_architecture(checkpoint_dir, self.level - 1) if self.level > 1 else None
+        # MIND levels are independent and an untrained one is the descriptor itself: a level
+        # above untrained ones keeps them as built.
+        if self.level > 1 and saved is None and input_representation == "mind":
+            load_previous = False
         if self.level > 1 and saved is None and load_previous:
             raise FileNotFoundError(
                 f"level {self.level} needs level {self.level - 1} trained first, but "
