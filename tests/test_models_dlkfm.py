@@ -731,3 +731,154 @@ def test_config_is_validated():
                       (dict(normalize="yes"), "normalize")):
         with pytest.raises(ValueError, match=name):
             D.DLKFMConfig(**bad)
+
+
+# --------------------------------------------------------------------------------------------
+# The MIND input representation and the unrolled loss
+# --------------------------------------------------------------------------------------------
+
+
+MIND_TINY = dict(channels=5, num_blocks=1, normalize=False, input_representation="mind")
+
+
+@pytest.fixture(scope="module")
+def inverted_problem():
+    """Three 96 / 64 pairs whose templates have inverted contrast (1 - image), corners +-5 px."""
+    rng = np.random.default_rng(11)
+    dst = CENTRE_96[None] + rng.uniform(-5, 5, (3, 4, 2))
+    inputs, templates = make_pairs(smooth_rgb(2.0, seed=4, size=96), dst, 64)
+    return inputs, (1.0 - templates).astype(np.float32), dst
+
+
+class TestMindRepresentation:
+    def test_untrained_model_is_lk_mind(self, inverted_problem):
+        """Zero-initialised heads: the features are the lk_mind pyramid (zero-padded), and the
+        aligner's defaults are lk_mind's solver settings, so the two give the same corners."""
+        inputs, templates, dst = inverted_problem
+        model = D.make_dlkfm_net(3, **MIND_TINY)
+        aligner = D.DLKFMAligner(model, jit_compile=False)
+        corners, failed = aligner(inputs, templates)
+        ref, ref_failed = methods.get_method("lk_mind")(inputs, templates)
+        assert not failed.any() and not ref_failed.any()
+        np.testing.assert_allclose(corners, ref, atol=1e-3)
+        # ... and both recover the truth (known answer) despite the inverted contrast.
+        assert np.linalg.norm(corners - dst, axis=-1).mean() < 0.5
+
+    def test_features_are_the_descriptor_pyramid(self, inverted_problem):
+        from deeplk.descriptors import mind
+        from deeplk.lk import build_pyramid, gaussian_blur
+
+        inputs, _, _ = inverted_problem
+        model = D.make_dlkfm_net(3, **MIND_TINY)
+        features = [f for f, _ in model.extract(inputs[:1], inputs[:1, :64, :64])]
+        pyramid = build_pyramid(mind(tf.constant(inputs[:1])), 3)[::-1]  # level 1 first
+        for k, (f, p) in enumerate(zip(features, pyramid), start=1):
+            assert f.shape == (1, 96 // 2 ** (k - 1), 96 // 2 ** (k - 1), 5)
+            np.testing.assert_allclose(f[..., :4], gaussian_blur(p, D.MIND_BLUR[k]), atol=1e-6)
+            np.testing.assert_array_equal(f[..., 4:], 0.0)
+        assert model.half_pixel_centers and not D.make_dlkfm_net(1, **TINY).half_pixel_centers
+
+    def test_config_round_trip_and_reload(self, tmp_path):
+        ds = tiny_dataset()
+        config = dict(steps=2, learning_rate=1e-2, progress=False, log_every=1)
+        results = {}
+        for level in (1, 2, 3):
+            options = dict(loss="unrolled", start_perturbation=4.0, unroll_iterations=3) \
+                if level == 3 else {}
+            arch = MIND_TINY if level == 1 else {}
+            task = D.DLKFMTask(level, tmp_path, num_perturbations=1, **arch, **options)
+            results[level] = train(task, ds, TrainConfig(checkpoint_dir=task.checkpoint_dir,
+                                                         **config))
+        assert set(results[3].metrics) == {"mse"} and np.isfinite(results[3].final_loss)
+        record = json.loads((tmp_path / "dlkfm" / "level3" / RUN_CONFIG_NAME).read_text())
+        assert record["model"]["input_representation"] == "mind"
+        assert record["task"]["loss"] == "unrolled" and record["task"]["unroll_iterations"] == 3
+        assert D.level_architecture(tmp_path, 3) == D.DLKFMConfig(**MIND_TINY).to_dict()
+        # the trained heads moved away from zero ...
+        head = results[3].model.level3_input.head.kernel.numpy()
+        assert np.abs(head).max() > 0
+        # ... and the reloaded model gives the trained model's features.
+        loaded = D.load_dlkfm(tmp_path, 3)
+        assert loaded.input_representation == "mind"
+        inputs, templates, _ = next(iter(ds))
+        for a, b in zip(results[3].model.extract(inputs, templates),
+                        loaded.extract(inputs, templates)):
+            for x, y in zip(a, b):
+                np.testing.assert_array_equal(x.numpy(), y.numpy())
+        folded = loaded.extract(inputs, templates, fold_batchnorm=True)
+        for a, b in zip(loaded.extract(inputs, templates), folded):
+            np.testing.assert_allclose(a[0], b[0], atol=1e-4)
+
+    def test_level_above_untrained_levels(self, tmp_path):
+        """A MIND level can be trained without the levels below: they stay the descriptor."""
+        ds = tiny_dataset()
+        task = D.DLKFMTask(2, tmp_path, **MIND_TINY, loss="unrolled", unroll_iterations=2)
+        result = train(task, ds, TrainConfig(checkpoint_dir=task.checkpoint_dir, steps=1,
+                                             progress=False))
+        assert D.trained_levels(tmp_path) == [2]
+        loaded = D.load_dlkfm(tmp_path, 2)
+        inputs, templates, _ = next(iter(ds))
+        base = loaded.descriptor_pyramid(inputs, 1)[0][..., :4]
+        level1 = loaded.extract(inputs, templates)[0][0]
+        np.testing.assert_array_equal(level1[..., :4], base)
+        np.testing.assert_array_equal(level1[..., 4:], 0.0)
+        assert np.isfinite(result.final_loss)
+        with pytest.raises(FileNotFoundError, match="level 1"):  # the RGB chain still needs it
+            D.DLKFMTask(2, tmp_path / "rgb", **TINY)
+
+    def test_old_config_without_representation_is_rgb(self, tmp_path):
+        write_run_config(D.level_dir(tmp_path, 1), D.FAMILY, dict(
+            channels=3, num_blocks=0, leaky_alpha=0.2, bn_momentum=0.9, feature_type="regular",
+            normalize=True))
+        assert D.level_architecture(tmp_path, 1)["input_representation"] == "rgb"
+
+    def test_bad_options(self, tmp_path):
+        with pytest.raises(ValueError, match="input_representation"):
+            D.DLKFMConfig(input_representation="sift")
+        with pytest.raises(ValueError, match="channels"):
+            D.DLKFMConfig(channels=3, input_representation="mind")
+        with pytest.raises(ValueError, match="loss"):
+            D.DLKFMTask(1, tmp_path, loss="l2")
+        with pytest.raises(ValueError, match="unroll_iterations"):
+            D.DLKFMTask(1, tmp_path, loss="unrolled", unroll_iterations=0)
+        with pytest.raises(ValueError, match="start_perturbation"):
+            D.DLKFMTask(1, tmp_path, loss="unrolled", start_perturbation=-1.0)
+
+
+class TestUnrolledLoss:
+    def test_known_answers_and_gradient(self, textured_problem):
+        """On a pair whose template is the warped input, LK from the truth stays there (error
+        ~0) and from a 3 px start converges to it; the loss equals the corner error of the
+        solver's own result, computed independently; gradients reach both feature maps."""
+        from deeplk.evaluate import corner_errors
+        from deeplk.lk import lucas_kanade
+
+        inputs, templates, dst = textured_problem
+        fi, ft = tf.constant(inputs), tf.constant(templates)
+        options = LKOptions(max_iterations=20, tolerance=0.0, algorithm="esm")
+        at_truth = D.unrolled_lk_loss(fi, ft, dst, dst, 1, (64, 64), False, options).numpy()
+        assert at_truth.max() < 0.05
+        start = dst + np.random.default_rng(1).uniform(-3, 3, dst.shape)
+        with tf.GradientTape() as tape:
+            tape.watch([fi, ft])
+            loss = D.unrolled_lk_loss(fi, ft, dst, start, 1, (64, 64), False, options)
+        assert loss.numpy().max() < 0.1
+        H = lucas_kanade(fi, ft, geometry.corners_to_homography(start, 64), options,
+                         jit_compile=False).H
+        ref = corner_errors(geometry.homography_to_corners(H, 64).numpy(), dst)
+        np.testing.assert_allclose(loss.numpy(), ref, atol=1e-3)
+        grads = tape.gradient(loss, [fi, ft])
+        assert all(g is not None and np.isfinite(g.numpy()).all() and np.abs(g.numpy()).max() > 0
+                   for g in grads)
+
+    def test_coarse_level_scaling(self, textured_problem):
+        """At level 2 (features at half size, pixel-area convention) the start and the result
+        are scaled to and from the level: starting at the truth gives ~0 error in full-res px."""
+        from deeplk.lk import build_pyramid
+
+        inputs, templates, dst = textured_problem
+        fi = build_pyramid(tf.constant(inputs), 2)[0]
+        ft = build_pyramid(tf.constant(templates), 2)[0]
+        options = LKOptions(max_iterations=10, tolerance=0.0, algorithm="esm")
+        err = D.unrolled_lk_loss(fi, ft, dst, dst, 2, (64, 64), True, options).numpy()
+        assert err.max() < 0.3

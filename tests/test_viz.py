@@ -665,6 +665,21 @@ def test_dlkfm_source_matches_the_model():
         np.testing.assert_allclose(src(templates, level, "template"), pairs[level - 1][1].numpy(), atol=1e-5)
 
 
+def test_dlkfm_source_of_a_mind_model_matches_the_model():
+    dlkfm = pytest.importorskip("deeplk.models.dlkfm")
+    model = dlkfm.make_dlkfm_net(2, channels=5, num_blocks=1, normalize=False, input_representation="mind")
+    for ext in model.input_extractors + model.template_extractors:  # non-zero residuals
+        ext.head.kernel.assign(np.full(ext.head.kernel.shape, 0.01, np.float32))
+    src = viz.dlkfm_source(model, trained=True, note="tiny")
+    assert src.half_pixel_centers
+    rng = np.random.default_rng(0)
+    images, templates = rng.random((2, 32, 32, 3), np.float32), rng.random((2, 16, 16, 3), np.float32)
+    pairs = model.extract(images, templates, training=False)
+    for level in (2, 1):
+        np.testing.assert_allclose(src(images, level, "input"), pairs[level - 1][0].numpy(), atol=1e-5)
+        np.testing.assert_allclose(src(templates, level, "template"), pairs[level - 1][1].numpy(), atol=1e-5)
+
+
 def test_load_learned_source_with_and_without_checkpoints(tmp_path, monkeypatch):
     dlkfm = pytest.importorskip("deeplk.models.dlkfm")
     src = viz.load_learned_source(tmp_path / "none")

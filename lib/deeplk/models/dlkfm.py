@@ -41,6 +41,22 @@ them until the hinge was met in absolute terms with a nearly flat landscape (fea
 the truth, LK drifting from 2 px starts); standardised, the MSE per channel is ``2 (1 - corr)``.
 The original code reaches scale invariance through the special map instead.
 
+**MIND input** (``input_representation="mind"``): each level's extractor reads, instead of the
+RGB image or the previous level's features, that level of the MIND descriptor pyramid of the
+``lk_mind`` method (`deeplk.descriptors.mind`, 2x2 average pooling, blur `MIND_BLUR`) concatenated
+with the image's own average pyramid (stride 1), and its output is *added* to the descriptor
+(zero-padded to ``channels``). The heads start at zero, so the untrained model's features are the
+descriptor pyramid and, with the aligner's defaults (``lk_mind``'s solver settings), it gives
+``lk_mind``'s estimate; training starts from features that already align across modalities. The
+levels are related by 2x2 pooling (``half_pixel_centers=True``; `DLKFMNet.half_pixel_centers`).
+Use it with ``normalize=False`` (standardising would reweight the descriptor channels).
+
+**Unrolled loss** (`DLKFMTask` ``loss="unrolled"``, `unrolled_lk_loss`): instead of the feature
+MSE and convexity hinge, the mean corner error (full-resolution pixels) of ``unroll_iterations``
+LK iterations at the level, started from the true corners each moved by up to
+``start_perturbation`` pixels (the bound drawn per sample), differentiated through the solver:
+what the evaluation measures, from starts like the initial guess's errors.
+
 **Training** (`DLKFMTask`, through `deeplk.train.train`): level ``k``'s model holds the extractors
 of levels ``1..k``; levels ``< k`` are loaded from the level ``k - 1`` checkpoint, run in inference
 mode (batch-norm moving statistics) behind ``stop_gradient`` and are not among the trained
@@ -103,6 +119,9 @@ __all__ = [
     "convexity_hinge",
     "dlkfm_loss",
     "level_homography",
+    "unrolled_lk_loss",
+    "LOSSES",
+    "INPUT_REPRESENTATIONS",
     "DLKFMTask",
     "train_stage",
     "DLKFMAligner",
@@ -131,7 +150,16 @@ STAGE_NAMES = tuple(f"dlkfm/level{k}" for k in LEVELS)
 #: Architecture keys of ``model_config.json`` (the constructor arguments of `DLKFMNet` but
 #: ``levels`` and ``seed``).
 ARCH_KEYS = ("channels", "num_blocks", "leaky_alpha", "bn_momentum", "feature_type",
-             "normalize")
+             "normalize", "input_representation")
+#: What the extractors read (`DLKFMNet`'s ``input_representation``).
+INPUT_REPRESENTATIONS = ("rgb", "mind")
+#: Architecture keys that older ``model_config.json`` files lack, with the value they meant.
+_ARCH_KEY_DEFAULTS = {"input_representation": "rgb"}
+#: The MIND descriptor pyramid of ``input_representation="mind"``: `deeplk.descriptors.mind`
+#: with its defaults (K channels), 2x2 average pooling, Gaussian blur per level (level 1 first),
+#: as the ``lk_mind`` method's `deeplk.lk.align_images` builds it.
+MIND_CHANNELS = 4
+MIND_BLUR = {1: 0.0, 2: 1.0, 3: 1.0}
 #: Default corner perturbation (pixels of the level, per coordinate) of the convexity loss.
 DEFAULT_PERTURBATION = {1: 4.0, 2: 3.0, 3: 3.0}
 
@@ -365,15 +393,25 @@ class DLKFMNet(keras.Model):
             multimodal demo); standardised, the MSE is ``2 (1 - correlation)`` per channel.
         seed: seed of ``loss_rng``, the `keras.random.SeedGenerator` the training loss draws its
             perturbations from.
+        input_representation: ``"rgb"`` (the paper's chain of extractors on the images) or
+            ``"mind"`` (per level a residual on the MIND descriptor pyramid; see the module
+            docstring; ``channels >= MIND_CHANNELS``).
         **kwargs: `keras.Model` arguments (``name``).
     """
 
     def __init__(self, levels: int = 3, channels: int = 64, num_blocks: int = 3,
                  leaky_alpha: float = 0.2, bn_momentum: float = 0.9,
                  feature_type: str = "regular", normalize: bool = False, seed: int = 0,
-                 **kwargs):
+                 input_representation: str = "rgb", **kwargs):
         super().__init__(**kwargs)
         self.levels = _check_level("levels", levels)
+        if input_representation not in INPUT_REPRESENTATIONS:
+            raise ValueError(f"`input_representation` must be one of {INPUT_REPRESENTATIONS}, "
+                             f"got {input_representation!r}")
+        self.input_representation = input_representation
+        if input_representation == "mind" and channels < MIND_CHANNELS:
+            raise ValueError(f"`channels` must be at least {MIND_CHANNELS} (the MIND channels) "
+                             f"with input_representation='mind', got {channels!r}")
         if not isinstance(normalize, (bool, np.bool_)):
             raise ValueError(f"`normalize` must be a bool, got {normalize!r}")
         self.normalize = bool(normalize)
@@ -391,15 +429,40 @@ class DLKFMNet(keras.Model):
         self.loss_rng = keras.random.SeedGenerator(self.seed, name="loss_rng")
         # One attribute per sublayer: `tf.train.Checkpoint` (the training loop's checkpoints)
         # does not see layers held in a Python list by a Keras 3 layer.
+        mind = self.input_representation == "mind"
         for k in range(1, self.levels + 1):
-            stride = 1 if k == 1 else 2
-            c_in = 3 if k == 1 else self.channels
+            stride = 1 if k == 1 or mind else 2
+            c_in = MIND_CHANNELS + 3 if mind else 3 if k == 1 else self.channels
             for branch in ("input", "template"):
                 ext = FeatureExtractor(self.channels, self.num_blocks, stride, self.leaky_alpha,
                                        self.bn_momentum, name=f"level{k}_{branch}")
                 ext.build((None, None, None, c_in))
+                if mind:  # the residual starts at 0: the untrained model gives the descriptor
+                    ext.head.kernel.assign(tf.zeros_like(ext.head.kernel))
+                    ext.head.bias.assign(tf.zeros_like(ext.head.bias))
                 setattr(self, f"level{k}_{branch}", ext)
         self.built = True
+
+    @property
+    def half_pixel_centers(self) -> bool:
+        """Coordinate convention between levels: False for ``"rgb"`` (stride-2 convolutions,
+        ``x_coarse = x_fine / 2``), True for ``"mind"`` (2x2 average pooling)."""
+        return self.input_representation == "mind"
+
+    def descriptor_pyramid(self, images, levels: Optional[int] = None) -> list:
+        """``input_representation="mind"``: per level (level 1 first) the MIND descriptor of
+        `images` (2x2 average pyramid, blurred by `MIND_BLUR`) concatenated with the images'
+        own 2x2 average pyramid: ``(B, H_k, W_k, MIND_CHANNELS + 3)``. The first
+        `MIND_CHANNELS` channels are what the ``lk_mind`` method aligns at that level."""
+        from deeplk.descriptors import mind
+        from deeplk.lk import build_pyramid, gaussian_blur
+
+        levels = self.levels if levels is None else levels
+        images = tf.convert_to_tensor(images)
+        desc = build_pyramid(mind(images), levels)[::-1]
+        rgb = build_pyramid(images, levels)[::-1]
+        return [tf.concat([gaussian_blur(d, MIND_BLUR[k]), r], axis=-1)
+                for k, (d, r) in enumerate(zip(desc, rgb), start=1)]
 
     @property
     def input_extractors(self) -> list:
@@ -446,6 +509,9 @@ class DLKFMNet(keras.Model):
             raise ValueError("`fold_batchnorm=True` is for inference only (train_level=None, "
                              f"training=False), got train_level={train_level!r}, "
                              f"training={training!r}")
+        if self.input_representation == "mind":
+            return self._extract_mind(images, templates, last, train_level, training,
+                                      fold_batchnorm)
         out, x, t = [], images, templates
         if fold_batchnorm:
             for k in range(1, last + 1):
@@ -461,6 +527,28 @@ class DLKFMNet(keras.Model):
             if frozen:
                 x, t = tf.stop_gradient(x), tf.stop_gradient(t)
             out.append((x, t))
+        return out
+
+    def _extract_mind(self, images, templates, last, train_level, training, fold_batchnorm,
+                      first: int = 1):
+        """`extract` for ``input_representation="mind"``: level ``k``'s features are its MIND
+        descriptor (zero-padded to ``channels``) plus the level's extractor applied to
+        `descriptor_pyramid` (a residual; no level reads another), for levels ``first..last``."""
+        out = []
+        pyramids = (self.descriptor_pyramid(images, last),
+                    self.descriptor_pyramid(templates, last))
+        for k in range(first, last + 1):
+            frozen = train_level is not None and k < train_level
+            mode = False if frozen else training
+            pair = []
+            for ext, pyr in zip((self.input_extractors[k - 1], self.template_extractors[k - 1]),
+                                pyramids):
+                x = pyr[k - 1]
+                base = tf.pad(x[..., :MIND_CHANNELS],
+                              [[0, 0], [0, 0], [0, 0], [0, self.channels - MIND_CHANNELS]])
+                f = base + (ext.inference(x) if fold_batchnorm else ext(x, training=mode))
+                pair.append(tf.stop_gradient(f) if frozen else f)
+            out.append(tuple(pair))
         return out
 
     def lk_features(self, features, feature_type: Optional[str] = None):
@@ -487,7 +575,7 @@ class DLKFMNet(keras.Model):
         config.update(levels=self.levels, channels=self.channels, num_blocks=self.num_blocks,
                       leaky_alpha=self.leaky_alpha, bn_momentum=self.bn_momentum,
                       feature_type=self.feature_type, normalize=self.normalize,
-                      seed=self.seed)
+                      seed=self.seed, input_representation=self.input_representation)
         return config
 
     def architecture(self) -> dict:
@@ -507,6 +595,7 @@ class DLKFMConfig:
     bn_momentum: float = 0.9
     feature_type: str = "regular"
     normalize: bool = True
+    input_representation: str = "rgb"
 
     def __post_init__(self):
         for key, value in DLKFMNet(levels=1, **asdict(self)).architecture().items():
@@ -654,18 +743,59 @@ def dlkfm_loss(input_features, template_features, input_H_template, perturbation
     return mse + convexity_weight * hinge, mse, hinge
 
 
-def level_homography(corners, level: int, template_size=(128, 128)) -> tf.Tensor:
+def level_homography(corners, level: int, template_size=(128, 128),
+                     half_pixel_centers: bool = False) -> tf.Tensor:
     """The true ``input_H_template`` at `level` from full-resolution corners ``(B, 4, 2)``.
 
     Coordinates of consecutive levels are related by ``x_coarse = x_fine / 2`` (the stride-2
     layers sample the even pixels), hence ``scale_homography(H, 0.5 ** (level - 1),
-    half_pixel_centers=False)``.
+    half_pixel_centers=False)``; a model on the MIND pyramid (2x2 average pooling) passes
+    ``half_pixel_centers=True`` (`DLKFMNet.half_pixel_centers`).
     """
     level = _check_level("level", level)
     H = corners_to_homography(corners, template_size)
     if level == 1:
         return H
-    return scale_homography(H, 0.5 ** (level - 1), half_pixel_centers=False)
+    return scale_homography(H, 0.5 ** (level - 1), half_pixel_centers=half_pixel_centers)
+
+
+#: Training objectives of `DLKFMTask` (``loss``).
+LOSSES = ("convexity", "unrolled")
+
+
+def unrolled_lk_loss(input_features, template_features, corners, start_corners, level: int,
+                     template_size, half_pixel_centers: bool, options) -> tf.Tensor:
+    """Mean corner error (full-resolution pixels) of LK at `level` started from `start_corners`.
+
+    Runs `deeplk.lk.lucas_kanade` on the level's features from ``start_corners`` (full
+    resolution, scaled to the level), differentiably through every iteration, and returns the
+    mean over the four corners of the Euclidean distance between the result's corners (back at
+    full resolution) and the true `corners`.
+
+    Args:
+        input_features, template_features: ``(B, Hi, Wi, C)`` / ``(B, h, w, C)`` at `level`.
+        corners, start_corners: ``(B, 4, 2)`` true and starting corners at full resolution.
+        level: the pyramid level of the features (1, 2, 3).
+        template_size: ``(h, w)`` of the full-resolution template.
+        half_pixel_centers: coordinate convention between levels (`DLKFMNet.half_pixel_centers`).
+        options: `deeplk.lk.LKOptions` (one level) of the unrolled solver.
+
+    Returns:
+        ``(B,)`` mean corner error in pixels.
+    """
+    from deeplk.lk import lucas_kanade
+
+    fi = tf.convert_to_tensor(input_features)
+    level = _check_level("level", level)
+    scale = 0.5 ** (level - 1)
+    corners = tf.cast(corners, fi.dtype)
+    H0 = scale_homography(corners_to_homography(tf.cast(start_corners, fi.dtype), template_size),
+                          scale, half_pixel_centers)
+    result = lucas_kanade(fi, template_features, tf.stop_gradient(H0), options, jit_compile=False)
+    H = scale_homography(result.H, 1.0 / scale, half_pixel_centers)
+    est = homography_to_corners(H, template_size)
+    dist = tf.sqrt(tf.reduce_sum(tf.square(est - corners), axis=-1) + 1e-6)
+    return tf.reduce_mean(dist, axis=-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -701,6 +831,7 @@ def level_architecture(checkpoint_dir, level: int) -> dict | None:
         arch = read_run_config(folder, FAMILY).model
     except FileNotFoundError:
         return None
+    arch = {**_ARCH_KEY_DEFAULTS, **arch}
     missing = [k for k in ARCH_KEYS if k not in arch]
     if missing:
         raise ValueError(f"the DLKFM config of {folder} lacks the keys {missing}")
@@ -730,8 +861,8 @@ class DLKFMTask:
         level: 1, 2 or 3. Levels 2 and 3 need the level below trained in the same
             `checkpoint_dir` (its weights of levels ``< level`` are loaded and frozen).
         checkpoint_dir: the parent of ``dlkfm/`` (e.g. ``checkpoints``).
-        channels, num_blocks, leaky_alpha, bn_momentum, feature_type, normalize: the
-            architecture (`DLKFMNet`; new models default to ``normalize=True``); for levels 2
+        channels, num_blocks, leaky_alpha, bn_momentum, feature_type, normalize,
+        input_representation: the architecture (`DLKFMNet`; new models default to ``normalize=True``); for levels 2
             and 3 ``None`` (default) reads it from level ``k - 1``'s ``model_config.json``, an
             explicit value must match it.
         num_perturbations: ``P`` corner perturbations per sample (2-4 in the paper).
@@ -741,26 +872,44 @@ class DLKFMTask:
         seed: seed of the perturbation sampler (checkpointed with the model).
         load_previous: load the frozen levels from the level below (False: leave them
             initialised, e.g. when the caller restores a checkpoint of this level anyway).
+            With ``input_representation="mind"`` given and no level below trained, the levels
+            below stay as built (the MIND descriptor: the residuals start at zero).
         notes: training settings recorded in ``model_config.json`` (data folder, batch size ...).
         jit_compile: compile the loss (features, warps, perturbations) with XLA. Off by
             default: on the shared 2-core CPU XLA took ~90 s to compile the step and ran it no
             faster than graph mode (faster on an idle machine; measure with bench/dlkfm.py).
+        loss: ``"convexity"`` (`dlkfm_loss`) or ``"unrolled"`` (`unrolled_lk_loss`; the
+            metric ``mse`` is then the feature MSE at the truth, for monitoring).
+        start_perturbation: ``loss="unrolled"``: the largest start offset per corner
+            coordinate, full-resolution pixels; each sample draws its bound uniformly in
+            ``[0, start_perturbation]``.
+        unroll_iterations, unroll_algorithm: ``loss="unrolled"``: LK iterations (all run:
+            tolerance 0) and update rule (``"esm"`` or ``"inverse_compositional"``).
     """
 
     def __init__(self, level: int, checkpoint_dir="checkpoints", *, channels=None,
                  num_blocks=None, leaky_alpha=None, bn_momentum=None, feature_type=None,
-                 normalize=None, num_perturbations: int = 2, convexity_weight: float = 0.2,
+                 normalize=None, input_representation=None, num_perturbations: int = 2,
+                 convexity_weight: float = 0.2,
                  margin: float = 1.0, steps: Sequence[float] = (1.0, 2.0),
                  perturbation: Optional[float] = None, seed: int = 0,
-                 load_previous: bool = True, jit_compile: bool = False, notes: Optional[dict] = None):
+                 load_previous: bool = True, jit_compile: bool = False,
+                 loss: str = "convexity", start_perturbation: float = 16.0,
+                 unroll_iterations: int = 10, unroll_algorithm: str = "esm",
+                 notes: Optional[dict] = None):
         self.level = _check_level("level", level)
         self.notes = dict(notes or {})
         self.root_parent = checkpoint_dir
         self.checkpoint_dir = level_dir(checkpoint_dir, self.level)
         given = dict(channels=channels, num_blocks=num_blocks, leaky_alpha=leaky_alpha,
-                     bn_momentum=bn_momentum, feature_type=feature_type, normalize=normalize)
+                     bn_momentum=bn_momentum, feature_type=feature_type, normalize=normalize,
+                     input_representation=input_representation)
         defaults = DLKFMConfig().to_dict()
         saved = level_architecture(checkpoint_dir, self.level - 1) if self.level > 1 else None
+        # MIND levels are independent and an untrained one is the descriptor itself: a level
+        # above untrained ones keeps them as built.
+        if self.level > 1 and saved is None and input_representation == "mind":
+            load_previous = False
         if self.level > 1 and saved is None and load_previous:
             raise FileNotFoundError(
                 f"level {self.level} needs level {self.level - 1} trained first, but "
@@ -791,6 +940,19 @@ class DLKFMTask:
         if not (np.isfinite(p) and p > 0):
             raise ValueError(f"`perturbation` must be a positive number, got {perturbation!r}")
         self.perturbation = float(p)
+        if loss not in LOSSES:
+            raise ValueError(f"`loss` must be one of {LOSSES}, got {loss!r}")
+        self.loss = loss
+        if not (np.isfinite(start_perturbation) and start_perturbation >= 0):
+            raise ValueError(f"`start_perturbation` must be a number >= 0, got "
+                             f"{start_perturbation!r}")
+        self.start_perturbation = float(start_perturbation)
+        self.unroll_iterations = check_positive_int("unroll_iterations", unroll_iterations)
+        self.unroll_options = LKOptions(max_iterations=self.unroll_iterations, tolerance=0.0,
+                                        algorithm=unroll_algorithm)
+        from deeplk.lk.solver import _SINGLE_DEFAULTS
+
+        self.unroll_options.resolve(1, **_SINGLE_DEFAULTS)  # validates the algorithm
         self.seed = int(seed)
         self.load_previous = bool(load_previous)
         self.jit_compile = bool(jit_compile)
@@ -818,7 +980,12 @@ class DLKFMTask:
         """What `deeplk.train.train` writes to ``model_config.json``."""
         task = dict(level=self.level, num_perturbations=self.num_perturbations,
                     convexity_weight=self.convexity_weight, margin=self.margin, steps=list(self.steps),
-                    perturbation=self.perturbation, seed=self.seed, **self.notes)
+                    perturbation=self.perturbation, seed=self.seed, loss=self.loss)
+        if self.loss == "unrolled":
+            task.update(start_perturbation=self.start_perturbation,
+                        unroll_iterations=self.unroll_iterations,
+                        unroll_algorithm=self.unroll_options.algorithm)
+        task.update(self.notes)
         return {"family": FAMILY, "model": dict(self.arch), "task": task}
 
     def trainable_variables(self, model: DLKFMNet) -> list:
@@ -833,14 +1000,36 @@ class DLKFMTask:
             loss, mse, hinge = fn(model, batch, training)
         else:
             loss, mse, hinge = self._loss(model, batch, training)
+        if self.loss == "unrolled":
+            return loss, {"mse": mse}
         return loss, {"mse": mse, "convexity": hinge}
 
     def _loss(self, model: DLKFMNet, batch, training: bool):
         inputs, templates, corners = batch
-        fi, ft = model.extract(inputs, templates, train_level=self.level, training=training)[-1]
+        if model.input_representation == "mind":  # levels are independent: only this one
+            fi, ft = model._extract_mind(inputs, templates, self.level, self.level, training,
+                                         False, first=self.level)[-1]
+        else:
+            fi, ft = model.extract(inputs, templates, train_level=self.level,
+                                   training=training)[-1]
         fi, ft = model.lk_features((fi, ft))
-        H = level_homography(corners, self.level, tuple(templates.shape[1:3]))
+        size = tuple(templates.shape[1:3])
         batch_size = tf.shape(corners)[0]
+        if self.loss == "unrolled":
+            # Starts: the true corners moved by up to `start_perturbation` px (full
+            # resolution) per coordinate, the bound drawn per sample (near and far starts).
+            bound = keras.random.uniform(tf.stack([batch_size, 1, 1]), 0.0,
+                                         self.start_perturbation, seed=model.loss_rng)
+            noise = keras.random.uniform(tf.stack([batch_size, 4, 2]), -1.0, 1.0,
+                                         seed=model.loss_rng)
+            corners = tf.cast(corners, fi.dtype)
+            err = unrolled_lk_loss(fi, ft, corners, corners + bound * noise, self.level, size,
+                                   model.half_pixel_centers, self.unroll_options)
+            err = tf.reduce_mean(err)
+            return err, tf.reduce_mean(alignment_mse(
+                fi, ft, level_homography(corners, self.level, size, model.half_pixel_centers))), \
+                tf.zeros_like(err)
+        H = level_homography(corners, self.level, size, model.half_pixel_centers)
         delta = keras.random.uniform(
             tf.stack([batch_size, self.num_perturbations, 4, 2]), -self.perturbation,
             self.perturbation, seed=model.loss_rng)
@@ -957,7 +1146,7 @@ class DLKFMAligner:
     def __init__(self, model: DLKFMNet, init: str = "centred",
                  init_predictor: Optional[Callable] = None,
                  feature_type: Optional[str] = None, max_iterations=None,
-                 tolerance=1e-2, damping: float = 1e-4, batch_size: int = 16,
+                 tolerance=None, damping: float = 1e-4, batch_size: int = 16,
                  jit_compile: bool = True, lk_options=None,
                  fold_batchnorm: bool = False):
         _check_init(init, init_predictor)
@@ -965,14 +1154,27 @@ class DLKFMAligner:
         self.init = init
         self.feature_type = model.feature_type if feature_type is None else \
             _check_feature_type(feature_type)
+        default_options = DEFAULT_LK_OPTIONS
+        if model.input_representation == "mind":  # the lk_mind method's solver settings
+            from deeplk.lk.align import align_defaults
+
+            lk_mind = align_defaults(model.levels)
+            default_options = LKOptions(algorithm=lk_mind["algorithm"],
+                                        coarse_motions=lk_mind["coarse_motions"])
+            if lk_options is None:
+                max_iterations = lk_mind["max_iterations"] if max_iterations is None \
+                    else max_iterations
+                tolerance = lk_mind["tolerance"] if tolerance is None else tolerance
+        tolerance = 1e-2 if tolerance is None else tolerance
         self.max_iterations = max_iterations
         self.tolerance = tolerance
         self.damping = float(damping)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.jit_compile = bool(jit_compile)
-        self.lk_options = LKOptions.coerce(DEFAULT_LK_OPTIONS if lk_options is None else lk_options)
+        self.lk_options = LKOptions.coerce(default_options if lk_options is None else lk_options)
+        # stride-2 feature levels are corner-aligned, the MIND pyramid's are pixel areas
         fixed = dict(max_iterations=max_iterations, tolerance=tolerance, damping=self.damping,
-                     half_pixel_centers=False)  # stride-2 feature levels: corner-aligned
+                     half_pixel_centers=model.half_pixel_centers)
         overlap = [k for k in fixed if getattr(self.lk_options, k) != getattr(LKOptions(), k)]
         if overlap:
             raise ValueError(f"`lk_options` must not set {overlap}: pass max_iterations, tolerance "

@@ -183,7 +183,8 @@ def dlkfm_source(model, trained: bool = True, note: str = "", name: str = "DLKFM
 
     Level ``L`` of a branch runs that branch's extractors ``1..L`` in inference mode (batch-norm
     moving statistics); the outputs of the last images seen are kept, so a pyramid costs one pass.
-    Coordinates of the levels follow the stride-2 layers (``half_pixel_centers=False``); LK aligns
+    Coordinates of the levels follow the stride-2 layers (``half_pixel_centers=False``; a model
+    on the MIND pyramid: its 2x2 pooling, ``True``, each level computed on its own); LK aligns
     what the model was trained for (``model.feature_type``: regular or special maps).
     """
     import tensorflow as tf
@@ -191,8 +192,17 @@ def dlkfm_source(model, trained: bool = True, note: str = "", name: str = "DLKFM
     levels = tuple(range(1, int(model.levels) + 1))
     memo: dict = {}
 
+    mind = getattr(model, "input_representation", "rgb") == "mind"
+
     def fn(images, level, branch):
         extractors = model.input_extractors if branch == "input" else model.template_extractors
+        if mind:  # each level: its MIND descriptor plus that level's residual
+            from deeplk.models.dlkfm import MIND_CHANNELS
+
+            x = model.descriptor_pyramid(tf.constant(images), level)[level - 1]
+            base = tf.pad(x[..., :MIND_CHANNELS],
+                          [[0, 0], [0, 0], [0, 0], [0, model.channels - MIND_CHANNELS]])
+            return (base + extractors[level - 1](x, training=False)).numpy()
         key = (branch, images.shape, hash(images.tobytes()))
         outs = memo.get(key)
         if outs is None:
@@ -205,7 +215,8 @@ def dlkfm_source(model, trained: bool = True, note: str = "", name: str = "DLKFM
             outs.append(x.numpy())
         return outs[level - 1]
 
-    return FeatureSource(name, fn, levels, bool(trained), note, half_pixel_centers=False,
+    return FeatureSource(name, fn, levels, bool(trained), note,
+                         half_pixel_centers=bool(getattr(model, "half_pixel_centers", False)),
                          lk_features=getattr(model, "feature_type", "regular"))
 
 
