@@ -24,6 +24,8 @@ import os
 
 import numpy as np
 
+import samples
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 THRESHOLDS = (1, 3, 5, 10)
@@ -47,23 +49,11 @@ def run(inputs, templates, corners, methods, batch: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("data_root", nargs="?", default="Dataset/DemoMultimodal", help="DLK-format folder")
-    parser.add_argument("--split", default="val2014")
-    parser.add_argument("--max-samples", type=int, default=None)
-    parser.add_argument("--batch", type=int, default=64)
+    samples.add_arguments(parser)
     parser.add_argument("--methods", nargs="+", default=["lk", "hybrid", "lk_mind"])
     args = parser.parse_args()
-
-    from deeplk.data.loader import load_arrays
-    from deeplk.paths import resolve
-
-    root = resolve(args.data_root)
-    if not root.is_dir():
-        raise SystemExit(f"{root} does not exist: generate it with notebooks/00_generate_data.ipynb or pass a "
-                         f"DLK-format folder")
-    inputs, templates, corners = load_arrays(root, args.split, max_samples=args.max_samples)
+    inputs, templates, corners = samples.load(args)
     n = len(inputs)
-    print(f"{n} samples from {root} ({args.split}); load average {os.getloadavg()[0]:.1f}")
     results = run(inputs, templates, corners, args.methods, args.batch)
     identity = results.pop("identity")[0]
     print(f"identity: median corner error {np.median(identity):.1f} px")
