@@ -121,6 +121,7 @@ def test_photometric_residual_matches_warp_image(pairs):
     rng = np.random.default_rng(3)
     H = np.stack([cv2.getPerspectiveTransform(TEMPLATE, c + rng.uniform(-6, 6, (4, 2)).astype(np.float32))
                   for c in corners]).astype(np.float64)
+    H[3] = [[1, 0, 32], [0, 1, 32], [0, 0, 1]]  # the centred guess (computed as a crop)
     H[4, 0, 2] += 60  # part of the template outside the input (about 70 % valid)
     H[5, 0, 2] += 100  # about 40 % valid: below `min_valid_fraction`
     warped, mask = warp_image(to_grayscale(tf.constant(inputs)), tf.constant(H, tf.float32), 128)
