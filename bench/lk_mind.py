@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+import samples
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 #: label -> (method name, options of `deeplk.methods.get_method`)
@@ -55,23 +57,10 @@ def run(inputs, templates, corners, batch: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("data_root", nargs="?", default="Dataset/DemoMultimodal",
-                        help="DLK-format folder (default: the offline multimodal demo)")
-    parser.add_argument("--split", default="val2014")
-    parser.add_argument("--max-samples", type=int, default=200)
-    parser.add_argument("--batch", type=int, default=64)
+    samples.add_arguments(parser, max_samples=200)
     args = parser.parse_args()
-
-    from deeplk.data.loader import load_arrays
-    from deeplk.paths import resolve
-
-    root = resolve(args.data_root)
-    if not root.is_dir():
-        raise SystemExit(f"{root} does not exist: generate it with notebooks/00_generate_data.ipynb "
-                         f"(dataset='demo_multimodal' for the default) or pass a DLK-format folder")
-    inputs, templates, corners = load_arrays(root, args.split, max_samples=args.max_samples)
+    inputs, templates, corners = samples.load(args)
     n = len(inputs)
-    print(f"{n} samples from {root} ({args.split}); load average {os.getloadavg()[0]:.1f}")
     print(f"{'method':22s} {'<3 px':>6s} {'<5 px':>6s} {'<10 px':>6s} {'median':>8s} {'failed':>6s} {'ms/pair':>8s}")
     for label, (errors, failures, seconds) in run(inputs, templates, corners, args.batch).items():
         e = np.where(np.isfinite(errors), errors, np.inf)

@@ -150,6 +150,24 @@ def test_init_h_reaches_beyond_the_methods_range():
         deeplk.align(a, b, init_H=np.array([[1, 0, 5000.0], [0, 1, 0], [0, 0, 1]]))
 
 
+def test_range_beyond_the_protocol_prior():
+    """`align` accepts results beyond the DLK protocol's range (its confidence judges them), so it
+    builds the LK methods without their divergence flags: a 25 % shift (about 48 px and more of
+    the 192 frame, every corner 50-55 px) is recovered by ``hybrid`` through SIFT, while the
+    method with its default flags rejects it by the protocol's prior."""
+    from deeplk.methods import get_method
+
+    a = _photo("coffee", (640, 480))
+    a_H_b = np.array([[1.0, 0, 0.27 * 640], [0, 1, 0.25 * 480], [0, 0, 1]])
+    b = cv2.warpPerspective(a, a_H_b, (640, 480), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_REFLECT)
+    r = deeplk.align(a, b)
+    assert not r.failed and _error(r, a_H_b, b.shape[:2]) < 1.0, r.details
+    inputs, templates, _, _ = align_module._frames(a, b)
+    _, failed = get_method("hybrid")(inputs, templates)
+    assert failed.all()
+
+
 @pytest.mark.parametrize("method", ["sift", "orb", "ecc", "lk", "hybrid"])
 def test_every_training_free_method(method):
     from deeplk.methods import available_methods

@@ -109,6 +109,130 @@ def test_photometric_residual_prefers_the_right_homography(pairs):
     assert np.all(np.isinf(methods.photometric_residual(inputs, templates, far)))
 
 
+def test_photometric_residual_matches_warp_image(pairs):
+    """Known answer: the mean squared grey difference over the valid pixels of `deeplk.warp.warp_image`
+    (TensorFlow, an independent implementation of the warp), in float64; inf below half valid."""
+    import tensorflow as tf
+
+    from deeplk.lk import to_grayscale
+    from deeplk.warp import warp_image
+
+    inputs, templates, corners = pairs
+    rng = np.random.default_rng(3)
+    H = np.stack([cv2.getPerspectiveTransform(TEMPLATE, c + rng.uniform(-6, 6, (4, 2)).astype(np.float32))
+                  for c in corners]).astype(np.float64)
+    H[3] = [[1, 0, 32], [0, 1, 32], [0, 0, 1]]  # the centred guess (computed as a crop)
+    H[4, 0, 2] += 60  # part of the template outside the input (about 70 % valid)
+    H[5, 0, 2] += 100  # about 40 % valid: below `min_valid_fraction`
+    warped, mask = warp_image(to_grayscale(tf.constant(inputs)), tf.constant(H, tf.float32), 128)
+    w = warped.numpy()[..., 0].astype(np.float64)
+    m = mask.numpy()[..., 0] > 0.5
+    t = to_grayscale(tf.constant(templates)).numpy()[..., 0].astype(np.float64)
+    expected = np.array([np.mean((w[i][m[i]] - t[i][m[i]]) ** 2) for i in range(6)])
+    valid = m.mean(axis=(1, 2))
+    assert 0.5 < valid[4] < 0.9 and valid[5] < 0.5
+    expected[valid < 0.5] = np.inf
+    got = methods.photometric_residual(inputs, templates, H)
+    assert np.isinf(got[5])
+    np.testing.assert_allclose(got[:5], expected[:5], rtol=1e-3)
+    H[0] = np.nan
+    assert np.isinf(methods.photometric_residual(inputs[:1], templates[:1], H[:1]))[0]
+    with pytest.raises(ValueError, match="input_H_template"):
+        methods.photometric_residual(inputs, templates, H[:2])
+
+
+class TestDiverged:
+    CENTRED = TEMPLATE + 32
+
+    def test_protocol_prior(self):
+        """Known answers: the protocol's prior flags a corner more than 48 px (x or y) from the
+        centred guess, a fold-over, a mirror image, collinear and non-finite corners."""
+        c = self.CENTRED
+        shifted = lambda d: c + np.array([[d, 0], [0, 0], [0, 0], [0, 0]])
+        cases = {
+            "centred": (c, False),
+            "protocol corners": (np.array([[0, 0], [191, 10], [180, 180], [20, 191]]), False),
+            "a corner 48 px out": (shifted(-48), False),
+            "a corner 48.5 px out": (shifted(-48.5), True),
+            "translated 40 px": (c + 40, False),
+            "translated 49 px": (c + [0, 49], True),
+            "mirrored": (c[[1, 0, 3, 2]], True),
+            "fold-over": (c[[0, 2, 1, 3]], True),
+            "collinear": (np.array([[32, 32], [96, 32], [159, 32], [32, 159]]), True),
+            "nan": (np.full((4, 2), np.nan), True),
+        }
+        flags = methods.diverged(np.stack([v[0] for v in cases.values()]).astype(np.float64), 192, 128)
+        assert dict(zip(cases, flags.tolist())) == {k: v[1] for k, v in cases.items()}
+
+    def test_residual_rule(self):
+        """An estimate that moved more than 2 px from the centred guess must bring the residual
+        below 0.9 times the centred guess's; one that stayed put is not judged by it."""
+        moved = self.CENTRED + [[10, 5], [12, 4], [9, 8], [11, 6]]  # about 12 px
+        near = self.CENTRED + 1.0  # 1.4 px
+        corners = np.stack([moved, moved, moved, near, near]).astype(np.float64)
+        residual = np.array([0.5, 0.95, np.inf, 1.0, 2.0])
+        flags = methods.diverged(corners, (192, 192), (128, 128), residual, np.ones(5))
+        assert flags.tolist() == [False, True, True, False, False]
+        assert not methods.diverged(corners[:1], 192, 128, [0.0], [0.0])[0]  # identical images
+
+    def test_errors(self):
+        with pytest.raises(ValueError, match="corners"):
+            methods.diverged(np.zeros((2, 3, 2)), 192, 128)
+        with pytest.raises(ValueError, match="centred_residual"):
+            methods.diverged(np.zeros((2, 4, 2)), 192, 128, residual=np.ones(2))
+        with pytest.raises(ValueError, match="residual"):
+            methods.diverged(np.zeros((2, 4, 2)), 192, 128, np.ones(3), np.ones(3))
+        for name in methods.DIVERGENCE_CHECKED:
+            with pytest.raises(ValueError, match="flag_divergence"):
+                methods.get_method(name, flag_divergence="yes")
+
+
+@pytest.fixture(scope="module")
+def unalignable(pairs):
+    """Pairs intensity LK cannot align: the templates of `pairs` inverted (1 - template), and the
+    same warps applied to an unrelated photograph; the inputs and true corners of `pairs`."""
+    inputs, templates, corners = pairs
+    other = cv2.resize(data.coffee(), (320, 240), interpolation=cv2.INTER_AREA)[20:212, 60:252]
+    other = cv2.GaussianBlur(other, (0, 0), 1.0).astype(np.float32) / 255.0
+    unrelated = [cv2.warpPerspective(other, cv2.getPerspectiveTransform(TEMPLATE, c), (128, 128),
+                                     flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP) for c in corners[3:]]
+    return inputs, np.concatenate([1.0 - templates[:3], np.stack(unrelated)]), corners
+
+
+@pytest.mark.parametrize("name", ["lk", "hybrid"])
+def test_divergence_is_flagged_and_alignments_are_not(pairs, unalignable, name):
+    """Known answers. Raw (``flag_divergence=False``), `name` reports an answer for every pair
+    it cannot align, each worse than the centred guess; by default it flags every one of them
+    (failed, NaN corners), while pairs related by known homographies within the protocol are
+    recovered to 0.5 px and none is flagged."""
+    inputs, templates, corners = unalignable
+    centred_pe = np.linalg.norm(TEMPLATE + 32 - corners, axis=-1).mean(-1)
+    raw, raw_failed = methods.get_method(name, flag_divergence=False)(inputs, templates)
+    assert not raw_failed.any()
+    assert np.all(np.linalg.norm(raw - corners, axis=-1).mean(-1) > centred_pe)
+    pred, failed = methods.get_method(name)(inputs, templates)
+    assert failed.all() and np.isnan(pred).all()
+    inputs, templates, corners = pairs
+    pred, failed = methods.get_method(name)(inputs, templates)
+    assert not failed.any()
+    assert np.all(np.linalg.norm(pred - corners, axis=-1).mean(-1) < 0.5)
+
+
+def test_lk_mind_flags_what_the_prior_rejects(unalignable):
+    """``lk_mind`` flags exactly the raw estimates that the protocol's prior rejects (no
+    residual test: grey levels are not its objective): it keeps the inverted pairs, which it
+    aligns, and flags some of the unrelated ones."""
+    inputs, templates, corners = unalignable
+    raw, raw_failed = methods.get_method("lk_mind", flag_divergence=False)(inputs, templates)
+    pred, failed = methods.get_method("lk_mind")(inputs, templates)
+    expected = raw_failed | methods.diverged(raw, 192, 128)
+    assert failed.tolist() == expected.tolist()
+    assert not failed[:3].any() and np.all(np.linalg.norm(pred[:3] - corners[:3], axis=-1).mean(-1) < 1.0)
+    assert failed[3:].any()
+    np.testing.assert_array_equal(pred[~failed], raw[~failed])
+    assert np.isnan(pred[failed]).all()
+
+
 def test_evaluate_methods_records(pairs):
     inputs, templates, corners = pairs
     summaries, errors = methods.evaluate_methods(inputs, templates, corners, ["identity", "ecc"], batch_size=4, progress=False)

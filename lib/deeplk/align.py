@@ -415,12 +415,16 @@ _PREDICTORS: dict = {}
 
 
 def _predictor(method: str, checkpoint_dir):
-    from deeplk.methods import get_method
+    """The predictor `align` uses for `method`: the training-free LK methods without their
+    ``flag_divergence`` (its protocol prior would reject what `align` accepts beyond the protocol,
+    e.g. ``hybrid`` started by SIFT; the confidence judges the result instead)."""
+    from deeplk.methods import DIVERGENCE_CHECKED, get_method
 
+    options = {"flag_divergence": False} if method in DIVERGENCE_CHECKED else {}
     if checkpoint_dir is not None:
-        return get_method(method, checkpoint_dir=checkpoint_dir)
+        return get_method(method, checkpoint_dir=checkpoint_dir, **options)
     if method not in _PREDICTORS:
-        _PREDICTORS[method] = get_method(method)
+        _PREDICTORS[method] = get_method(method, **options)
     return _PREDICTORS[method]
 
 
@@ -488,7 +492,10 @@ def align(
         refine_size: side of the final LK refinement frame (0 disables it).
         min_confidence: below this confidence the result is flagged `failed`.
         predictor: an already built ``predict(inputs, templates)`` of `method` (reused across
-            calls, e.g. by a benchmark); built with `deeplk.methods.get_method` if None.
+            calls, e.g. by a benchmark); if None, built with `deeplk.methods.get_method`, for
+            ``lk``, ``hybrid`` and ``lk_mind`` with ``flag_divergence=False`` (the confidence
+            judges the result; the methods' protocol prior would reject estimates beyond the
+            protocol's range that `align` accepts).
 
     Returns:
         `AlignResult`.

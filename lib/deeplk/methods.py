@@ -9,6 +9,15 @@ A method is built by `get_method(name, checkpoint_dir=None, **options)` and is a
 
 No method ever receives the ground truth. `evaluate_methods` runs several methods over a
 DLK-format folder and returns the records of ``summary.json``.
+
+Divergence: a method that cannot align must say so rather than return an answer worse than the
+centred guess. The training-free LK methods (``lk``, ``hybrid``, ``lk_mind``) take
+``flag_divergence=True`` (the default; ``False`` returns their raw results, e.g. to show that
+behaviour in an evaluation) and then mark as failed every result that `diverged` flags: an
+estimate the DLK protocol cannot produce (non-finite, folded or degenerate corners, a corner
+far outside the box the protocol draws it in) or, for the methods on intensities, one that
+moved away from the centred guess without lowering LK's own objective, the photometric
+residual, well below the centred guess's.
 """
 
 from __future__ import annotations
@@ -19,9 +28,13 @@ from typing import Callable
 import numpy as np
 
 from deeplk import baselines, evaluate
-from deeplk.geometry_np import centred_homography
+from deeplk._checks import check_bool, check_shape
+from deeplk.data.protocol import BOX_SIZE, MIN_CROSS
+from deeplk.geometry_np import centred_corners, centred_homography, is_convex_quad
 
-__all__ = ["METHOD_NAMES", "FAMILIES", "MethodInfo", "available_methods", "get_method", "evaluate_methods", "photometric_residual"]
+__all__ = ["METHOD_NAMES", "FAMILIES", "MethodInfo", "available_methods", "get_method", "evaluate_methods",
+           "photometric_residual", "diverged", "DIVERGENCE_CHECKED", "MAX_CORNER_SHIFT", "MAX_RESIDUAL_RATIO",
+           "MIN_MOVE"]
 
 # Every name the project promises (DESIGN.md); `available_methods()` lists those implemented.
 METHOD_NAMES = ("identity", "sift", "orb", "ecc", "lk", "lk_mind", "hybrid", "dhn", "mhn", "hnet_sup", "hnet_unsup", "clkn", "dlkfm")
@@ -53,9 +66,80 @@ def _lk_corners(H, template_shape) -> np.ndarray:
     return homography_to_corners(H, tuple(template_shape[1:3])).numpy().astype(np.float64)
 
 
-def _lk_predictor(levels: int, options, features=None) -> Predictor:
+# --------------------------------------------------------------------------------------------
+# Divergence of the training-free LK methods (their ``flag_divergence`` option)
+# --------------------------------------------------------------------------------------------
+
+#: The methods that take ``flag_divergence`` (default True).
+DIVERGENCE_CHECKED = ("lk", "lk_mind", "hybrid")
+#: A corner further than this (x or y, pixels of the input frame) from where the centred guess
+#: puts it is implausible: the DLK protocol draws every corner within about +-32 px
+#: (`deeplk.data.protocol.BOX_SIZE`), so this allows 16 px beyond the protocol's box.
+MAX_CORNER_SHIFT = 1.5 * BOX_SIZE / 2
+#: An estimate more than `MIN_MOVE` px (mean corner distance) from the centred guess whose
+#: photometric residual is above this fraction of the centred guess's has not aligned: LK's
+#: objective stayed near the unaligned level.
+MAX_RESIDUAL_RATIO = 0.9
+#: Below this move from the centred guess (mean corner distance, px) the residual is not
+#: compared: an estimate that stayed put cannot lower it (the centred guess may be right).
+MIN_MOVE = 2.0
+
+
+def diverged(corners, input_size, template_size, residual=None, centred_residual=None) -> np.ndarray:
+    """Which estimates cannot be right, judged without the ground truth. ``(B,)`` bool.
+
+    An estimate is flagged when
+
+    - a corner is not finite, or the quadrilateral is not convex with the protocol's orientation
+      (a fold-over, a mirror image or nearly collinear corners; `deeplk.data.protocol.MIN_CROSS`);
+    - a corner lies more than `MAX_CORNER_SHIFT` (48) px, in x or y, from the centred guess's
+      (the protocol's prior: every corner within about 32 px of the centred square);
+    - with `residual` and `centred_residual` (the `photometric_residual` of the estimate and of
+      the centred guess, LK's objective on intensities): the estimate moved more than
+      `MIN_MOVE` px (mean corner distance) from the centred guess but its residual is not
+      below `MAX_RESIDUAL_RATIO` times the centred guess's (including an infinite residual: the
+      estimate left the input).
+
+    The first two hold whatever the modalities; the third holds for a method that aligns
+    intensities (it is its own objective).
+
+    Args:
+        corners: ``(B, 4, 2)`` template corners in the input frame, (x, y) pixels, TL, TR, BR,
+            BL (NaN allowed).
+        input_size, template_size: ``(h, w)`` (or one int) of the input images and templates.
+        residual, centred_residual: ``(B,)`` or both None.
+
+    >>> c = np.array([[[32, 32], [159, 32], [159, 159], [32, 159]],      # centred
+    ...               [[0, 0], [191, 10], [180, 180], [20, 191]],        # within the protocol
+    ...               [[-30, 32], [159, 32], [159, 159], [32, 159]],     # a corner 62 px out
+    ...               [[159, 32], [32, 32], [32, 159], [159, 159]]])     # mirrored
+    >>> diverged(c, 192, 128).tolist()
+    [False, False, True, True]
+    """
+    c = np.asarray(corners, np.float64)
+    check_shape("corners", c, (None, 4, 2), "B x 4 corners x (x, y)")
+    if (residual is None) != (centred_residual is None):
+        raise ValueError("`residual` and `centred_residual` go together: give both or neither")
+    centred = centred_corners(input_size, template_size)
+    with np.errstate(invalid="ignore"):
+        shift = np.abs(c - centred).max(axis=(1, 2))
+        flagged = ~is_convex_quad(c, MIN_CROSS) | ~(shift <= MAX_CORNER_SHIFT)
+        if residual is not None:
+            r = np.asarray(residual, np.float64).reshape(-1)
+            r0 = np.asarray(centred_residual, np.float64).reshape(-1)
+            if r.shape != (len(c),) or r0.shape != (len(c),):
+                raise ValueError(f"`residual` and `centred_residual` must have shape ({len(c)},), got "
+                                 f"{np.shape(residual)} and {np.shape(centred_residual)}")
+            moved = np.linalg.norm(c - centred, axis=-1).mean(-1)
+            flagged |= (moved > MIN_MOVE) & ~(r <= MAX_RESIDUAL_RATIO * r0)
+    return flagged
+
+
+def _lk_predictor(levels: int, options, features=None, flag_divergence: bool = True) -> Predictor:
     """Pyramid LK (`deeplk.lk.align_images`) from the centred guess on grey intensities, or on
-    ``features(images)`` of both images when given (multi-channel, not converted to grey)."""
+    ``features(images)`` of both images when given (multi-channel, not converted to grey);
+    with `flag_divergence` the estimates that `diverged` flags fail (the residual test only on
+    intensities)."""
     from deeplk.lk import align_images
 
     def predict(inputs, templates):
@@ -65,35 +149,47 @@ def _lk_predictor(levels: int, options, features=None) -> Predictor:
         result = align_images(*images, levels=levels, options=options, grayscale=features is None)
         failed = result.failed.numpy()
         corners = _lk_corners(result.H, np.shape(templates))
+        if flag_divergence:
+            residuals = None
+            if features is None:
+                centred = centred_homography(np.shape(inputs)[1:3], np.shape(templates)[1:3])
+                residuals = (photometric_residual(inputs, templates, result.H.numpy()),
+                             photometric_residual(inputs, templates, np.repeat(centred[None], len(failed), axis=0)))
+            failed = failed | diverged(corners, np.shape(inputs)[1:3], np.shape(templates)[1:3], *(residuals or ()))
         corners[failed] = np.nan
         return corners, failed
 
     return predict
 
 
-def _build_lk(checkpoint_dir=None, levels: int = 3, lk_options=None, **settings) -> Predictor:
+def _build_lk(checkpoint_dir=None, levels: int = 3, lk_options=None, flag_divergence: bool = True,
+              **settings) -> Predictor:
     """Pyramid LK on grey intensities from the centred guess (`deeplk.lk.align_images`).
 
     `lk_options`: an `deeplk.lk.LKOptions` (or a dict of its fields); `settings`: its fields
     given one by one (``max_iterations=...``), replacing those of `lk_options`. Validated here.
+    `flag_divergence`: fail the estimates that `diverged` flags (with the residual test).
     """
     from deeplk.lk import LKOptions
 
-    return _lk_predictor(levels, LKOptions.coerce(lk_options, **settings))
+    flag_divergence = check_bool("flag_divergence", flag_divergence)
+    return _lk_predictor(levels, LKOptions.coerce(lk_options, **settings), flag_divergence=flag_divergence)
 
 
 def _build_lk_mind(checkpoint_dir=None, descriptor: str = "mind", descriptor_options=None, levels: int = 3,
-                   lk_options=None, **settings) -> Predictor:
+                   lk_options=None, flag_divergence: bool = True, **settings) -> Predictor:
     """The ``lk`` method on a modality-independent descriptor (`deeplk.descriptors`, `descriptor`
     with `descriptor_options`) of both images instead of grey intensities: the descriptor is
     computed at full resolution (XLA-compiled) and the multi-channel LK of `align_images`
     (same pyramid, defaults and convergence rule as ``lk``; `lk_options` / `settings` as there)
-    averages it down its pyramid."""
+    averages it down its pyramid. `flag_divergence`: fail the estimates that `diverged` flags
+    (the protocol's prior only: the grey residual is not this method's objective)."""
     import tensorflow as tf
 
     from deeplk.descriptors import describe
     from deeplk.lk import LKOptions
 
+    flag_divergence = check_bool("flag_divergence", flag_divergence)
     options = LKOptions.coerce(lk_options, **settings)
     descriptor_options = dict(descriptor_options or {})
     describe(np.zeros((1, 8, 8, 1), np.float32), descriptor, **descriptor_options)  # bad options fail here
@@ -101,42 +197,93 @@ def _build_lk_mind(checkpoint_dir=None, descriptor: str = "mind", descriptor_opt
     if key not in _COMPILED_DESCRIPTORS:  # one compiled function per setting: no retracing per build
         _COMPILED_DESCRIPTORS[key] = tf.function(
             lambda x: describe(x, descriptor, **descriptor_options), jit_compile=True)
-    return _lk_predictor(levels, options, _COMPILED_DESCRIPTORS[key])
+    return _lk_predictor(levels, options, _COMPILED_DESCRIPTORS[key], flag_divergence)
 
 
 _COMPILED_DESCRIPTORS: dict = {}
 
 
+def _grey_images(name: str, x) -> np.ndarray:
+    """``(B, H, W, 1 or 3)`` images -> ``(B, H, W)`` float32 luma (as `deeplk.lk.to_grayscale`)."""
+    from deeplk.lk.preprocess import _host_gray
+
+    x = np.asarray(x, np.float32)
+    check_shape(name, x, (None, None, None, None), "B x H x W x C")
+    if x.shape[-1] == 1:
+        return x[..., 0]
+    if x.shape[-1] != 3:
+        raise ValueError(f"`{name}` must have 1 or 3 channels, got shape {x.shape}")
+    return _host_gray(x)
+
+
 def photometric_residual(inputs, templates, input_H_template, min_valid_fraction: float = 0.5) -> np.ndarray:
     """Mean squared grey-level difference between the template and the input warped by H, over
-    the valid pixels; inf where fewer than `min_valid_fraction` of the pixels are valid. (B,)
+    the valid pixels; inf where fewer than `min_valid_fraction` of the pixels are valid or H is
+    not finite. (B,)
 
-    Used to choose between candidate alignments without the ground truth.
+    The warp and its validity mask are those of `deeplk.warp.warp_image` (bilinear, zero
+    outside), computed with OpenCV on the host (``cv2.warpPerspective``, whose quantised
+    interpolation weights leave the residual within about 1e-3 relative of one computed with
+    `warp_image`; a whole-pixel translation that keeps the template inside the input, such as
+    the centred guess, is a crop): about 0.15 ms per 128 x 128 template. Grey levels are the
+    luma of `deeplk.lk.to_grayscale`.
+
+    Used to choose between candidate alignments and to test whether LK's objective decreased
+    (`diverged`), without the ground truth.
     """
-    import tensorflow as tf
+    import cv2
 
-    from deeplk.lk import to_grayscale
-    from deeplk.warp import warp_image
-
-    grey_in = to_grayscale(tf.convert_to_tensor(inputs, tf.float32))
-    grey_t = to_grayscale(tf.convert_to_tensor(templates, tf.float32))
-    warped, mask = warp_image(grey_in, tf.convert_to_tensor(input_H_template, tf.float32), tuple(grey_t.shape[1:3]))
-    mask = mask.numpy()[..., 0]
-    sq = ((warped.numpy() - grey_t.numpy())[..., 0] ** 2) * mask
-    valid = mask.mean(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        res = sq.sum(axis=(1, 2)) / mask.sum(axis=(1, 2))
-    res[(valid < min_valid_fraction) | ~np.isfinite(res)] = np.inf
+    grey_in = _grey_images("inputs", inputs)
+    grey_t = _grey_images("templates", templates)
+    H = np.asarray(input_H_template, np.float64)
+    check_shape("input_H_template", H, (len(grey_in), 3, 3), "B x 3 x 3 homographies")
+    if len(grey_t) != len(grey_in):
+        raise ValueError(f"`inputs` and `templates` must have the same batch size, got {len(grey_in)} and {len(grey_t)}")
+    h, w = grey_t.shape[1:3]
+    corners_h = np.array([[0, 0, 1], [w - 1, 0, 1], [w - 1, h - 1, 1], [0, h - 1, 1]], np.float64)
+    size_in = np.array([grey_in.shape[2] - 1, grey_in.shape[1] - 1], np.float64)
+    res = np.full(len(grey_in), np.inf)
+    for i in range(len(grey_in)):
+        if not np.all(np.isfinite(H[i])):
+            continue
+        x0, y0 = H[i, 0, 2] / H[i, 2, 2], H[i, 1, 2] / H[i, 2, 2]
+        if (np.array_equal(H[i] / H[i, 2, 2], [[1, 0, x0], [0, 1, y0], [0, 0, 1]]) and x0 == int(x0) and y0 == int(y0)
+                and 0 <= x0 <= grey_in.shape[2] - w and 0 <= y0 <= grey_in.shape[1] - h):
+            # a whole-pixel translation keeping the template inside (the centred guess): a crop
+            crop = grey_in[i, int(y0):int(y0) + h, int(x0):int(x0) + w]
+            res[i] = float(np.mean((crop - grey_t[i]) ** 2, dtype=np.float64))
+            continue
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        p = corners_h @ H[i].T
+        if np.all(p[:, 2] > 0) and np.all((p[:, :2] >= 0) & (p[:, :2] <= size_in * p[:, 2:])):
+            # the template's corners land inside the input, and so does every pixel (a positive
+            # homogeneous scale at the corners keeps it positive in between: the template maps
+            # onto the convex quadrilateral of its corners)
+            warped = cv2.warpPerspective(grey_in[i], H[i], (w, h), flags=flags)
+            res[i] = float(np.mean((warped - grey_t[i]) ** 2, dtype=np.float64))
+            continue
+        # the image and a plane of ones in one call: the second channel is 1 exactly where all
+        # bilinear neighbours with a weight lie inside the input
+        both = cv2.warpPerspective(np.dstack([grey_in[i], np.ones_like(grey_in[i])]), H[i], (w, h),
+                                   flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        mask = both[..., 1] > 1.0 - 1e-4
+        valid = mask.mean()
+        if valid < min_valid_fraction or not mask.any():
+            continue
+        res[i] = float(np.mean((both[..., 0][mask] - grey_t[i][mask]) ** 2, dtype=np.float64))
     return res
 
 
-def _build_hybrid(checkpoint_dir=None, levels: int = 3, lk_options=None, **settings) -> Predictor:
+def _build_hybrid(checkpoint_dir=None, levels: int = 3, lk_options=None, flag_divergence: bool = True,
+                  **settings) -> Predictor:
     """Training-free: SIFT + RANSAC initial guess (the centred guess where SIFT fails), refined by
     pyramid LK on intensities; LK from the centred guess runs too, and per sample the refinement
     with the lower photometric residual wins (no ground truth involved). `lk_options`,
-    `settings`: as in the ``lk`` method."""
+    `settings`: as in the ``lk`` method. `flag_divergence`: a refinement that `diverged` flags
+    (with the residual test) is out of the choice; a sample fails when both are."""
     from deeplk.lk import LKOptions, align_images
 
+    flag_divergence = check_bool("flag_divergence", flag_divergence)
     options = LKOptions.coerce(lk_options, **settings)
 
     def predict(inputs, templates):
@@ -157,10 +304,15 @@ def _build_hybrid(checkpoint_dir=None, levels: int = 3, lk_options=None, **setti
         H = result.H.numpy()
         residual = photometric_residual(both_in, both_t, H)
         failed = result.failed.numpy()
+        corners = _lk_corners(H, templates.shape)
+        if flag_divergence:
+            centred_residual = photometric_residual(inputs, templates, np.repeat(centred[None], b, axis=0))
+            failed = failed | diverged(corners, inputs.shape[1:3], templates.shape[1:3], residual,
+                                       np.concatenate([centred_residual] * 2))
         residual[failed] = np.inf
         pick = np.where(residual[b:] < residual[:b], 1, 0)  # 0 = from SIFT, 1 = from centred
         idx = np.arange(b) + pick * b
-        corners = _lk_corners(H[idx], templates.shape)
+        corners = corners[idx]
         lost = ~np.isfinite(residual[idx])
         corners[lost] = np.nan
         return corners, lost
