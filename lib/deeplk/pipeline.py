@@ -273,9 +273,14 @@ def _dependencies(steps: list[Step]) -> dict[str, set[str]]:
 
 
 class _ThreadLimits:
-    """Sets the kernels' thread counts in the environment for parallel steps, restores it after."""
+    """Sets the kernels' thread counts in the environment for parallel steps, restores it after.
+
+    Parallel kernels also get ``TF_FORCE_GPU_ALLOW_GROWTH=true``: by default each TensorFlow
+    process reserves nearly all of a GPU's memory, so a second kernel on the same GPU would fail.
+    """
 
     NAMES = ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")
+    GPU_GROWTH = "TF_FORCE_GPU_ALLOW_GROWTH"
 
     def __init__(self, jobs: int):
         self.threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
@@ -286,6 +291,8 @@ class _ThreadLimits:
             for name in self.NAMES:
                 self.saved[name] = os.environ.get(name)
                 os.environ.setdefault(name, str(self.threads))
+            self.saved[self.GPU_GROWTH] = os.environ.get(self.GPU_GROWTH)
+            os.environ.setdefault(self.GPU_GROWTH, "true")
         return self
 
     def __exit__(self, *exc):
