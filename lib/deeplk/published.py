@@ -19,7 +19,7 @@ __all__ = ["SOURCE", "PUBLISHED", "METHOD_ROWS", "published_table"]
 
 SOURCE = (
     "Zhao, Huang & Zhang, Deep Lucas-Kanade Homography for Multimodal Image Alignment, CVPR 2021 "
-    "(comparison tables, as repeated in the README of github.com/placeforyiming/CVPR23-PRISE)"
+    "(comparison tables, as repeated in the README of the same lab's PRISE repository, CVPR 2023)"
 )
 
 #: Our method name -> the published row it reproduces.
