@@ -196,7 +196,7 @@ def test_googlemap_smoke_run_killed_then_resumed(tmp_path):
     """SIGKILL while CLKN trains (after its second checkpoint); `--resume` keeps the steps that had
     finished, continues CLKN from its last checkpoint and finishes the run."""
     profile = yaml.safe_load((pipeline.profiles_dir() / "googlemap.yaml").read_text())
-    profile["smoke"]["steps"] = {"train_clkn": {"steps": 40}}  # long enough to be killed in
+    profile["smoke"]["steps"] = {"train_clkn": {"steps": 20}}  # long enough to be killed in
     path = tmp_path / "googlemap.yaml"
     path.write_text(yaml.safe_dump(profile))
     run = tmp_path / "run"
@@ -225,4 +225,4 @@ def test_googlemap_smoke_run_killed_then_resumed(tmp_path):
     nb = nbformat.read(run / "notebooks" / "05_train_clkn.ipynb", as_version=4)
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     start = int(text.split("steps ", 1)[1].split(" -> ")[0])
-    assert 2 <= start < 40 and " -> 40 in " in text  # continued from the checkpoint, not from 0
+    assert 2 <= start < 20 and " -> 20 in " in text  # continued from the checkpoint, not from 0
