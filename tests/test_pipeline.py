@@ -322,3 +322,15 @@ def test_training_devices_and_gpu_memory_growth_for_parallel_kernels(monkeypatch
     assert "TF_FORCE_GPU_ALLOW_GROWTH" not in os.environ
     with pipeline._ThreadLimits(1):  # one kernel at a time: TensorFlow's default
         assert "TF_FORCE_GPU_ALLOW_GROWTH" not in os.environ
+
+
+def test_smoke_mode_never_writes_stand_in_data_outside_the_run_folder(project, tmp_path):
+    real = tmp_path / "real_raw"
+    _profile(project, f"""
+        steps:
+          - {{name: g, notebook: 00_write.ipynb, parameters: {{out: "{{run_dir}}/g.txt", dataset: googlemap, source_dir: {real}}}}}
+        smoke: {{parameters: {{}}}}
+    """)
+    with pytest.raises(ValueError, match="outside the run folder"):
+        pipeline.run_profile("p", run_dir=project / "run", smoke=True, progress=False)
+    assert not real.exists()

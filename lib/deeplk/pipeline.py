@@ -223,14 +223,19 @@ def smoke_profile(prof: Profile) -> Profile:
                    jobs=prof.smoke["jobs"], smoke=prof.smoke)
 
 
-def _write_stand_ins(steps: list[Step], mapping: dict[str, str]) -> list[dict]:
-    """Stand-in raw data for the generation steps of paper datasets (smoke runs)."""
+def _write_stand_ins(steps: list[Step], mapping: dict[str, str], run_path: Path) -> list[dict]:
+    """Stand-in raw data for the generation steps of paper datasets (smoke runs), only inside
+    the run folder (an absolute `source_dir` elsewhere, e.g. the real raw data, is an error)."""
     from deeplk.data.stand_in import STAND_IN_DATASETS, write_stand_in
 
     made = []
     for step in steps:
         params = _substitute(step.parameters, mapping)
         if step.notebook.startswith("00_") and params.get("dataset") in STAND_IN_DATASETS and params.get("source_dir"):
+            if not resolve(params["source_dir"]).is_relative_to(run_path):
+                raise ValueError(
+                    f"smoke run: step {step.name!r} reads source_dir {params['source_dir']}, outside the run "
+                    f"folder {run_path}; a smoke run writes its stand-in data only inside it (use a relative path)")
             n_train, n_val = int(params.get("num_train") or 1), int(params.get("num_val") or 1)
             written = write_stand_in(params["dataset"], params["source_dir"], num_train=n_train, num_val=n_val)
             made.append({"step": step.name, "dataset": params["dataset"], "folder": params["source_dir"],
@@ -403,7 +408,7 @@ def run_profile(
         "steps": [],
     }
     if smoke:
-        record["stand_in"] = _write_stand_ins(steps, mapping)
+        record["stand_in"] = _write_stand_ins(steps, mapping, run_path)
     started = time.perf_counter()
     lock = threading.Lock()
     index_of = {step.name: i for i, step in enumerate(steps)}
