@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -147,3 +148,20 @@ class TestListSamples:
         _fake_dataset(tmp_path, ["000000"])
         m = F.read_template_mask(tmp_path, "val", "000000")
         assert m.shape == (128, 128) and m.all()
+
+
+def test_is_downloaded_tells_a_downloaded_folder_from_a_generated_one(tmp_path):
+    import deeplk.data as D
+
+    assert not D.is_downloaded(tmp_path / "absent")
+    generated = tmp_path / "generated"
+    D.generate_dataset("demo", generated, num_train=0, num_val=2, seed=0, progress=False)
+    assert not D.is_downloaded(generated)  # it has a manifest
+    downloaded = tmp_path / "downloaded"
+    shutil.copytree(generated, downloaded)
+    (downloaded / D.MANIFEST_NAME).unlink()
+    assert D.is_downloaded(downloaded)
+    empty = tmp_path / "empty"
+    (empty / "val2014_label").mkdir(parents=True)
+    (empty / "val2014_label" / ".hidden_label.txt").write_text("{}")
+    assert not D.is_downloaded(empty)  # no visible label file: nothing downloaded there

@@ -70,3 +70,51 @@ def test_write_results_files(tmp_path):
     assert paths["per_sample"].read_text().splitlines()[3] == "2,failed,30.0000"
     assert set(paths) == {"summary", "markdown", "csv", "per_sample"}  # numbers only
     assert not list((tmp_path / "res").glob("*.partial"))
+
+
+class TestFormatComparison:
+    """Our rows beside the paper's (`format_comparison`, `write_results(paper_table=...)`)."""
+
+    @staticmethod
+    def _summaries():
+        # dlkfm: PE 0.05, 0.7, 2, 4 -> below 0.1: 25%, 0.5: 25%, 1: 50%, 3: 75%, 5..20: 100%
+        errors = {"identity": np.array([30.0, 30.0, 30.0, 30.0]), "dlkfm": np.array([0.05, 0.7, 2.0, 4.0]),
+                  "sift": np.array([np.inf, 0.3, 0.3, 0.3])}
+        return {k: evaluate.summarize(v) for k, v in errors.items()}
+
+    def test_known_summary_gives_the_paper_layout(self):
+        text = evaluate.format_comparison(self._summaries(), "googlemap")
+        lines = text.splitlines()
+        assert lines[0] == ("| method | row | n | <0.1 px | <0.5 px | <1 px | <3 px | <5 px | <10 px | <20 px |")
+        assert lines[1] == "|" + "---|" * 10
+        body = lines[2:lines.index("")]
+        assert body == [
+            "| identity | ours | 4 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 |",
+            "| dlkfm | ours | 4 | 25.00 | 25.00 | 50.00 | 75.00 | 100.00 | 100.00 | 100.00 |",
+            "| DLKFM | paper | 888 | 0.00 | 2.25 | 16.80 | 61.33 | 73.39 | 83.20 | 93.80 |",
+            "| sift | ours | 4 | 0.00 | 75.00 | 75.00 | 75.00 | 75.00 | 75.00 | 75.00 |",
+            "| SIFT + RANSAC | paper | 888 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | 2.74 | 3.44 |",
+            # published methods we did not run follow, in the paper's order
+            "| SIFT + MAGSAC | paper | 888 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | 0.15 | 2.58 |",
+            "| DHN | paper | 888 | 0.00 | 0.00 | 0.00 | 1.20 | 3.43 | 6.99 | 78.89 |",
+            "| MHN | paper | 888 | 0.00 | 0.34 | 0.45 | 0.50 | 3.50 | 35.69 | 93.77 |",
+            "| CLKN | paper | 888 | 0.00 | 0.00 | 0.00 | 1.57 | 1.88 | 8.67 | 22.45 |",
+        ]
+        assert "CVPR 2021" in text  # the source of the paper rows
+
+    def test_every_published_table_has_a_rate_per_threshold_in_percent(self):
+        from deeplk.published import METHOD_ROWS, PUBLISHED
+
+        for dataset, table in PUBLISHED.items():
+            assert set(METHOD_ROWS.values()) <= set(table["rows"]), dataset
+            for name, values in table["rows"].items():
+                assert len(values) == len(evaluate.THRESHOLDS), (dataset, name)
+                assert all(0 <= v <= 100 for v in values) and list(values) == sorted(values), (dataset, name)
+
+    def test_written_next_to_the_summary_and_unknown_dataset_named(self, tmp_path):
+        paths = evaluate.write_results(tmp_path / "res", self._summaries(), paper_table="mscoco")
+        assert paths["paper_table"].read_text() == evaluate.format_comparison(self._summaries(), "mscoco")
+        assert "| DLKFM | paper | 6000 | 17.16 | 72.25 | 92.81 |" in paths["paper_table"].read_text()
+        with pytest.raises(ValueError, match=r"no published table for 'coco'; known: \['googleearth', 'googlemap', 'mscoco'\]"):
+            evaluate.write_results(tmp_path / "res2", self._summaries(), paper_table="coco")
+        assert not (tmp_path / "res2").exists()  # nothing written before the error

@@ -1,6 +1,7 @@
 """The papermill pipeline runner: order, parameters, run folder, skipping and failure reports."""
 
 import json
+import os
 import platform
 import textwrap
 
@@ -236,3 +237,100 @@ def test_dependencies_default_to_every_earlier_step_and_ignore_unselected_ones()
              S("e", "x.ipynb")]
     assert pipeline._dependencies(steps) == {"g": set(), "t1": {"g"}, "t2": {"g"}, "e": {"g", "t1", "t2"}}
     assert pipeline._dependencies(steps[1:]) == {"t1": set(), "t2": set(), "e": {"t1", "t2"}}
+
+
+# ------------------------------------------------------------------------------------------
+# Resuming a run (`--resume`) and the smoke section
+
+
+def test_resume_keeps_finished_steps_and_reruns_the_rest(project):
+    _profile(project, """
+        steps:
+          - {name: a, notebook: 00_write.ipynb, parameters: {out: "{run_dir}/a.txt", value: 1}}
+          - {name: b, notebook: 00_write.ipynb, parameters: {out: "{run_dir}/b.txt", value: 2}}
+          - {name: c, notebook: 00_write.ipynb, parameters: {out: "{run_dir}/c.txt", value: 3}}
+    """)
+    run = project / "run"
+    pipeline.run_profile("p", run_dir=run, progress=False, only=["a", "b"])
+    (run / "a.txt").write_text("kept")  # a rerun of `a` would overwrite it
+    # `b` changed its parameters since: it runs again; `c` never ran
+    _profile(project, """
+        steps:
+          - {name: a, notebook: 00_write.ipynb, parameters: {out: "{run_dir}/a.txt", value: 1}}
+          - {name: b, notebook: 00_write.ipynb, parameters: {out: "{run_dir}/b.txt", value: 20}}
+          - {name: c, notebook: 00_write.ipynb, parameters: {out: "{run_dir}/c.txt", value: 3}}
+    """)
+    record = pipeline.main(["--profile", "p", "--run-dir", str(run), "--resume"])
+    assert record == 0
+    saved = json.loads((run / "pipeline.json").read_text())
+    assert [(s["name"], s["status"], bool(s.get("reused"))) for s in saved["steps"]] == [
+        ("a", "ok", True), ("b", "ok", False), ("c", "ok", False)]
+    assert [(run / f"{n}.txt").read_text() for n in "abc"] == ["kept", "20", "3"]
+    # without --resume every step runs again
+    pipeline.run_profile("p", run_dir=run, progress=False)
+    assert (run / "a.txt").read_text() == "1"
+
+
+def test_resume_reruns_a_step_whose_executed_notebook_is_gone(project):
+    _profile(project, "steps:\n  - {name: a, notebook: 00_write.ipynb, parameters: {out: \"{run_dir}/a.txt\"}}\n")
+    run = project / "run"
+    pipeline.run_profile("p", run_dir=run, progress=False)
+    (run / "notebooks" / "00_a.ipynb").unlink()
+    (run / "a.txt").unlink()
+    record = pipeline.run_profile("p", run_dir=run, progress=False, resume=True)
+    assert not record["steps"][0].get("reused") and (run / "a.txt").read_text() == "1"
+
+
+def test_smoke_mode_overrides_values_moves_folders_and_needs_a_section(project):
+    _profile(project, """
+        steps:
+          - {name: a, notebook: 00_write.ipynb, parameters: {out: "{run_dir}/a.txt", value: 100}}
+          - {name: b, notebook: 00_write.ipynb, parameters: {out: "{run_dir}/b.txt", value: 200}}
+    """)
+    with pytest.raises(ValueError, match="has no `smoke:` section"):
+        pipeline.run_profile("p", run_dir=project / "run", smoke=True)
+    _profile(project, """
+        steps:
+          - {name: a, notebook: 00_write.ipynb, parameters: {out: "{run_dir}/a.txt", value: 100}}
+          - {name: b, notebook: 00_write.ipynb, parameters: {out: "{run_dir}/b.txt", value: 200, data_root: D/x}}
+        smoke:
+          parameters: {value: 1, steps: 5}
+          steps: {b: {out: "{run_dir}/small_b.txt"}}
+    """)
+    small = pipeline.smoke_profile(pipeline.load_profile("p"))
+    assert [s.parameters for s in small.steps] == [
+        {"out": "{run_dir}/a.txt", "value": 1},  # `steps` is not one of its parameters: not added
+        {"out": "{run_dir}/small_b.txt", "value": 1, "data_root": "{run_dir}/D/x"}]
+    record = pipeline.run_profile("p", progress=False, smoke=True)
+    run = project / "runs" / "p-smoke"  # the default run folder of a smoke run
+    assert record["smoke"] is True and record["run_dir"] == str(run)
+    assert (run / "a.txt").read_text() == "1" and (run / "small_b.txt").read_text() == "1"
+
+
+def test_training_devices_and_gpu_memory_growth_for_parallel_kernels(monkeypatch):
+    import tensorflow as tf
+
+    devices = pipeline.training_devices()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        assert [d.split(" ")[0] for d in devices] == [f"GPU:{i}" for i in range(len(gpus))]
+    else:
+        assert devices == ["CPU"]
+    monkeypatch.delenv("TF_FORCE_GPU_ALLOW_GROWTH", raising=False)
+    with pipeline._ThreadLimits(2):
+        assert os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+    assert "TF_FORCE_GPU_ALLOW_GROWTH" not in os.environ
+    with pipeline._ThreadLimits(1):  # one kernel at a time: TensorFlow's default
+        assert "TF_FORCE_GPU_ALLOW_GROWTH" not in os.environ
+
+
+def test_smoke_mode_never_writes_stand_in_data_outside_the_run_folder(project, tmp_path):
+    real = tmp_path / "real_raw"
+    _profile(project, f"""
+        steps:
+          - {{name: g, notebook: 00_write.ipynb, parameters: {{out: "{{run_dir}}/g.txt", dataset: googlemap, source_dir: {real}}}}}
+        smoke: {{parameters: {{}}}}
+    """)
+    with pytest.raises(ValueError, match="outside the run folder"):
+        pipeline.run_profile("p", run_dir=project / "run", smoke=True, progress=False)
+    assert not real.exists()

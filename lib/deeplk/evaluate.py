@@ -35,6 +35,7 @@ __all__ = [
     "summarize",
     "run_predictor",
     "format_table",
+    "format_comparison",
     "threshold_key",
     "write_results",
 ]
@@ -185,16 +186,49 @@ def format_set_table(summaries_by_set: Mapping[str, Mapping[str, dict]], thresho
     return "\n".join(lines) + "\n"
 
 
-def write_results(results_dir, summaries: Mapping[str, dict], errors_by_method: Mapping[str, np.ndarray] | None = None) -> dict[str, Path]:
-    """Write summary.json, table.md, table.csv and (with errors) per_sample_pe.csv into
-    `results_dir`, each through a temporary name. Returns the paths. (The success-rate curve is a
-    figure: `deeplk.viz.save_success_curve`.)"""
+def format_comparison(summaries: Mapping[str, dict], dataset: str) -> str:
+    """Our success rates beside the paper's, as a Markdown table in the paper's layout.
+
+    One column per threshold; for each of our methods its row (``ours``) followed, when the paper
+    reports that method (`deeplk.published.METHOD_ROWS`), by the published row (``paper``); then
+    the published rows of methods we did not run. `dataset`: a key of
+    `deeplk.published.PUBLISHED` (``"mscoco"``, ``"googleearth"``, ``"googlemap"``).
+    """
+    from deeplk.published import METHOD_ROWS, SOURCE, published_table
+
+    table = published_table(dataset)
+    header = ["method", "row", "n"] + [f"<{threshold_key(t)} px" for t in THRESHOLDS]
+    rows, shown = [], set()
+    for name, s in summaries.items():
+        rows.append([name, "ours", str(s["n"])] + [_fmt(s["success"][threshold_key(t)], 2) for t in THRESHOLDS])
+        paper = METHOD_ROWS.get(name)
+        if paper in table["rows"] and paper not in shown:
+            shown.add(paper)
+            rows.append([paper, "paper", str(table["n"])] + [_fmt(v, 2) for v in table["rows"][paper]])
+    for paper, values in table["rows"].items():
+        if paper not in shown:
+            rows.append([paper, "paper", str(table["n"])] + [_fmt(v, 2) for v in values])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + f"\n\nSuccess rate (%): samples with corner error below each threshold. Paper rows: {SOURCE}.\n"
+
+
+def write_results(results_dir, summaries: Mapping[str, dict], errors_by_method: Mapping[str, np.ndarray] | None = None,
+                  paper_table: str | None = None) -> dict[str, Path]:
+    """Write summary.json, table.md, table.csv, (with errors) per_sample_pe.csv and (with
+    `paper_table`, a dataset of `deeplk.published.PUBLISHED`) paper_table.md, our rows beside
+    the paper's (`format_comparison`), into `results_dir`, each through a temporary name. Returns
+    the paths. (The success-rate curve is a figure: `deeplk.viz.save_success_curve`.)"""
+    comparison = None if paper_table is None else format_comparison(summaries, paper_table)
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"summary": out / "summary.json", "markdown": out / "table.md", "csv": out / "table.csv"}
     write_text_atomic(paths["summary"], json.dumps(dict(summaries), indent=2) + "\n")
     write_text_atomic(paths["markdown"], format_table(summaries, "markdown"))
     write_text_atomic(paths["csv"], format_table(summaries, "csv"))
+    if comparison is not None:
+        paths["paper_table"] = out / "paper_table.md"
+        write_text_atomic(paths["paper_table"], comparison)
     if errors_by_method:
         names = list(errors_by_method)
         buf = io.StringIO()

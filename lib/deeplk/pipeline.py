@@ -31,12 +31,35 @@ first failing notebook stops the run with a message naming the notebook, the cel
 (steps already running in parallel are left to finish; no new step starts).
 ``<run_dir>/pipeline.json`` records every step's status and duration, and the run's wall time.
 
+**Smoke mode** (``--smoke``): a profile's ``smoke:`` section shrinks it so that its wiring runs
+end to end on a CPU in minutes::
+
+    smoke:
+      jobs: 2
+      parameters: {num_train: 8, num_val: 4, steps: 2, batch_size: 2, max_samples: 4}
+      steps: {train_dlkfm_level1: {channels: 4}}
+
+``parameters`` replaces those values in every step that sets them; ``steps`` adds per-step values.
+The data and checkpoint folders of the steps (`SMOKE_PATH_PARAMETERS`, relative paths) move into
+the run folder (default ``runs/<profile>-smoke``), and before the first step the raw folder of
+each generation step of a paper dataset is filled with stand-in data in that dataset's layout
+(`deeplk.data.stand_in`), so a smoke run never reads or writes the real datasets.
+
+**Resuming** (``--resume``): with the run folder of an interrupted run, the steps that finished
+there with the same parameters (``pipeline.json``, and their executed notebook present) are not
+run again; the others run as usual, and the notebooks themselves continue where they stopped
+(generation keeps the samples on disk, training resumes from its last checkpoint).
+
+The runner prints the devices TensorFlow will train on (``devices`` in ``pipeline.json``).
+
 Command line::
 
     deeplk-pipeline                      # the demo profile into runs/demo
     deeplk-pipeline --profile mscoco --run-dir runs/mscoco-1
     deeplk-pipeline --list               # the profiles and their steps
     deeplk-pipeline --jobs 1             # one notebook at a time, whatever the profile says
+    deeplk-pipeline --profile googlemap --smoke            # the paper profile, shrunk, on a CPU
+    deeplk-pipeline --profile googlemap --resume           # continue an interrupted run
 """
 
 from __future__ import annotations
@@ -66,6 +89,8 @@ __all__ = [
     "available_profiles",
     "load_profile",
     "run_profile",
+    "smoke_profile",
+    "training_devices",
     "main",
 ]
 
@@ -94,6 +119,7 @@ class Profile:
     description: str
     steps: list[Step]
     jobs: int = 1
+    smoke: dict[str, Any] | None = None
 
 
 def profiles_dir() -> Path:
@@ -144,8 +170,95 @@ def load_profile(profile: str | os.PathLike) -> Profile:
         seen.add(name)
         steps.append(Step(name=name, notebook=str(raw["notebook"]), parameters=dict(params), after=after))
     jobs = _check_jobs(data.get("jobs", 1), f"{path}: `jobs`")
+    smoke = _check_smoke(data.get("smoke"), {s.name for s in steps}, path)
     return Profile(name=path.stem, path=path, description=str(data.get("description", "")), steps=steps,
-                   jobs=jobs)
+                   jobs=jobs, smoke=smoke)
+
+
+def _check_smoke(smoke: Any, names: set[str], path: Path) -> dict[str, Any] | None:
+    if smoke is None:
+        return None
+    if not isinstance(smoke, dict):
+        raise ValueError(f"{path}: `smoke` must be a mapping, got {smoke!r}")
+    unknown = sorted(set(smoke) - {"jobs", "parameters", "steps", "description"})
+    if unknown:
+        raise ValueError(f"{path}: `smoke` has unknown entries {unknown} (known: description, jobs, parameters, steps)")
+    out = {"description": str(smoke.get("description", "")),
+           "jobs": _check_jobs(smoke.get("jobs", 1), f"{path}: `smoke.jobs`"),
+           "parameters": smoke.get("parameters") or {}, "steps": smoke.get("steps") or {}}
+    if not isinstance(out["parameters"], dict):
+        raise ValueError(f"{path}: `smoke.parameters` must be a mapping, got {out['parameters']!r}")
+    if not isinstance(out["steps"], dict) or not all(isinstance(v, dict) for v in out["steps"].values()):
+        raise ValueError(f"{path}: `smoke.steps` must map step names to parameter mappings, got {out['steps']!r}")
+    unknown = sorted(set(out["steps"]) - names)
+    if unknown:
+        raise ValueError(f"{path}: `smoke.steps` names {unknown}, which are not steps of the profile")
+    return out
+
+
+#: Step parameters holding data or checkpoint folders: a smoke run moves relative ones into its
+#: run folder.
+SMOKE_PATH_PARAMETERS = ("source_dir", "out_dir", "data_root", "checkpoint_dir", "log_dir")
+
+
+def smoke_profile(prof: Profile) -> Profile:
+    """The smoke version of `prof` (see the module docstring): its ``smoke.parameters`` replace the
+    values every step sets, ``smoke.steps`` add per-step values, and relative folders in
+    `SMOKE_PATH_PARAMETERS` move under ``{run_dir}``. Raises ValueError if `prof` has no
+    ``smoke:`` section."""
+    if prof.smoke is None:
+        raise ValueError(f"profile {prof.name} ({prof.path}) has no `smoke:` section, so it has no smoke mode")
+    shared, per_step = prof.smoke["parameters"], prof.smoke["steps"]
+    steps = []
+    for step in prof.steps:
+        params = {k: (shared[k] if k in shared else v) for k, v in step.parameters.items()}
+        params.update(per_step.get(step.name, {}))
+        for key in SMOKE_PATH_PARAMETERS:
+            value = params.get(key)
+            if isinstance(value, str) and not value.startswith("{") and not Path(value).is_absolute():
+                params[key] = "{run_dir}/" + value
+        steps.append(Step(name=step.name, notebook=step.notebook, parameters=params, after=step.after))
+    description = prof.smoke["description"] or f"smoke run of {prof.name}"
+    return Profile(name=prof.name, path=prof.path, description=description, steps=steps,
+                   jobs=prof.smoke["jobs"], smoke=prof.smoke)
+
+
+def _write_stand_ins(steps: list[Step], mapping: dict[str, str], run_path: Path) -> list[dict]:
+    """Stand-in raw data for the generation steps of paper datasets (smoke runs), only inside
+    the run folder (an absolute `source_dir` elsewhere, e.g. the real raw data, is an error)."""
+    from deeplk.data.stand_in import STAND_IN_DATASETS, write_stand_in
+
+    made = []
+    for step in steps:
+        params = _substitute(step.parameters, mapping)
+        if step.notebook.startswith("00_") and params.get("dataset") in STAND_IN_DATASETS and params.get("source_dir"):
+            if not resolve(params["source_dir"]).is_relative_to(run_path):
+                raise ValueError(
+                    f"smoke run: step {step.name!r} reads source_dir {params['source_dir']}, outside the run "
+                    f"folder {run_path}; a smoke run writes its stand-in data only inside it (use a relative path)")
+            n_train, n_val = int(params.get("num_train") or 1), int(params.get("num_val") or 1)
+            written = write_stand_in(params["dataset"], params["source_dir"], num_train=n_train, num_val=n_val)
+            made.append({"step": step.name, "dataset": params["dataset"], "folder": params["source_dir"],
+                         "written": written})
+            print(f"stand-in {params['dataset']} raw data in {params['source_dir']} "
+                  f"({sum(written.values())} new files)", flush=True)
+    return made
+
+
+def training_devices() -> list[str]:
+    """The devices TensorFlow trains on here: every visible GPU (``"GPU:0 (NVIDIA ...)"``), else
+    ``["CPU"]``."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    names = []
+    for i, gpu in enumerate(gpus):
+        try:
+            name = tf.config.experimental.get_device_details(gpu).get("device_name", "")
+        except Exception:  # details are best effort (not every build reports them)
+            name = ""
+        names.append(f"GPU:{i}" + (f" ({name})" if name else ""))
+    return names or ["CPU"]
 
 
 def _check_jobs(jobs: Any, what: str = "`jobs`") -> int:
@@ -165,9 +278,14 @@ def _dependencies(steps: list[Step]) -> dict[str, set[str]]:
 
 
 class _ThreadLimits:
-    """Sets the kernels' thread counts in the environment for parallel steps, restores it after."""
+    """Sets the kernels' thread counts in the environment for parallel steps, restores it after.
+
+    Parallel kernels also get ``TF_FORCE_GPU_ALLOW_GROWTH=true``: by default each TensorFlow
+    process reserves nearly all of a GPU's memory, so a second kernel on the same GPU would fail.
+    """
 
     NAMES = ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")
+    GPU_GROWTH = "TF_FORCE_GPU_ALLOW_GROWTH"
 
     def __init__(self, jobs: int):
         self.threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
@@ -178,6 +296,8 @@ class _ThreadLimits:
             for name in self.NAMES:
                 self.saved[name] = os.environ.get(name)
                 os.environ.setdefault(name, str(self.threads))
+            self.saved[self.GPU_GROWTH] = os.environ.get(self.GPU_GROWTH)
+            os.environ.setdefault(self.GPU_GROWTH, "true")
         return self
 
     def __exit__(self, *exc):
@@ -235,8 +355,15 @@ def run_profile(
     log_output: bool = False,
     progress: bool = True,
     jobs: int | None = None,
+    smoke: bool = False,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Execute the steps of `profile`; return the run record (also in pipeline.json).
+
+    `smoke`: run the profile's smoke version (`smoke_profile`; default run folder
+    ``runs/<profile>-smoke``), after writing stand-in raw data for its generation steps.
+    `resume`: steps that finished in `run_dir` before (status ``ok`` in its ``pipeline.json``,
+    same parameters, executed notebook present) are kept and not run again (``"reused": true``).
 
     Steps start in profile order as soon as the steps they wait for (`Step.after`; by default all
     earlier ones) have finished, up to `jobs` at a time (``None``: the profile's ``jobs``).
@@ -247,8 +374,11 @@ def run_profile(
     import papermill as pm  # heavy import, only when running
 
     prof = load_profile(profile)
+    if smoke:
+        prof = smoke_profile(prof)
     jobs = prof.jobs if jobs is None else _check_jobs(jobs)
-    run_path = resolve(run_dir if run_dir is not None else Path("runs") / prof.name)
+    default_dir = Path("runs") / (f"{prof.name}-smoke" if smoke else prof.name)
+    run_path = resolve(run_dir if run_dir is not None else default_dir)
     out_nb_dir = run_path / "notebooks"
     out_nb_dir.mkdir(parents=True, exist_ok=True)
     steps = prof.steps
@@ -262,17 +392,24 @@ def run_profile(
     deps = _dependencies(steps)
 
     mapping = {"run_dir": str(run_path), "root": str(project_root())}
+    record_path = run_path / "pipeline.json"
+    earlier = _finished_steps(record_path, out_nb_dir) if resume else {}
+    devices = training_devices()
+    print(f"profile {prof.name}{' (smoke)' if smoke else ''}: TensorFlow trains on {', '.join(devices)}", flush=True)
     record: dict[str, Any] = {
         "profile": prof.name,
         "profile_path": str(prof.path),
         "run_dir": str(run_path),
         "jobs": jobs,
+        "smoke": bool(smoke),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "versions": library_versions(),
+        "devices": devices,
         "steps": [],
     }
+    if smoke:
+        record["stand_in"] = _write_stand_ins(steps, mapping, run_path)
     started = time.perf_counter()
-    record_path = run_path / "pipeline.json"
     lock = threading.Lock()
     index_of = {step.name: i for i, step in enumerate(steps)}
 
@@ -335,6 +472,14 @@ def run_profile(
                 entry: dict[str, Any] = {"name": ready.name, "notebook": ready.notebook}
                 with lock:
                     record["steps"].append(entry)
+                previous = earlier.get(ready.name)
+                if previous is not None and previous.get("parameters") == _substitute(ready.parameters, mapping):
+                    entry.update(previous, reused=True)
+                    print(f"[{index_of[ready.name] + 1}/{len(steps)}] {ready.name}: finished in an earlier run, "
+                          f"kept ({previous.get('output')})", flush=True)
+                    save()
+                    done.add(ready.name)
+                    continue
                 if not (notebooks_dir() / ready.notebook).is_file():
                     entry["status"] = "skipped (notebook not present)"
                     print(f"[{index_of[ready.name] + 1}/{len(steps)}] {ready.name}: {ready.notebook} "
@@ -365,6 +510,21 @@ def run_profile(
     return record
 
 
+def _finished_steps(record_path: Path, out_nb_dir: Path) -> dict[str, dict]:
+    """Entries of the steps that finished in an earlier run of this folder (status ``ok`` and their
+    executed notebook still there), by name; ``{}`` without a readable ``pipeline.json``."""
+    try:
+        old = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    finished = {}
+    for entry in old.get("steps", []):
+        output = entry.get("output")
+        if entry.get("status") == "ok" and output and Path(output).is_file() and Path(output).parent == out_nb_dir:
+            finished[entry["name"]] = {k: v for k, v in entry.items() if k != "reused"}
+    return finished
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="deeplk-pipeline",
@@ -377,13 +537,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output to the terminal")
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
                         help="run up to N independent notebooks at once (default: the profile's `jobs`)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="run the profile's smoke version: every size shrunk, stand-in data, in runs/<profile>-smoke")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the steps that finished in the run folder before (same parameters); run the rest")
     parser.add_argument("--list", action="store_true", help="list the profiles and their steps, then exit")
     args = parser.parse_args(argv)
 
     if args.list:
         for name in available_profiles():
             prof = load_profile(name)
-            print(f"{name}: {prof.description}" + (f" (jobs: {prof.jobs})" if prof.jobs > 1 else ""))
+            print(f"{name}: {prof.description}" + (f" (jobs: {prof.jobs})" if prof.jobs > 1 else "")
+                  + (" [--smoke available]" if prof.smoke is not None else ""))
             for step in prof.steps:
                 present = "" if (notebooks_dir() / step.notebook).is_file() else "  (notebook not present yet)"
                 after = "" if step.after is None else f"  (after {', '.join(step.after) or 'nothing'})"
@@ -392,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         record = run_profile(
             args.profile, run_dir=args.run_dir, only=args.only, kernel_name=args.kernel, log_output=args.log_output,
-            jobs=args.jobs,
+            jobs=args.jobs, smoke=args.smoke, resume=args.resume,
         )
     except NotebookFailed as exc:
         print(f"\nPIPELINE STOPPED: {exc}", file=sys.stderr)

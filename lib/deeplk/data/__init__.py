@@ -20,6 +20,7 @@ from .demo import DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, load_demo_image
 from .dlk_format import (
     MANIFEST_NAME,
     SPLITS,
+    is_downloaded,
     label_to_json,
     list_samples,
     parse_label,
@@ -72,6 +73,7 @@ __all__ = [
     "check_image_file",
     "dataset_names",
     "generate_dataset",
+    "is_downloaded",
     "homography_from_corners",
     "label_to_json",
     "list_samples",

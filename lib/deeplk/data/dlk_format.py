@@ -222,6 +222,20 @@ def list_samples(data_root, split: str = "val2014") -> list[str]:
     return names
 
 
+def is_downloaded(data_root) -> bool:
+    """Whether `data_root` holds DLK-format samples that `deeplk.data.generate_dataset` did not
+    write (some ``<split>_label`` file and no `MANIFEST_NAME`): a downloaded dataset, e.g. the
+    published GoogleMap / GoogleEarth archives, which the generation step uses as it is."""
+    root = resolve(data_root)
+    if not root.is_dir() or (root / MANIFEST_NAME).exists():
+        return False
+    for split in SPLITS:
+        labels = split_dirs(root, split)["label"]
+        if labels.is_dir() and any(f.endswith(LABEL_SUFFIX) for f in _visible_files(labels)):
+            return True
+    return False
+
+
 def read_template_mask(data_root, split: str, name: str) -> np.ndarray:
     """The template-frame validity mask of one sample: (128, 128) bool, all True without a file."""
     import cv2
