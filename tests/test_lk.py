@@ -516,7 +516,7 @@ class TestAlignImages:
 class TestHelpers:
     def test_to_grayscale_and_blur(self, rng):
         rgb = rng.random((2, 8, 9, 3)).astype(np.float32)
-        np.testing.assert_allclose(lk.to_grayscale(rgb).numpy(),
+        np.testing.assert_allclose(lk.to_greyscale(rgb).numpy(),
                                    tf.image.rgb_to_grayscale(rgb).numpy(), atol=1e-6)
         constant = np.full((1, 9, 7, 2), 0.25, np.float32)
         np.testing.assert_allclose(lk.gaussian_blur(constant, 1.5).numpy(), constant, rtol=1e-6)

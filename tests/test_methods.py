@@ -114,7 +114,7 @@ def test_photometric_residual_matches_warp_image(pairs):
     (TensorFlow, an independent implementation of the warp), in float64; inf below half valid."""
     import tensorflow as tf
 
-    from deeplk.lk import to_grayscale
+    from deeplk.lk import to_greyscale
     from deeplk.warp import warp_image
 
     inputs, templates, corners = pairs
@@ -124,10 +124,10 @@ def test_photometric_residual_matches_warp_image(pairs):
     H[3] = [[1, 0, 32], [0, 1, 32], [0, 0, 1]]  # the centred guess (computed as a crop)
     H[4, 0, 2] += 60  # part of the template outside the input (about 70 % valid)
     H[5, 0, 2] += 100  # about 40 % valid: below `min_valid_fraction`
-    warped, mask = warp_image(to_grayscale(tf.constant(inputs)), tf.constant(H, tf.float32), 128)
+    warped, mask = warp_image(to_greyscale(tf.constant(inputs)), tf.constant(H, tf.float32), 128)
     w = warped.numpy()[..., 0].astype(np.float64)
     m = mask.numpy()[..., 0] > 0.5
-    t = to_grayscale(tf.constant(templates)).numpy()[..., 0].astype(np.float64)
+    t = to_greyscale(tf.constant(templates)).numpy()[..., 0].astype(np.float64)
     expected = np.array([np.mean((w[i][m[i]] - t[i][m[i]]) ** 2) for i in range(6)])
     valid = m.mean(axis=(1, 2))
     assert 0.5 < valid[4] < 0.9 and valid[5] < 0.5

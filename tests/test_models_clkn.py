@@ -181,7 +181,7 @@ class TestCascade:
         per level, and each level equals `lucas_kanade` with one iteration from the previous
         level's result."""
         x, t, _ = synthetic_pairs(3)
-        gi, gt = lk.to_grayscale(x), lk.to_grayscale(t)
+        gi, gt = lk.to_greyscale(x), lk.to_greyscale(t)
         ip, tp = lk.build_pyramid(gi, 3), lk.build_pyramid(gt, 3)
         H0 = centred_homography(INPUT, TEMPLATE, 3)
         level_H, failed = cascade_lucas_kanade(ip, tp, H0, lk_iterations=1)

@@ -283,15 +283,15 @@ class TestNormalize:
     def test_standardize_matches_numpy_float64(self, rng):
         x = rng.normal(3.0, 2.0, (2, 9, 7, 4)).astype(np.float64)
         x[1, ..., 2] = 5.0  # a constant channel becomes 0
-        out = D.standardize_features(x, epsilon=1e-3).numpy()
+        out = D.standardise_features(x, epsilon=1e-3).numpy()
         mean = x.mean(axis=(1, 2), keepdims=True)
         var = x.var(axis=(1, 2), keepdims=True)
         np.testing.assert_allclose(out, (x - mean) / np.sqrt(var + 1e-3), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(out[1, ..., 2], 0.0, atol=1e-12)
         with pytest.raises(ValueError, match="features"):
-            D.standardize_features(np.zeros((3, 3, 2), np.float32))
+            D.standardise_features(np.zeros((3, 3, 2), np.float32))
         with pytest.raises(ValueError, match="epsilon"):
-            D.standardize_features(x, epsilon=0.0)
+            D.standardise_features(x, epsilon=0.0)
 
     def test_scale_fixed_loss(self, rng):
         """With normalize, the loss cannot shrink by scaling the features: a per-channel affine
@@ -307,7 +307,7 @@ class TestNormalize:
         # Special maps are taken of the standardised features.
         special = D.make_dlkfm_net(1, normalize=True, feature_type="special", **TINY)
         np.testing.assert_allclose(special.lk_features(fi).numpy(),
-                                   special_feature_map(D.standardize_features(fi)).numpy(),
+                                   special_feature_map(D.standardise_features(fi)).numpy(),
                                    rtol=1e-6)
         # Without normalize the maps are the raw features.
         raw = D.make_dlkfm_net(1, **TINY)

@@ -204,13 +204,13 @@ class TestModel:
         """float64 reference; the third image is nearly flat (variance below the 1e-4 floor)."""
         rng = np.random.default_rng(0)
         images = rng.random((3, 9, 7, 3)) * np.array([1.0, 40.0, 1e-3]).reshape(3, 1, 1, 1) + 3.0
-        got = hn.standardize_images(tf.constant(images)).numpy()
+        got = hn.standardise_images(tf.constant(images)).numpy()
         flat = images.reshape(3, -1)
         assert flat.var(1)[2] < 1e-4 < flat.var(1)[0]
         std = np.sqrt(np.maximum(flat.var(1), 1e-4))[:, None, None, None]
         want = (images - flat.mean(1)[:, None, None, None]) / std
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
-        np.testing.assert_allclose(hn.standardize_images(tf.constant(0.4 * images[:2] + 0.3)).numpy(),
+        np.testing.assert_allclose(hn.standardise_images(tf.constant(0.4 * images[:2] + 0.3)).numpy(),
                                    got[:2], rtol=1e-9, atol=1e-9)
 
     def test_input_norm_standardize_ignores_brightness_and_contrast(self, tiny_pairs):

@@ -222,7 +222,7 @@ class TestRegressionNet:
     def test_normalize_known_answer(self, rng):
         packed = rng.random((2, 192, 192, 2)).astype(np.float64) * [0.5, 2.0] + [0.2, -1.0]
         packed[:, :, :, 1] *= np.pad(np.ones((128, 128)), 32)[None]
-        out = R._standardize(tf.constant(packed, tf.float32)).numpy().astype(np.float64)
+        out = R._standardise(tf.constant(packed, tf.float32)).numpy().astype(np.float64)
         for i in range(2):
             x0, t = packed[i, ..., 0], packed[i, 32:160, 32:160, 1]
             np.testing.assert_allclose(out[i, ..., 0], (x0 - x0.mean()) / np.sqrt(x0.var() + 1e-4), atol=1e-4)
@@ -233,7 +233,7 @@ class TestRegressionNet:
         # brightness/contrast changes of either image do not change what the net sees (up to eps)
         scaled = packed * [3.0, 0.5] + [0.1, 0.0]
         scaled[:, :, :, 1] *= np.pad(np.ones((128, 128)), 32)[None]
-        np.testing.assert_allclose(R._standardize(tf.constant(scaled, tf.float32)).numpy(), out, atol=1e-2)
+        np.testing.assert_allclose(R._standardise(tf.constant(scaled, tf.float32)).numpy(), out, atol=1e-2)
 
     @pytest.mark.parametrize("momentum", [0.99, 0.5])
     def test_bn_momentum_moving_statistics(self, rng, momentum):

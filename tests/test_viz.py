@@ -132,15 +132,15 @@ def test_overlay_array_bad_arguments():
 
 def test_normalize_map_and_feature_grid():
     ramp = np.arange(20, dtype=float).reshape(4, 5)
-    n = viz.normalize_map(ramp, percentiles=(0, 100))
+    n = viz.normalise_map(ramp, percentiles=(0, 100))
     np.testing.assert_allclose(n, ramp / 19, atol=1e-6)
-    assert np.all(viz.normalize_map(np.ones((3, 3))) == 0)
+    assert np.all(viz.normalise_map(np.ones((3, 3))) == 0)
     f = np.random.default_rng(0).random((6, 5, 7))
     grid = viz.feature_grid(f, max_channels=5, columns=3, pad=1, percentiles=(0, 100))
     assert grid.shape == (2 * 7 - 1, 3 * 6 - 1)
     for k in range(5):  # channel k at tile (k // 3, k % 3)
         r, q = divmod(k, 3)
-        np.testing.assert_allclose(grid[r * 7:r * 7 + 6, q * 6:q * 6 + 5], viz.normalize_map(f[..., k], (0, 100)))
+        np.testing.assert_allclose(grid[r * 7:r * 7 + 6, q * 6:q * 6 + 5], viz.normalise_map(f[..., k], (0, 100)))
     assert np.all(grid[7:, 12:] == 1)  # the unused sixth tile
     with pytest.raises(ValueError, match="features"):
         viz.feature_grid(f[..., 0])
@@ -176,7 +176,7 @@ def test_intensity_source_is_the_luma_pyramid():
     img = _textured(32)[None]
     src = viz.intensity_source()
     grey = src(img, 1, "input")
-    np.testing.assert_allclose(grey, lk.to_grayscale(tf.constant(img)).numpy(), atol=1e-6)
+    np.testing.assert_allclose(grey, lk.to_greyscale(tf.constant(img)).numpy(), atol=1e-6)
     lvl3 = src(img, 3, "template")
     assert lvl3.shape == (1, 8, 8, 1)
     manual = grey[0, :, :, 0].reshape(8, 4, 8, 4).mean(axis=(1, 3))
@@ -538,7 +538,7 @@ def test_explorer_intensity_panels_show_the_grey_levels(explorer, channel):
         assert len(panels) == 3
         for panel, want in zip(panels, (grey["input"], grey["template"], grey[branch])):
             assert np.ptp(panel) > 0.5
-            np.testing.assert_allclose(panel, viz.normalize_map(want), atol=1e-6)
+            np.testing.assert_allclose(panel, viz.normalise_map(want), atol=1e-6)
         plt.close(fig)
 
 

@@ -257,7 +257,7 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
     return _unit(resize_to(img, (size, size)))
 
 
-def _normalized(H: np.ndarray) -> np.ndarray:
+def _normalised(H: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return H / H[..., 2:3, 2:3]
 
@@ -372,7 +372,7 @@ def _refine(a: np.ndarray, b: np.ndarray, a192_H_b192: np.ndarray, refine_size: 
     # 192 frame -> refine frame: x' = (x + 0.5) * f - 0.5 (both images scaled alike)
     S = np.array([[factor, 0, 0.5 * factor - 0.5], [0, factor, 0.5 * factor - 0.5], [0, 0, 1]])
     as_H_bs = S @ a192_H_b192 @ np.linalg.inv(S)
-    init = _normalized(as_H_bs @ _translation(c, c))[None].astype(np.float32)
+    init = _normalised(as_H_bs @ _translation(c, c))[None].astype(np.float32)
     levels = 3 if tsize >= 256 else 2
     res = align_images(a_s[None], tmpl[None], init_H=init, levels=levels, coarse_motions=(),
                        max_iterations=(5,) * (levels - 1) + (10,))
@@ -380,7 +380,7 @@ def _refine(a: np.ndarray, b: np.ndarray, a192_H_b192: np.ndarray, refine_size: 
         return None
     H = res.H.numpy().astype(np.float64)
     refined = np.linalg.inv(S) @ H[0] @ _translation(-c, -c) @ S
-    refined = _normalized(refined)
+    refined = _normalised(refined)
     move = np.abs(_corners(refined, (INPUT_SIZE, INPUT_SIZE)) - _corners(a192_H_b192, (INPUT_SIZE, INPUT_SIZE)))
     if not np.all(np.isfinite(move)) or np.linalg.norm(move, axis=1).mean() > 4.0:
         return None
@@ -534,7 +534,7 @@ def align(
     # both starts as a192_H_b192 (template t = b192 - offset); NaN where the method failed
     H192 = [_corners_homography(corners[i]) @ _translation(-x0, -y0) if not failed[i] else np.full((3, 3), np.nan)
             for i, (x0, y0) in enumerate(_template_offsets())]
-    H192 = [_normalized(h) for h in H192]
+    H192 = [_normalised(h) for h in H192]
     ok = [bool(np.all(np.isfinite(h))) for h in H192]
     method_failed = not any(ok)
     sims = [_similarity(a192, b192, h)[0] if good else -1.0 for h, good in zip(H192, ok)]
@@ -557,7 +557,7 @@ def align(
         confidence = _confidence(similarity, overlap, disagreement, max(sims[other], 0.0))
     # back to the original pixels: a <- a_work <- a192 ... b192 <- b_work <- b
     Sa, Sb = _scaling(a_work.shape[:2], INPUT_SIZE), _scaling(b_work.shape[:2], INPUT_SIZE)
-    H = _normalized(a_H_work @ np.linalg.inv(Sa) @ H192[best] @ Sb @ bwork_H_b)
+    H = _normalised(a_H_work @ np.linalg.inv(Sa) @ H192[best] @ Sb @ bwork_H_b)
     details = {
         "similarity": float(similarity),
         "other_similarity": float(max(sims[other], 0.0)),

@@ -204,8 +204,8 @@ _COMPILED_DESCRIPTORS: dict = {}
 
 
 def _grey_images(name: str, x) -> np.ndarray:
-    """``(B, H, W, 1 or 3)`` images -> ``(B, H, W)`` float32 luma (as `deeplk.lk.to_grayscale`)."""
-    from deeplk.lk.preprocess import _host_gray
+    """``(B, H, W, 1 or 3)`` images -> ``(B, H, W)`` float32 luma (as `deeplk.lk.to_greyscale`)."""
+    from deeplk.lk.preprocess import _host_grey
 
     x = np.asarray(x, np.float32)
     check_shape(name, x, (None, None, None, None), "B x H x W x C")
@@ -213,7 +213,7 @@ def _grey_images(name: str, x) -> np.ndarray:
         return x[..., 0]
     if x.shape[-1] != 3:
         raise ValueError(f"`{name}` must have 1 or 3 channels, got shape {x.shape}")
-    return _host_gray(x)
+    return _host_grey(x)
 
 
 def photometric_residual(inputs, templates, input_H_template, min_valid_fraction: float = 0.5) -> np.ndarray:
@@ -226,7 +226,7 @@ def photometric_residual(inputs, templates, input_H_template, min_valid_fraction
     interpolation weights leave the residual within about 1e-3 relative of one computed with
     `warp_image`; a whole-pixel translation that keeps the template inside the input, such as
     the centred guess, is a crop): about 0.15 ms per 128 x 128 template. Grey levels are the
-    luma of `deeplk.lk.to_grayscale`.
+    luma of `deeplk.lk.to_greyscale`.
 
     Used to choose between candidate alignments and to test whether LK's objective decreased
     (`diverged`), without the ground truth.

@@ -15,7 +15,7 @@ direction.
 from deeplk.lk.align import align_images
 from deeplk.lk.layer import LucasKanadeLayer
 from deeplk.lk.options import LKOptions
-from deeplk.lk.preprocess import build_pyramid, check_pyramid_doubles, gaussian_blur, to_grayscale
+from deeplk.lk.preprocess import build_pyramid, check_pyramid_doubles, gaussian_blur, to_greyscale
 from deeplk.lk.solver import LKResult, lucas_kanade, pyramid_lucas_kanade
 
 __all__ = [
@@ -25,7 +25,7 @@ __all__ = [
     "pyramid_lucas_kanade",
     "build_pyramid",
     "check_pyramid_doubles",
-    "to_grayscale",
+    "to_greyscale",
     "gaussian_blur",
     "align_images",
     "LucasKanadeLayer",

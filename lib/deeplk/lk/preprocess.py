@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from deeplk._checks import check_positive_int, check_shape
 
-__all__ = ["to_grayscale", "gaussian_blur", "build_pyramid", "check_pyramid_doubles"]
+__all__ = ["to_greyscale", "gaussian_blur", "build_pyramid", "check_pyramid_doubles"]
 
 #: Luma weights (ITU-R 601), as `tf.image.rgb_to_grayscale`.
 _LUMA = (0.2989, 0.5870, 0.1140)
@@ -81,7 +81,7 @@ def _blur(x: tf.Tensor, sigma: float) -> tf.Tensor:
     return along(along(x, 2, w, norm_x), 1, h, norm_y)
 
 
-def _to_gray(x: tf.Tensor) -> tf.Tensor:
+def _to_grey(x: tf.Tensor) -> tf.Tensor:
     """``(B, H, W, 3)`` -> ``(B, H, W)`` luma."""
     return x[..., 0] * _LUMA[0] + x[..., 1] * _LUMA[1] + x[..., 2] * _LUMA[2]
 
@@ -101,7 +101,7 @@ def _host_images(x) -> Optional[np.ndarray]:
     return a
 
 
-def _host_gray(x: np.ndarray) -> np.ndarray:
+def _host_grey(x: np.ndarray) -> np.ndarray:
     """``(B, H, W, 3)`` -> ``(B, H, W)`` luma (`_LUMA`), one `cv2.transform` pass."""
     import cv2
 
@@ -136,7 +136,7 @@ def _host_blur(x: np.ndarray, sigma: float) -> np.ndarray:
 def _host_pyramid(images: np.ndarray, levels: int, grayscale: bool, sigmas: tuple) -> list:
     """`_preprocess` on the host for one-channel results: list of ``(B, h, w, 1)`` tensors,
     coarsest first."""
-    x = _host_gray(images) if grayscale and images.shape[-1] == 3 else images[..., 0]
+    x = _host_grey(images) if grayscale and images.shape[-1] == 3 else images[..., 0]
     pyramid = [x]
     for _ in range(levels - 1):
         pyramid.append(_host_pool2(pyramid[-1]))
@@ -146,7 +146,7 @@ def _host_pyramid(images: np.ndarray, levels: int, grayscale: bool, sigmas: tupl
 def _preprocess(images: tf.Tensor, levels: int, grayscale: bool, sigma: float) -> list:
     """Grey conversion (3 channels), 2x2 average pyramid (coarsest first) and blur per level."""
     if grayscale and images.shape.rank == 4 and images.shape[-1] == 3:
-        images = _to_gray(images)
+        images = _to_grey(images)
     pyramid = [_squeeze_channel(images)]
     for _ in range(levels - 1):
         pyramid.append(_avg_pool2(pyramid[-1]))
@@ -215,7 +215,7 @@ def build_pyramid(images, levels: int) -> list:
     return pyramid[::-1]
 
 
-def to_grayscale(images) -> tf.Tensor:
+def to_greyscale(images) -> tf.Tensor:
     """``(B, H, W, 3)`` RGB -> ``(B, H, W, 1)`` luma (ITU-R 601, as `tf.image.rgb_to_grayscale`);
     one-channel images are returned unchanged."""
     images = _features("images", images)
@@ -224,7 +224,7 @@ def to_grayscale(images) -> tf.Tensor:
         return images
     if c != 3:
         raise ValueError(f"`images` must have 1 or 3 channels, got shape {tuple(images.shape)}")
-    return _to_gray(images)[..., None]
+    return _to_grey(images)[..., None]
 
 
 def gaussian_blur(images, sigma: float) -> tf.Tensor:

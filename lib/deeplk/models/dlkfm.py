@@ -35,7 +35,7 @@ sides of ``H*``), except that the perturbations move the corners instead of scal
 features; the hinge forbids that.
 
 **Normalised features** (``normalize=True``, the default of new models): the loss and LK consume
-the regular features standardised per sample and channel over the map (`standardize_features`).
+the regular features standardised per sample and channel over the map (`standardise_features`).
 Without it the regular features have no fixed scale and training on the multimodal demo shrank
 them until the hinge was met in absolute terms with a nearly flat landscape (feature MSE 0.002 at
 the truth, LK drifting from 2 px starts); standardised, the MSE per channel is ``2 (1 - corr)``.
@@ -114,7 +114,7 @@ __all__ = [
     "fold_batchnorm",
     "DLKFMNet",
     "DLKFMConfig",
-    "standardize_features",
+    "standardise_features",
     "alignment_mse",
     "convexity_hinge",
     "dlkfm_loss",
@@ -387,7 +387,7 @@ class DLKFMNet(keras.Model):
             (LK on `deeplk.features.special_feature_map` of them); used by the loss and by
             inference.
         normalize: standardise the regular features the loss and LK consume, per sample and
-            channel over the map (`standardize_features`), before the special map if any. The
+            channel over the map (`standardise_features`), before the special map if any. The
             regular features have no fixed scale otherwise: training can shrink them until the
             convexity hinge is met in absolute terms while the landscape is flat (seen on the
             multimodal demo); standardised, the MSE is ``2 (1 - correlation)`` per channel.
@@ -557,7 +557,7 @@ class DLKFMNet(keras.Model):
 
         def one(f):
             if self.normalize:
-                f = standardize_features(f)
+                f = standardise_features(f)
             return f if kind == "regular" else special_feature_map(f)
 
         if isinstance(features, (tuple, list)):
@@ -617,7 +617,7 @@ def make_dlkfm_net(levels: int, seed: int = 0, **arch) -> DLKFMNet:
 # --------------------------------------------------------------------------------------------
 
 
-def standardize_features(features, epsilon: float = 1e-5) -> tf.Tensor:
+def standardise_features(features, epsilon: float = 1e-5) -> tf.Tensor:
     """Per-sample, per-channel standardisation over the spatial axes.
 
     Args:

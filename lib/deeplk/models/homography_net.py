@@ -89,7 +89,7 @@ __all__ = [
     "METHOD_DESCRIPTIONS",
     "vgg19_backbone",
     "vgg_preprocess",
-    "standardize_images",
+    "standardise_images",
     "INPUT_NORMS",
     "InceptionBlock",
     "HomographyNet",
@@ -122,7 +122,7 @@ _STRIDE = 4  # of block3_conv4 (two 2x2 poolings)
 VGG_LAYERS = {"block1_conv1": (64, 1), "block1_conv2": (64, 1), "block2_conv2": (128, 2), "block3_conv4": (256, 4)}
 
 #: How images are normalised before the backbone: ImageNet preprocessing (the pretrained weights'
-#: convention) or per-image standardisation (`standardize_images`).
+#: convention) or per-image standardisation (`standardise_images`).
 INPUT_NORMS = ("vgg", "standardize")
 #: Training modes and their method / checkpoint folder names.
 MODES = {"supervised": "hnet_sup", "unsupervised": "hnet_unsup"}
@@ -214,7 +214,7 @@ def _vgg19_to_layer(layer: str = VGG_LAYER) -> keras.Model:
     return keras.Model(inputs, x, name=f"vgg19_{layer}")
 
 
-def standardize_images(images, eps: float = 1e-4):
+def standardise_images(images, eps: float = 1e-4):
     """Per image: zero mean and unit variance over pixels and channels (``(B, H, W, C)`` -> same
     shape). The ``input_norm="standardize"`` alternative to `vgg_preprocess` for a backbone without
     ImageNet weights: the input and its template reach the backbone with the same contrast whatever
@@ -347,7 +347,7 @@ class HomographyNet(keras.Model):
         bn_momentum: momentum of the moving statistics of every batch norm (Keras' 0.99 by
             default).
         input_norm: ``"vgg"`` (`vgg_preprocess`, what ImageNet weights expect; default) or
-            ``"standardize"`` (`standardize_images`: per image zero mean, unit variance).
+            ``"standardize"`` (`standardise_images`: per image zero mean, unit variance).
         train_backbone: train the backbone's weights with the rest (default False: frozen, the
             paper's setting; True is meant for a backbone without pretrained weights).
         fc_batch_norm: batch norm between the hidden dense layer and its ReLU (default). Without
@@ -439,7 +439,7 @@ class HomographyNet(keras.Model):
         images = tf.cast(images, tf.float32)
         if images.shape[1] != size:
             images = tf.image.resize(images, (size, size), method="area")
-        normalize = standardize_images if self.input_norm == "standardize" else vgg_preprocess
+        normalize = standardise_images if self.input_norm == "standardize" else vgg_preprocess
         return self.backbone(normalize(images), training=False)
 
     def call(self, inputs, training=None):

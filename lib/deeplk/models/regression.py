@@ -55,7 +55,7 @@ from deeplk._checks import check_shape
 from deeplk.data.protocol import CENTRED_CORNERS as BASE_CORNERS
 from deeplk.data.protocol import INPUT_SIZE, PATCH_OFFSET, TEMPLATE_SIZE
 from deeplk.geometry import corner_error, corners_to_homography, invert_homography, transform_points
-from deeplk.lk import to_grayscale
+from deeplk.lk import to_greyscale
 from deeplk.warp import warp_image
 
 __all__ = [
@@ -136,7 +136,7 @@ def _grey_pair(inputs, templates) -> tuple[tf.Tensor, tf.Tensor]:
     b_in, b_t = inputs.shape[0], templates.shape[0]
     if b_in is not None and b_t is not None and b_in != b_t:
         raise ValueError(f"`inputs` and `templates` must have the same batch size, got {b_in} and {b_t}")
-    return to_grayscale(inputs), to_grayscale(templates)
+    return to_greyscale(inputs), to_greyscale(templates)
 
 
 def pack_pair(inputs, templates) -> tf.Tensor:
@@ -344,7 +344,7 @@ class RegressionNet(keras.Model):
         return [getattr(self, name) for name in self._layer_names]
 
     def call(self, packed, training=None):
-        x = _standardize(packed) if self.normalize else packed
+        x = _standardise(packed) if self.normalize else packed
         for layer in self.stack:
             x = layer(x, training=training) if isinstance(layer, (keras.layers.BatchNormalization,
                                                                    keras.layers.Dropout)) else layer(x)
@@ -372,7 +372,7 @@ class RegressionNet(keras.Model):
         return cls(**config)
 
 
-def _standardize(packed: tf.Tensor, eps: float = 1e-4) -> tf.Tensor:
+def _standardise(packed: tf.Tensor, eps: float = 1e-4) -> tf.Tensor:
     """Per pair: channel 0 to zero mean / unit variance over the image, channel 1 over the
     template area ``[32:160, 32:160]`` (0 stays 0 outside)."""
     lo, hi = PATCH_OFFSET, PATCH_OFFSET + TEMPLATE_SIZE

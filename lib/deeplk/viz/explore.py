@@ -26,7 +26,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from deeplk._checks import check_shape
-from deeplk.viz.figures import (PRED_COLOUR, TRUE_COLOUR, draw_quadrilateral, feature_grid, normalize_map,
+from deeplk.viz.figures import (PRED_COLOUR, TRUE_COLOUR, draw_quadrilateral, feature_grid, normalise_map,
                                 overlay_array, show_image)
 from deeplk.viz.sources import BRANCHES, FeatureSource
 
@@ -188,11 +188,11 @@ class Explorer:
             ax.set_xlim(-16.5, wi + 15.5)
             ax.set_ylim(hi + 15.5, -16.5)
         what = channel if isinstance(channel, str) else f"channel {channel}{why}"
-        show_image(axes[1, 0], normalize_map(channel_map(f_in, channel)), f"input features, level {level}, {what}", cmap="viridis")
-        show_image(axes[1, 1], normalize_map(channel_map(f_t, channel)), f"template features, level {level}, {what}", cmap="viridis")
+        show_image(axes[1, 0], normalise_map(channel_map(f_in, channel)), f"input features, level {level}, {what}", cmap="viridis")
+        show_image(axes[1, 1], normalise_map(channel_map(f_t, channel)), f"template features, level {level}, {what}", cmap="viridis")
         f_b = f_in if branch == "input" else f_t
         if channel == "special":
-            show_image(axes[1, 2], normalize_map(channel_map(f_b, "special")), f"{branch} branch: special map", cmap="viridis")
+            show_image(axes[1, 2], normalise_map(channel_map(f_b, "special")), f"{branch} branch: special map", cmap="viridis")
         else:
             k = min(f_b.shape[-1], max_grid_channels)
             show_image(axes[1, 2], feature_grid(f_b, max_channels=k),

@@ -32,7 +32,7 @@ __all__ = [
     "draw_outline",
     "overlay_array",
     "alignment_examples",
-    "normalize_map",
+    "normalise_map",
     "feature_grid",
     "show_image",
 ]
@@ -298,7 +298,7 @@ def alignment_examples(inputs, templates, true_corners, predictions, max_samples
     return fig
 
 
-def normalize_map(fmap, percentiles=(1.0, 99.0)) -> np.ndarray:
+def normalise_map(fmap, percentiles=(1.0, 99.0)) -> np.ndarray:
     """A 2-D map scaled to [0, 1] between two percentiles (robust to outliers), float32.
 
     A constant (or all non-finite) map gives zeros; non-finite values become 0.
@@ -326,7 +326,7 @@ def feature_grid(features, max_channels: int = 16, columns: int = 4, pad: int = 
         max_channels: channels shown (the first ones).
         columns: tiles per row.
         pad: pixels between tiles (value 1, white).
-        percentiles: per-channel normalisation (`normalize_map`).
+        percentiles: per-channel normalisation (`normalise_map`).
 
     Returns:
         ``(rows * (h + pad) - pad, cols * (w + pad) - pad)`` float32 in [0, 1], with
@@ -344,5 +344,5 @@ def feature_grid(features, max_channels: int = 16, columns: int = 4, pad: int = 
     grid = np.ones((rows * (h + pad) - pad, cols * (w + pad) - pad), np.float32)
     for k in range(n):
         r, q = divmod(k, cols)
-        grid[r * (h + pad):r * (h + pad) + h, q * (w + pad):q * (w + pad) + w] = normalize_map(f[..., k], percentiles)
+        grid[r * (h + pad):r * (h + pad) + h, q * (w + pad):q * (w + pad) + w] = normalise_map(f[..., k], percentiles)
     return grid

@@ -33,7 +33,7 @@ __all__ = ["BRANCHES", "FeatureSource", "intensity_source", "untrained_source", 
 
 BRANCHES = ("input", "template")
 
-#: Luma weights (ITU-R 601), as `deeplk.lk.to_grayscale`.
+#: Luma weights (ITU-R 601), as `deeplk.lk.to_greyscale`.
 _LUMA = np.array([0.2989, 0.5870, 0.1140], np.float32)
 
 
