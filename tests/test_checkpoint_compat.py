@@ -94,13 +94,13 @@ def test_dlkfm_shared_config_json_loads(tmp_path):
     model.save_weights(str(root / "level1" / FINAL_WEIGHTS_NAME))
 
     assert dlkfm.trained_levels(tmp_path) == [1]
-    assert dlkfm.level_architecture(tmp_path, 1) == {**arch, "normalize": False}
+    assert dlkfm.level_architecture(tmp_path, 1) == {**arch, "normalize": False, "input_representation": "rgb"}
     loaded = dlkfm.load_dlkfm(tmp_path, 1)
     assert loaded.normalize is False and loaded.channels == 4
     for a, b in zip(loaded.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
     # Level 2 trained on top of it takes the old architecture.
-    assert dlkfm.DLKFMTask(2, tmp_path).arch == {**arch, "normalize": False}
+    assert dlkfm.DLKFMTask(2, tmp_path).arch == {**arch, "normalize": False, "input_representation": "rgb"}
 
 
 @pytest.mark.parametrize("record", [
