@@ -90,6 +90,14 @@ def test_table_of_several_sets(tmp_path, capsys):
     assert capsys.readouterr().out == "\n".join(lines) + "\n"
     with pytest.raises(ValueError, match="thresholds"):
         evaluate.format_set_table({"x": a}, thresholds=(4,))
+    narrow = _doc(tmp_path, "| old |\n|---|\n", f"<!-- summary: {paths} methods=lk thresholds=5 -->")
+    results.update_document(narrow, root=tmp_path)
+    rows = [line for line in narrow.read_text().split("\n") if line.startswith("|")]
+    assert rows[0] == "| method | Optical-Map <5 px | Optical-Map median PE | Optical-SAR <5 px | Optical-SAR median PE |"
+    assert rows[2:] == ["| lk | 66.7 | 4.00 | - | - |"]
+    bad = _doc(tmp_path, "| old |\n|---|\n", f"<!-- summary: {paths} thresholds=five -->")
+    with pytest.raises(ValueError, match=r"RESULTS\.md:5: `thresholds=`"):
+        results.update_document(bad, root=tmp_path)
 
 
 def test_command_check_exit_codes(tmp_path, capsys):

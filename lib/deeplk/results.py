@@ -17,7 +17,9 @@ without an ``evaluate_`` prefix)::
 
     <!-- summary: runs/srif_all/evaluate_Optical-Map/summary.json,runs/srif_all/evaluate_Optical-SAR/summary.json -->
 
-``python -m deeplk.results --table PATH [PATH ...]`` prints that table for some summaries.
+An optional ``thresholds=5,10`` after the paths (and ``methods=``) sets the column groups
+success rates. ``python -m deeplk.results --table PATH [PATH ...]`` prints that table for some
+summaries.
 
 Command line (paths in markers are relative to ``--root``, default the current folder)::
 
@@ -42,19 +44,22 @@ from deeplk.utils import write_text_atomic
 
 __all__ = ["Marker", "find_markers", "render_table", "set_name", "update_document", "main"]
 
-_MARKER = re.compile(r"^<!--\s*summary:\s*(?P<path>\S+)(?:\s+methods=(?P<methods>\S+))?\s*-->\s*$")
+_MARKER = re.compile(r"^<!--\s*summary:\s*(?P<path>\S+)(?:\s+methods=(?P<methods>\S+))?"
+                     r"(?:\s+thresholds=(?P<thresholds>\S+))?\s*-->\s*$")
 
 
 @dataclass(frozen=True)
 class Marker:
     """A marked table: the marker's line index, the table's line range ``[start, stop)``, the
-    summary path as written and the rows it keeps (``None``: all)."""
+    summary path as written, the rows it keeps (``None``: all) and, for a table of several
+    sets, the thresholds of its column groups (``None``: the default 3, 5, 10 px)."""
 
     line: int
     start: int
     stop: int
     path: str
     methods: tuple[str, ...] | None
+    thresholds: tuple[float, ...] | None = None
 
 
 def find_markers(lines: list[str], document: str = "<document>") -> list[Marker]:
@@ -74,7 +79,12 @@ def find_markers(lines: list[str], document: str = "<document>") -> list[Marker]
         if stop == start:
             raise ValueError(f"{document}:{i + 1}: summary marker is not followed by a Markdown table")
         methods = tuple(m["methods"].split(",")) if m["methods"] else None
-        markers.append(Marker(i, start, stop, m["path"], methods))
+        try:
+            thresholds = tuple(float(t) for t in m["thresholds"].split(",")) if m["thresholds"] else None
+        except ValueError:
+            raise ValueError(f"{document}:{i + 1}: `thresholds=` must be numbers separated by commas, "
+                             f"got {m['thresholds']!r}") from None
+        markers.append(Marker(i, start, stop, m["path"], methods, thresholds))
     return markers
 
 
@@ -100,14 +110,20 @@ def set_name(summary_path) -> str:
     return name[len("evaluate_"):] if name.startswith("evaluate_") else name
 
 
-def render_table(summary_path, methods=None) -> str:
+def render_table(summary_path, methods=None, thresholds=None) -> str:
     """`format_table` of the summary at `summary_path`, restricted to `methods` (in that order);
-    a list of paths gives `format_set_table` of their summaries (each restricted to `methods`)."""
+    a list of paths gives `format_set_table` of their summaries (each restricted to `methods`),
+    with column groups at `thresholds` (``None``: 3, 5, 10 px)."""
     if isinstance(summary_path, (list, tuple)):
-        by_set = {set_name(p): _keep(_read_summary(Path(p)), methods, p) for p in summary_path}
+        by_set = {set_name(p): _read_summary(Path(p)) for p in summary_path}
+        if methods is not None:  # a method missing on some sets shows "-" there
+            missing = [m for m in methods if not any(m in s for s in by_set.values())]
+            if missing:
+                raise ValueError(f"none of {[str(p) for p in summary_path]} has method(s) {missing}")
+            by_set = {name: {m: s[m] for m in methods if m in s} for name, s in by_set.items()}
         if len(by_set) != len(summary_path):
             raise ValueError(f"two summaries share a folder name: {[str(p) for p in summary_path]}")
-        return format_set_table(by_set)
+        return format_set_table(by_set) if thresholds is None else format_set_table(by_set, thresholds)
     summary_path = Path(summary_path)
     return format_table(_keep(_read_summary(summary_path), methods, summary_path))
 
@@ -128,7 +144,7 @@ def update_document(path, root=".", check: bool = False) -> tuple[list[str], lis
             unchecked.append(marker.path)
             continue
         source = summaries if len(summaries) > 1 else summaries[0]
-        table = render_table(source, marker.methods).rstrip("\n").split("\n")
+        table = render_table(source, marker.methods, marker.thresholds).rstrip("\n").split("\n")
         if lines[marker.start:marker.stop] != table:
             differing.append(marker.path)
             lines[marker.start:marker.stop] = table
