@@ -243,7 +243,9 @@ def load_learned_source(checkpoint_dir="checkpoints", seed: int = 0) -> FeatureS
     if levels:
         top = max(levels)
         model = dlkfm.load_dlkfm(checkpoint_dir, top)
-        return dlkfm_source(model, True, f"DLKFM levels 1-{top} trained, from {dlkfm.level_dir(checkpoint_dir, top)}")
+        trained = ", ".join(str(k) for k in sorted(levels))
+        return dlkfm_source(model, True, f"DLKFM levels 1-{top}, trained: {trained}, from "
+                                         f"{dlkfm.level_dir(checkpoint_dir, top)}")
     try:
         arch = dlkfm.level_architecture(checkpoint_dir, 1) or {}
     except ValueError:
