@@ -692,6 +692,10 @@ class TestInference:
         aligner = methods.get_method("dlkfm", checkpoint_dir=identity_checkpoint, init="lk_mind",
                                      jit_compile=False)
         assert aligner.init == "lk_mind"
+        # a model on RGB features starts from the centred guess unless told otherwise
+        assert methods.get_method("dlkfm", checkpoint_dir=identity_checkpoint,
+                                  jit_compile=False).init == "centred"
+        assert D.default_init(identity_checkpoint / "nothing") == "centred"
         expected, failed = methods.get_method("lk_mind")(inputs, templates)
         start = geometry.homography_to_corners(aligner.initial_homographies(inputs, templates), 64)
         ok = ~failed
@@ -808,6 +812,12 @@ class TestMindRepresentation:
         folded = loaded.extract(inputs, templates, fold_batchnorm=True)
         for a, b in zip(loaded.extract(inputs, templates), folded):
             np.testing.assert_allclose(a[0], b[0], atol=1e-4)
+        # Without `init` the method starts where a MIND model was trained to start: from lk_mind.
+        assert D.default_init(tmp_path) == "lk_mind"
+        aligner = methods.get_method("dlkfm", checkpoint_dir=tmp_path, jit_compile=False)
+        assert aligner.init == "lk_mind" and aligner.init_predictor is not None
+        assert methods.get_method("dlkfm", checkpoint_dir=tmp_path, init="centred",
+                                  jit_compile=False).init == "centred"
 
     def test_level_above_untrained_levels(self, tmp_path):
         """A MIND level can be trained without the levels below: they stay the descriptor."""

@@ -381,6 +381,8 @@ def _family_info(name: str) -> MethodInfo | None:
 
     def build(checkpoint_dir=None, **options) -> Predictor:
         init = options.get("init")
+        if init is None and hasattr(family, "default_init"):  # the start the model was trained for
+            init = options["init"] = family.default_init(checkpoint_dir)
         if init not in (None, "centred", "sift") and options.get("init_predictor") is None:
             if init == name:
                 raise ValueError(f"method {name!r} cannot start from itself (init={init!r})")

@@ -1244,14 +1244,28 @@ class DLKFMAligner:
         return corners, failed
 
 
-def build_dlkfm_method(checkpoint_dir=None, init: str = "centred", levels: Optional[int] = None,
+def default_init(checkpoint_dir=None) -> str:
+    """The ``dlkfm`` method's start when no `init` is given: ``"lk_mind"`` for a model on the MIND
+    descriptor (its features start as lk_mind's and are trained to refine lk_mind's estimates),
+    else ``"centred"`` (also when nothing is trained yet: building the method then says so)."""
+    from deeplk.train import read_run_config
+
+    available = trained_levels(checkpoint_dir)
+    if not available:
+        return "centred"
+    record = read_run_config(level_dir(checkpoint_dir, max(available)), FAMILY)
+    return "lk_mind" if record.model.get("input_representation") == "mind" else "centred"
+
+
+def build_dlkfm_method(checkpoint_dir=None, init: Optional[str] = None, levels: Optional[int] = None,
                        feature_type: Optional[str] = None,
                        init_predictor: Optional[Callable] = None, **options) -> DLKFMAligner:
     """The ``dlkfm`` method: ``predict(inputs, templates) -> (corners, failed)``.
 
     Args:
         checkpoint_dir: parent of ``dlkfm/`` (default ``checkpoints``).
-        init: ``"centred"``, ``"sift"`` or a method name (see `DLKFMAligner`).
+        init: ``"centred"``, ``"sift"`` or a method name (see `DLKFMAligner`); ``None``:
+            `default_init` (``"lk_mind"`` for a model on the MIND descriptor).
         levels: use levels ``1..levels`` (coarsest = `levels`); ``None``: the highest trained
             level (a warning if it is below 3).
         feature_type: override the trained ``feature_type`` (``"regular"`` / ``"special"``).
@@ -1265,6 +1279,8 @@ def build_dlkfm_method(checkpoint_dir=None, init: str = "centred", levels: Optio
             trained model is there.
         ValueError: a method name as `init` without `init_predictor`.
     """
+    if init is None:
+        init = default_init(checkpoint_dir)
     _check_init(init, init_predictor)
     if levels is None:
         available = trained_levels(checkpoint_dir)
