@@ -154,6 +154,8 @@ __all__ = [
     "RUN_CONFIG_NAME",
     "RunRecord",
     "as_config",
+    "check_keys",
+    "check_stage",
     "stage_folder",
     "write_run_config",
     "read_run_config",
@@ -1201,24 +1203,54 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def check_keys(options, known: Sequence[str], name: str, owner: str) -> dict:
+    """`options` (a dict, or ``None`` for none) as a new dict, after checking its keys.
+
+    Args:
+        options: the keyword options a caller passed (``task_options``, ``model_config`` ...).
+        known: the keys `owner` accepts.
+        name: the argument's name, for the message.
+        owner: what takes them (a class or function name), for the message.
+
+    Raises:
+        ValueError: unknown keys (the message lists the known ones), or `options` is not a dict.
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ValueError(f"`{name}` of {owner} must be a dict or None, got {type(options).__name__}")
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"unknown `{name}` keys {unknown} for {owner}; known: {list(known)}")
+    return dict(options)
+
+
 def as_config(cls, value, name: str = "config"):
     """`value` as the architecture dataclass `cls` of a model family (validated on construction,
     like `TrainConfig`): an instance as is, a dict as its keyword arguments, ``None`` the defaults.
 
     Raises:
-        ValueError: unknown keys (the message lists the known ones), or a value of another type.
+        ValueError: unknown keys (the message lists the known ones, `check_keys`), or a value of
+            another type.
     """
     if value is None:
         return cls()
     if isinstance(value, cls):
         return value
     if isinstance(value, dict):
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(value) - set(known))
-        if unknown:
-            raise ValueError(f"unknown `{name}` keys {unknown} for {cls.__name__}; known: {known}")
-        return cls(**value)
+        return cls(**check_keys(value, [f.name for f in fields(cls)], name, cls.__name__))
     raise ValueError(f"`{name}` must be a {cls.__name__}, a dict or None, got {type(value).__name__}")
+
+
+def check_stage(stage: str, stages: Sequence[str], family: str) -> str:
+    """`stage` if it is one of `stages`, the stage names of a model family (``STAGE_NAMES``).
+
+    Raises:
+        ValueError: `stage` is not one of `stages` (the message lists them).
+    """
+    if not isinstance(stage, str) or stage not in stages:
+        raise ValueError(f"`stage` of the {family} family must be one of {list(stages)}, got {stage!r}")
+    return stage
 
 
 def stage_folder(checkpoint_dir, stage: str, stages: Sequence[str], family: str) -> Path:
@@ -1230,11 +1262,9 @@ def stage_folder(checkpoint_dir, stage: str, stages: Sequence[str], family: str)
     name says where its weights and ``model_config.json`` are.
 
     Raises:
-        ValueError: `stage` is not one of `stages` (the message lists them).
+        ValueError: `stage` is not one of `stages` (`check_stage`).
     """
-    if not isinstance(stage, str) or stage not in stages:
-        raise ValueError(f"`stage` of the {family} family must be one of {list(stages)}, got {stage!r}")
-    return resolve(checkpoint_dir) / stage
+    return resolve(checkpoint_dir) / check_stage(stage, stages, family)
 
 
 def write_run_config(folder, family: str, model: dict, task: dict | None = None) -> Path:

@@ -1066,9 +1066,9 @@ def train_stage(stage: str, dataset, checkpoint_dir="checkpoints", *, steps: int
     Returns:
         The `deeplk.train.TrainResult`.
     """
-    from deeplk.train import TrainConfig, as_config, train
+    from deeplk.train import TrainConfig, as_config, check_stage, train
 
-    stage_dir(checkpoint_dir, stage)  # checks the name
+    check_stage(stage, STAGE_NAMES, FAMILY)
     level = STAGE_NAMES.index(stage) + 1
     arch = {} if model_config is None else as_config(DLKFMConfig, model_config, "model_config").to_dict()
     task = DLKFMTask(level, checkpoint_dir, seed=seed, **arch, **(task_options or {}),

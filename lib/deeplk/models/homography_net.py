@@ -754,7 +754,9 @@ def _stage_name(mode: str, rho: int) -> str:
 
 def _parse_stage(stage: str) -> tuple[str, int]:
     """``"hnet_sup/rho32"`` -> ``("supervised", 32)`` (ValueError for a name not in `STAGE_NAMES`)."""
-    stage_dir(".", stage)
+    from deeplk.train import check_stage
+
+    check_stage(stage, STAGE_NAMES, FAMILY)
     name, rho = stage.split("/rho")
     return {v: k for k, v in MODES.items()}[name], int(rho)
 
@@ -847,14 +849,11 @@ def train_stage(stage: str, dataset, checkpoint_dir="checkpoints", *, steps: int
     Returns:
         The `deeplk.train.TrainResult`.
     """
-    from deeplk.train import TrainConfig, train
+    from deeplk.train import TrainConfig, check_keys, train
 
     mode, rho = _parse_stage(stage)
     out = stage_dir(checkpoint_dir, stage)
-    options = dict(task_options or {})
-    unknown = sorted(set(options) - {"loss_pools"})
-    if unknown:
-        raise ValueError(f"unknown `task_options` {unknown}; known: ['loss_pools']")
+    options = check_keys(task_options, ("loss_pools",), "task_options", "homography_net.train_stage")
     loss_pools = options.get("loss_pools")
     config = _model_options(model_config)  # checks the options before any work
     make_task(mode, config, loss_pools=loss_pools)  # checks loss_pools

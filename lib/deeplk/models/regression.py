@@ -624,9 +624,9 @@ def _stage_name(model: str, stage: int = 1) -> str:
 
 def _parse_stage(stage: str) -> tuple[str, int]:
     """``"dhn"`` -> ``("dhn", 1)``, ``"mhn/stage2"`` -> ``("mhn", 2)`` (ValueError otherwise)."""
-    from deeplk.train import stage_folder
+    from deeplk.train import check_stage
 
-    stage_folder(".", stage, STAGE_NAMES, FAMILY)  # checks the name
+    check_stage(stage, STAGE_NAMES, FAMILY)
     return ("dhn", 1) if stage == "dhn" else ("mhn", int(stage.rsplit("stage", 1)[1]))
 
 
@@ -682,13 +682,11 @@ def train_stage(stage: str, dataset, checkpoint_dir="checkpoints", *, steps: int
     Returns:
         The `deeplk.train.TrainResult`.
     """
-    from deeplk.train import RUN_CONFIG_NAME, TrainConfig, read_run_config, train
+    from deeplk.train import RUN_CONFIG_NAME, TrainConfig, check_keys, read_run_config, train
 
     model, stage_k = _parse_stage(stage)
-    options = dict(task_options or {})
-    unknown = sorted(set(options) - {"init_from_previous", "init_weights"})
-    if unknown:
-        raise ValueError(f"unknown `task_options` {unknown}; known: ['init_from_previous', 'init_weights']")
+    options = check_keys(task_options, ("init_from_previous", "init_weights"), "task_options",
+                         "regression.train_stage")
     init_from_previous = options.get("init_from_previous", True)
     init_weights = options.get("init_weights")
     folder = stage_dir(checkpoint_dir, stage)
