@@ -125,7 +125,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
@@ -133,6 +133,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from deeplk._checks import RENAMED, renamed_hint
 from deeplk.paths import resolve
 from deeplk.utils import seed_everything, write_text_atomic
 
@@ -1213,7 +1214,8 @@ def check_keys(options, known: Sequence[str], name: str, owner: str) -> dict:
         owner: what takes them (a class or function name), for the message.
 
     Raises:
-        ValueError: unknown keys (the message lists the known ones), or `options` is not a dict.
+        ValueError: unknown keys (the message lists the known ones and the new spelling of an
+            old name, `deeplk._checks.RENAMED`), or `options` is not a dict.
     """
     if options is None:
         return {}
@@ -1221,7 +1223,8 @@ def check_keys(options, known: Sequence[str], name: str, owner: str) -> dict:
         raise ValueError(f"`{name}` of {owner} must be a dict or None, got {type(options).__name__}")
     unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ValueError(f"unknown `{name}` keys {unknown} for {owner}; known: {list(known)}")
+        raise ValueError(f"unknown `{name}` keys {unknown} for {owner}; known: {list(known)}"
+                         f"{renamed_hint(unknown)}")
     return dict(options)
 
 
@@ -1325,9 +1328,20 @@ def _legacy_record(folder: Path, path: Path, record: dict | None) -> RunRecord |
     return None
 
 
+def _new_spelling(model: dict) -> dict:
+    """The architecture `model` with the names stored before the project spelt them the British
+    way translated (`deeplk._checks.RENAMED`): the keys ``normalize`` (regression, DLKFM) and
+    ``standardize`` (CLKN), and HomographyNet's ``input_norm`` value ``"standardize"``."""
+    out = {RENAMED.get(key, key): value for key, value in model.items()}
+    if isinstance(out.get("input_norm"), str):
+        out["input_norm"] = RENAMED.get(out["input_norm"], out["input_norm"])
+    return out
+
+
 def read_run_config(folder, family: str | None = None) -> RunRecord:
     """The `RunRecord` of a run folder (``model_config.json``; older layouts are read too, see
-    `_legacy_record`).
+    `_legacy_record`). Architecture names spelt the American way by older code (``normalize``,
+    ``standardize``) are read as their British spelling (`_new_spelling`).
 
     Raises:
         FileNotFoundError: the folder or its config is missing (the message names the folder).
@@ -1356,7 +1370,7 @@ def read_run_config(folder, family: str | None = None) -> RunRecord:
             raise FileNotFoundError(f"no {RUN_CONFIG_NAME} in {folder}: not a trained model folder")
     if family is not None and out.family != family:
         raise ValueError(f"{out.path} holds a {out.family!r} model, expected {family!r}")
-    return out
+    return replace(out, model=_new_spelling(out.model))
 
 
 def has_weights(folder) -> bool:
