@@ -18,7 +18,7 @@ from deeplk.warp import warp_image
 REGRESSION_CASES = {
     "dhn": ({}, 0),
     "dhn_half": ({"input_scale": 0.5}, 0),
-    "dhn_demo": ({"input_scale": 0.25, "normalize": True, "dropout": 0.0, "bn_momentum": 0.9}, 0),
+    "dhn_demo": ({"input_scale": 0.25, "normalise": True, "dropout": 0.0, "bn_momentum": 0.9}, 0),
     "mhn_stage2": ({}, 1),
     "mhn_stage3": ({}, 2),
 }
@@ -28,7 +28,7 @@ def regression_case(name: str = "dhn", batch_size: int = 32, seed: int = 0):
     """A `deeplk.models.regression.RegressionTask` and one synthetic batch.
 
     Names: ``"dhn"`` (full resolution), ``"dhn_half"`` (``input_scale=0.5``), ``"dhn_demo"`` (the
-    demo profile's net: ``input_scale=0.25``, ``normalize``, no dropout), ``"mhn_stage2"``,
+    demo profile's net: ``input_scale=0.25``, ``normalise``, no dropout), ``"mhn_stage2"``,
     ``"mhn_stage3"`` (full resolution; the frozen earlier stages are untrained nets of the same
     architecture, which costs the same as trained ones).
 

@@ -228,7 +228,7 @@ def main(argv=None):
           f"{args.channels} channels, {args.blocks} residual blocks; load average "
           f"{os.getloadavg()[0]:.2f}", flush=True)
 
-    arch = dict(channels=args.channels, num_blocks=args.blocks, normalize=True)
+    arch = dict(channels=args.channels, num_blocks=args.blocks, normalise=True)
     n = max(args.batch, args.infer_batch, args.feature_batch)
     inputs, templates, corners = make_pairs(n)
     model = dlkfm.make_dlkfm_net(3, **arch)

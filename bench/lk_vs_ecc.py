@@ -103,7 +103,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     summaries = {}
     for name, (pred, failed, wall, _) in results.items():
-        summaries[name] = evaluate.summarize(evaluate.corner_errors(pred, corners, failed), seconds=wall)
+        summaries[name] = evaluate.summarise(evaluate.corner_errors(pred, corners, failed), seconds=wall)
     print()
     print(evaluate.format_table(summaries))
     print()

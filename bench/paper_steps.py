@@ -44,7 +44,7 @@ def _task(step, arch: dict):
     p, nb = step.parameters, step.notebook
     b = int(p["batch_size"])
     if nb.startswith("01_"):
-        options = {k: p[k] for k in ("input_scale", "normalize", "dropout", "bn_momentum") if k in p}
+        options = {k: p[k] for k in ("input_scale", "normalise", "dropout", "bn_momentum") if k in p}
         stage = int(p["stage"]) if p["model"] == "mhn" else 1
         if stage == 1:
             arch["regression"] = options
@@ -60,7 +60,7 @@ def _task(step, arch: dict):
     if nb.startswith("03_"):
         level = int(p["level"])
         if level == 1:
-            arch["dlkfm"] = {k: p[k] for k in ("channels", "num_blocks", "feature_type", "normalize") if k in p}
+            arch["dlkfm"] = {k: p[k] for k in ("channels", "num_blocks", "feature_type", "normalise") if k in p}
         task = dlkfm.DLKFMTask(level, "/nonexistent", load_previous=False, **arch["dlkfm"],
                                num_perturbations=int(p["num_perturbations"]),
                                convexity_weight=float(p["convexity_weight"]))

@@ -178,7 +178,7 @@ def run_source(source: str, source_dir, args) -> dict:
           f"({stats['seconds']:.1f} s)", flush=True)
     record = {"source": str(source_dir), "split": split_description(source, source_dir)}
     if "dlkfm" in args.methods and not args.no_train:
-        arch = dict(channels=args.channels, num_blocks=args.blocks, normalize=True)
+        arch = dict(channels=args.channels, num_blocks=args.blocks, normalise=True)
         loss_options = dict(num_perturbations=args.num_perturbations,
                             convexity_weight=args.convexity_weight)
         print(f"training DLKFM {arch}, {loss_options}, steps {args.steps}, batch "

@@ -413,7 +413,7 @@ def test_dlkfm_trained_here_aligns_a_multimodal_pair(tmp_path):
     dataset = data.load_dataset(root, "train2014", batch_size=2, shuffle=True, repeat=True)
     result = dlkfm.train_stage(
         "dlkfm/level3", dataset, tmp_path / "ckpt", steps=6, learning_rate=1e-3,
-        model_config=dict(channels=4, num_blocks=1, normalize=False, input_representation="mind"),
+        model_config=dict(channels=4, num_blocks=1, normalise=False, input_representation="mind"),
         task_options=dict(loss="unrolled", start_perturbation=8.0, unroll_iterations=3), progress=False)
     assert result.steps == 6 and dlkfm.trained_levels(tmp_path / "ckpt") == [3]
     moved = [np.abs(w).max() for w in result.model.extractor_variables(3) if "head" in w.path]

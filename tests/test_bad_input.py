@@ -260,7 +260,7 @@ def test_unflagged_nan_predictions_are_failures_and_results_hold_no_nan(tmp_path
     pred[1] = np.nan  # a method that returned NaN without flagging it
     pred[2, 0, 0] = np.inf
     errors = {"m": E.corner_errors(pred, true, failed=[False, False, False, True])}
-    summary = {"m": E.summarize(errors["m"], seconds=0.1)}
+    summary = {"m": E.summarise(errors["m"], seconds=0.1)}
     assert summary["m"]["failures"] == 3 and summary["m"]["n"] == 4
     assert summary["m"]["success"]["1"] == pytest.approx(25.0)
     paths = E.write_results(tmp_path / "res", summary, errors)
@@ -270,7 +270,7 @@ def test_unflagged_nan_predictions_are_failures_and_results_hold_no_nan(tmp_path
 
     saved = json.loads(paths["summary"].read_text(), parse_constant=no_constants)
     assert saved["m"]["mean_pe"] == pytest.approx(0.25 * np.sqrt(2))
-    all_failed = E.summarize(np.full(2, np.inf))
+    all_failed = E.summarise(np.full(2, np.inf))
     json.dumps(all_failed, allow_nan=False)  # None, not NaN, when nothing succeeded
 
 

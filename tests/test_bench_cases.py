@@ -22,7 +22,7 @@ def test_regression_cases():
     assert batch[0].shape == (2, 192, 192, 3) and batch[1].shape == (2, 128, 128, 3)
     assert task.net_config["input_scale"] == 0.5 and not task.previous
     demo, _ = cases.regression_case("dhn_demo", batch_size=1)
-    assert demo.net_config["input_scale"] == 0.25 and demo.net_config["normalize"]
+    assert demo.net_config["input_scale"] == 0.25 and demo.net_config["normalise"]
     assert len(cases.regression_case("mhn_stage3", batch_size=1)[0].previous) == 2
     with pytest.raises(ValueError, match="benchmark case"):
         cases.regression_case("nope")

@@ -108,6 +108,16 @@ class TestLoadDataset:
         np.testing.assert_array_equal(inp, b[0].numpy())
         assert D.load_arrays(data_root, "train2014", max_samples=2)[0].shape[0] == 2
 
+    def test_load_arrays_lists_each_folder_once(self, data_root, monkeypatch):
+        from deeplk.data import loader
+
+        listed = []
+        monkeypatch.setattr(loader, "list_samples",
+                            lambda root, split: listed.append(root) or F.list_samples(root, split))
+        names = D.load_arrays([data_root, data_root], "train2014", max_samples=2, return_names=True)[3]
+        assert names == [F.sample_name(i) for i in (0, 1, 0, 1)]
+        assert listed == [data_root, data_root]
+
     def test_argument_errors(self, data_root):
         with pytest.raises(ValueError, match="batch_size"):
             D.load_dataset(data_root, batch_size=0)

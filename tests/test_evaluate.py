@@ -22,7 +22,7 @@ def test_failures_are_infinite_and_miss_every_threshold():
     pred[1] = np.nan
     pe = evaluate.corner_errors(pred, true, failed=[False, False, True])
     assert pe[0] == 0 and np.isinf(pe[1]) and np.isinf(pe[2])
-    s = evaluate.summarize(pe, seconds=0.3)
+    s = evaluate.summarise(pe, seconds=0.3)
     assert s["n"] == 3 and s["failures"] == 2
     assert s["success"]["0.1"] == pytest.approx(100 / 3)
     assert s["mean_pe"] == 0 and s["ms_per_pair"] == pytest.approx(100.0)
@@ -39,13 +39,13 @@ def test_success_thresholds_are_strict_and_keyed_as_promised():
     ([1000.0, 1.0, 10.0, 2.0], 253.25, 6.0),          # even count: mean of the middle two
 ])
 def test_mean_and_median_of_a_skewed_list_over_the_predictions(errors, mean, median):
-    s = evaluate.summarize(np.array(errors))
+    s = evaluate.summarise(np.array(errors))
     assert s["mean_pe"] == pytest.approx(mean) and s["median_pe"] == pytest.approx(median)
     assert s["failures"] == int(np.isinf(errors).sum())
 
 
 def test_all_failed_gives_null_statistics():
-    s = evaluate.summarize(np.full(4, np.inf))
+    s = evaluate.summarise(np.full(4, np.inf))
     assert s["mean_pe"] is None and s["median_pe"] is None and s["failures"] == 4
     assert "| m |" in evaluate.format_table({"m": s})
 
@@ -59,7 +59,7 @@ def test_bad_shapes_are_named():
 
 def test_write_results_files(tmp_path):
     errors = {"a": np.array([0.2, 0.7, np.inf]), "b": np.array([5.0, 15.0, 30.0])}
-    summaries = {k: evaluate.summarize(v, seconds=0.01) for k, v in errors.items()}
+    summaries = {k: evaluate.summarise(v, seconds=0.01) for k, v in errors.items()}
     paths = evaluate.write_results(tmp_path / "res", summaries, errors)
     saved = json.loads(paths["summary"].read_text())
     assert set(saved) == {"a", "b"}
@@ -80,7 +80,7 @@ class TestFormatComparison:
         # dlkfm: PE 0.05, 0.7, 2, 4 -> below 0.1: 25%, 0.5: 25%, 1: 50%, 3: 75%, 5..20: 100%
         errors = {"identity": np.array([30.0, 30.0, 30.0, 30.0]), "dlkfm": np.array([0.05, 0.7, 2.0, 4.0]),
                   "sift": np.array([np.inf, 0.3, 0.3, 0.3])}
-        return {k: evaluate.summarize(v) for k, v in errors.items()}
+        return {k: evaluate.summarise(v) for k, v in errors.items()}
 
     def test_known_summary_gives_the_paper_layout(self):
         text = evaluate.format_comparison(self._summaries(), "googlemap")

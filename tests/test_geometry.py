@@ -271,7 +271,7 @@ class TestCornersToHomography:
         np.testing.assert_allclose(back.numpy(), corners, atol=1e-9)
 
 
-class TestNormalizeHomography:
+class TestNormaliseHomography:
     def test_normalises(self, rng):
         H = random_homographies(rng, 4)
         k = rng.uniform(0.5, 3.0, (4, 1, 1)) * np.array([1, -1, 1, -1]).reshape(4, 1, 1)

@@ -110,7 +110,7 @@ class TestModel:
         """Level networks that output the grey image (in every channel): one LK step per level
         brings the centred start from +-4 px much closer to the truth (a working cascade)."""
         x, t, c = synthetic_pairs(2, max_shift=4.0)
-        model = tiny_model(standardize=False)
+        model = tiny_model(standardise=False)
         for net in model.level_nets:
             net.convs[0].kernel.assign(_centre_identity(4)[:, :, :3])
             net.convs[0].bias.assign(np.full(4, 1.0, np.float32))  # stay in the linear part

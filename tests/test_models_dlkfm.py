@@ -279,8 +279,8 @@ class TestFoldBatchnorm:
             model.extract(x, t, train_level=2, fold_batchnorm=True)
 
 
-class TestNormalize:
-    def test_standardize_matches_numpy_float64(self, rng):
+class TestNormalise:
+    def test_standardise_matches_numpy_float64(self, rng):
         x = rng.normal(3.0, 2.0, (2, 9, 7, 4)).astype(np.float64)
         x[1, ..., 2] = 5.0  # a constant channel becomes 0
         out = D.standardise_features(x, epsilon=1e-3).numpy()
@@ -294,9 +294,9 @@ class TestNormalize:
             D.standardise_features(x, epsilon=0.0)
 
     def test_scale_fixed_loss(self, rng):
-        """With normalize, the loss cannot shrink by scaling the features: a per-channel affine
+        """With normalise, the loss cannot shrink by scaling the features: a per-channel affine
         change (positive gain) of either branch leaves the LK maps (almost) unchanged."""
-        model = D.make_dlkfm_net(1, normalize=True, **TINY)
+        model = D.make_dlkfm_net(1, normalise=True, **TINY)
         fi = tf.constant(rng.normal(size=(2, 20, 20, 4)), tf.float32)
         ft = tf.constant(rng.normal(size=(2, 12, 12, 4)), tf.float32)
         gain, bias = np.array([0.1, 5.0, 1.0, 30.0], np.float32), np.float32(-7.0)
@@ -305,27 +305,27 @@ class TestNormalize:
         np.testing.assert_allclose(c.numpy(), a.numpy(), atol=2e-3)
         np.testing.assert_allclose(d.numpy(), b.numpy(), atol=2e-3)
         # Special maps are taken of the standardised features.
-        special = D.make_dlkfm_net(1, normalize=True, feature_type="special", **TINY)
+        special = D.make_dlkfm_net(1, normalise=True, feature_type="special", **TINY)
         np.testing.assert_allclose(special.lk_features(fi).numpy(),
                                    special_feature_map(D.standardise_features(fi)).numpy(),
                                    rtol=1e-6)
-        # Without normalize the maps are the raw features.
+        # Without normalise the maps are the raw features.
         raw = D.make_dlkfm_net(1, **TINY)
-        assert raw.normalize is False
+        assert raw.normalise is False
         np.testing.assert_array_equal(raw.lk_features(fi).numpy(), fi.numpy())
-        with pytest.raises(ValueError, match="normalize"):
-            D.DLKFMNet(normalize="yes")
+        with pytest.raises(ValueError, match="normalise"):
+            D.DLKFMNet(normalise="yes")
 
     def test_config(self, tmp_path):
-        model = D.make_dlkfm_net(2, normalize=True, **TINY)
-        assert model.get_config()["normalize"] is True
-        assert D.DLKFMNet.from_config(model.get_config()).normalize is True
+        model = D.make_dlkfm_net(2, normalise=True, **TINY)
+        assert model.get_config()["normalise"] is True
+        assert D.DLKFMNet.from_config(model.get_config()).normalise is True
         # New training tasks normalise by default and record it (an older config.json without
-        # the key reads as normalize=False: tests/test_checkpoint_compat.py).
+        # the key reads as normalise=False: tests/test_checkpoint_compat.py).
         task = D.DLKFMTask(1, tmp_path / "new", **TINY)
-        assert task.arch["normalize"] is True
-        assert task.build_model().normalize is True
-        assert task.run_config()["model"]["normalize"] is True
+        assert task.arch["normalise"] is True
+        assert task.build_model().normalise is True
+        assert task.run_config()["model"]["normalise"] is True
 
 
 # --------------------------------------------------------------------------------------------
@@ -555,7 +555,7 @@ class TestTraining:
             D.DLKFMTask(2, tmp_path)
         write_run_config(D.level_dir(tmp_path, 1), D.FAMILY, dict(  # a config but no weights
             channels=3, num_blocks=0, leaky_alpha=0.2, bn_momentum=0.9, feature_type="regular",
-            normalize=True))
+            normalise=True))
         with pytest.raises(FileNotFoundError, match="weights|checkpoint"):
             D.DLKFMTask(2, tmp_path)
         with pytest.raises(FileNotFoundError, match=str(tmp_path / "dlkfm" / "level2")):
@@ -718,7 +718,7 @@ class TestInference:
             methods.get_method("dlkfm", checkpoint_dir=tmp_path)
         write_run_config(D.level_dir(tmp_path, 1), D.FAMILY, dict(  # a config but no weights
             channels=3, num_blocks=0, leaky_alpha=0.2, bn_momentum=0.9, feature_type="regular",
-            normalize=True))
+            normalise=True))
         with pytest.raises(FileNotFoundError, match=str(tmp_path / "dlkfm")):
             D.build_dlkfm_method(tmp_path)
         with pytest.raises(FileNotFoundError, match=str(tmp_path / "dlkfm" / "level3")):
@@ -729,10 +729,10 @@ class TestInference:
 
 def test_config_is_validated():
     config = D.DLKFMConfig(channels=4, num_blocks=1)
-    assert config.normalize is True and config.to_dict() == {**D.DLKFMConfig().to_dict(), **TINY}
+    assert config.normalise is True and config.to_dict() == {**D.DLKFMConfig().to_dict(), **TINY}
     assert D.DLKFMTask(1, "unused", **config.to_dict()).arch == config.to_dict()
     for bad, name in ((dict(channels=0), "channels"), (dict(feature_type="x"), "feature_type"),
-                      (dict(normalize="yes"), "normalize")):
+                      (dict(normalise="yes"), "normalise")):
         with pytest.raises(ValueError, match=name):
             D.DLKFMConfig(**bad)
 
@@ -742,7 +742,7 @@ def test_config_is_validated():
 # --------------------------------------------------------------------------------------------
 
 
-MIND_TINY = dict(channels=5, num_blocks=1, normalize=False, input_representation="mind")
+MIND_TINY = dict(channels=5, num_blocks=1, normalise=False, input_representation="mind")
 
 
 @pytest.fixture(scope="module")
@@ -839,7 +839,7 @@ class TestMindRepresentation:
     def test_old_config_without_representation_is_rgb(self, tmp_path):
         write_run_config(D.level_dir(tmp_path, 1), D.FAMILY, dict(
             channels=3, num_blocks=0, leaky_alpha=0.2, bn_momentum=0.9, feature_type="regular",
-            normalize=True))
+            normalise=True))
         assert D.level_architecture(tmp_path, 1)["input_representation"] == "rgb"
 
     def test_bad_options(self, tmp_path):

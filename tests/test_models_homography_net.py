@@ -200,7 +200,7 @@ class TestModel:
             with pytest.raises(ValueError, match="bn_momentum"):
                 hn.HomographyNet(**TINY, bn_momentum=bad)
 
-    def test_standardize_images_matches_numpy(self):
+    def test_standardise_images_matches_numpy(self):
         """float64 reference; the third image is nearly flat (variance below the 1e-4 floor)."""
         rng = np.random.default_rng(0)
         images = rng.random((3, 9, 7, 3)) * np.array([1.0, 40.0, 1e-3]).reshape(3, 1, 1, 1) + 3.0
@@ -213,13 +213,13 @@ class TestModel:
         np.testing.assert_allclose(hn.standardise_images(tf.constant(0.4 * images[:2] + 0.3)).numpy(),
                                    got[:2], rtol=1e-9, atol=1e-9)
 
-    def test_input_norm_standardize_ignores_brightness_and_contrast(self, tiny_pairs):
+    def test_input_norm_standardise_ignores_brightness_and_contrast(self, tiny_pairs):
         """With per-image standardisation the prediction is the same when both images are
         rescaled to another brightness / contrast (a * x + b); with ImageNet preprocessing (the
         default) it is not."""
         inputs, templates, _ = tiny_pairs
         changed = (0.4 * inputs + 0.3, 0.4 * templates + 0.3)
-        model = hn.HomographyNet(**TINY, input_norm="standardize").build_for_inputs()
+        model = hn.HomographyNet(**TINY, input_norm="standardise").build_for_inputs()
         randomize_head(model)
         a = model((inputs, templates), training=False).numpy()
         b = model(changed, training=False).numpy()
@@ -230,7 +230,7 @@ class TestModel:
         a = vgg((inputs, templates), training=False).numpy()
         b = vgg(changed, training=False).numpy()
         assert np.abs(a - b).max() > 0.05 * np.abs(a).max()
-        assert hn.HomographyNet.from_config(model.get_config()).input_norm == "standardize"
+        assert hn.HomographyNet.from_config(model.get_config()).input_norm == "standardise"
         with pytest.raises(ValueError, match="input_norm"):
             hn.HomographyNet(**TINY, input_norm="imagenet")
 

@@ -219,7 +219,7 @@ class TestRegressionNet:
         want = x.reshape(2, 96, 2, 96, 2, 2).mean(axis=(2, 4))
         np.testing.assert_allclose(resize(x).numpy(), want, rtol=1e-6)
 
-    def test_normalize_known_answer(self, rng):
+    def test_normalise_known_answer(self, rng):
         packed = rng.random((2, 192, 192, 2)).astype(np.float64) * [0.5, 2.0] + [0.2, -1.0]
         packed[:, :, :, 1] *= np.pad(np.ones((128, 128)), 32)[None]
         out = R._standardise(tf.constant(packed, tf.float32)).numpy().astype(np.float64)
@@ -254,7 +254,7 @@ class TestRegressionNet:
                      else rng.uniform(0.5, 1.5, v.shape).astype(np.float32))
 
     def test_get_config_round_trip(self, rng):
-        net = R._net({**TINY, "dropout": 0.3, "batch_norm": True, "normalize": True, "bn_momentum": 0.9})
+        net = R._net({**TINY, "dropout": 0.3, "batch_norm": True, "normalise": True, "bn_momentum": 0.9})
         self._random_weights(net, rng)
         config = net.get_config()
         assert config == json.loads(json.dumps(config))

@@ -27,7 +27,7 @@ def project(tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPLK_ROOT", str(tmp_path))
     _notebook(
         tmp_path / "notebooks" / "00_write.ipynb",
-        "out = 'x.txt'\nvalue = 1",
+        "out = 'x.txt'\nvalue = 1\ndata_root = None\ndataset = None\nsource_dir = None",
         "from pathlib import Path\nPath(out).parent.mkdir(parents=True, exist_ok=True)\nPath(out).write_text(str(value))",
     )
     _notebook(
@@ -101,6 +101,28 @@ def test_bad_profiles_give_clear_errors(project):
     _profile(project, "steps:\n  - {name: a, notebook: 00_write.ipynb}\n  - {name: a, notebook: 00_write.ipynb}\n")
     with pytest.raises(ValueError, match="used twice"):
         pipeline.load_profile("p")
+
+
+@pytest.mark.parametrize("text, match", [
+    ("steps:\n  - {name: a, notebook: 09_not_there.ipynb, parameters: {anything: 1}}\n"
+     "  - {name: b, notebook: 00_write.ipynb, parameters: {out: x.txt, valeu: 2}}\n",
+     r"step 'b' passes \['valeu'\], which 00_write.ipynb does not declare.*"
+     r"it declares \['data_root', 'dataset', 'out', 'source_dir', 'value'\]"),
+    # an old spelling is named with its new one; smoke values are checked too
+    ("steps:\n  - {name: b, notebook: 00_write.ipynb, parameters: {normalize: true}}\n",
+     r"\['normalize'\].*\('normalize' is now spelt 'normalise'\)"),
+    ("steps:\n  - {name: b, notebook: 00_write.ipynb}\nsmoke: {steps: {b: {standardize: 1}}}\n",
+     "'standardize' is now spelt 'standardise'"),
+])
+def test_parameters_a_notebook_does_not_declare_are_refused(project, text, match):
+    _profile(project, text)
+    with pytest.raises(ValueError, match=match):
+        pipeline.load_profile("p")
+
+
+def test_parameters_of_a_notebook_not_there_yet_are_not_checked(project):
+    _profile(project, "steps:\n  - {name: a, notebook: 09_not_there.ipynb, parameters: {anything: 1}}\n")
+    assert pipeline.load_profile("p").steps[0].parameters == {"anything": 1}  # skipped at run time
 
 
 def test_only_selects_steps_and_rejects_unknown_ones(project):

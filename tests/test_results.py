@@ -13,7 +13,7 @@ def _summary(tmp_path):
         "identity": np.array([24.0, 25.0, 26.0]),
         "lk": np.array([0.05, 0.4, np.inf]),
     }
-    summaries = {name: evaluate.summarize(e, seconds=0.3) for name, e in errors.items()}
+    summaries = {name: evaluate.summarise(e, seconds=0.3) for name, e in errors.items()}
     path = tmp_path / "runs" / "demo" / "summary.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(summaries))
@@ -70,9 +70,9 @@ class TestUpdateDocument:
 def test_table_of_several_sets(tmp_path, capsys):
     """Comma-separated summaries: one row per method, a column group (<3, <5, <10 px, median)
     per set named by its folder; a method missing on a set shows "-"."""
-    a = {"identity": evaluate.summarize(np.array([24.0, 25.0, 26.0]), seconds=0.1),
-         "lk": evaluate.summarize(np.array([2.0, 4.0, 40.0]), seconds=0.1)}
-    b = {"identity": evaluate.summarize(np.array([1.0, 6.0, 9.0, 30.0]), seconds=0.1)}
+    a = {"identity": evaluate.summarise(np.array([24.0, 25.0, 26.0]), seconds=0.1),
+         "lk": evaluate.summarise(np.array([2.0, 4.0, 40.0]), seconds=0.1)}
+    b = {"identity": evaluate.summarise(np.array([1.0, 6.0, 9.0, 30.0]), seconds=0.1)}
     for name, summaries in (("evaluate_Optical-Map", a), ("evaluate_Optical-SAR", b)):
         path = tmp_path / "runs" / name / "summary.json"
         path.parent.mkdir(parents=True)

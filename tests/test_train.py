@@ -436,6 +436,28 @@ class TestRunFolder:
         with pytest.raises(ValueError, match="model"):
             T.write_run_config(tmp_path, "linear", [1, 2])
 
+    def test_check_stage_and_stage_folder(self, tmp_path):
+        stages = ("a", "b/stage2")
+        assert T.check_stage("b/stage2", stages, "toy") == "b/stage2"
+        assert T.stage_folder(tmp_path, "b/stage2", stages, "toy") == tmp_path / "b" / "stage2"
+        for bad in ("b", "stage2", None, "../a"):
+            with pytest.raises(ValueError, match=r"`stage` of the toy family must be one of \['a', 'b/stage2'\]"):
+                T.check_stage(bad, stages, "toy")
+            with pytest.raises(ValueError, match="toy family"):
+                T.stage_folder(tmp_path, bad, stages, "toy")
+        assert not (tmp_path / "b").exists()
+
+    def test_check_keys(self):
+        options = {"x": 1}
+        out = T.check_keys(options, ("x", "y"), "task_options", "toy.train_stage")
+        assert out == options and out is not options
+        assert T.check_keys(None, ("x",), "task_options", "toy") == {}
+        with pytest.raises(ValueError, match=r"unknown `task_options` keys \['w', 'z'\] for toy.train_stage; "
+                                             r"known: \['x', 'y'\]"):
+            T.check_keys({"x": 1, "z": 2, "w": 3}, ("x", "y"), "task_options", "toy.train_stage")
+        with pytest.raises(ValueError, match="must be a dict or None, got list"):
+            T.check_keys([("x", 1)], ("x",), "task_options", "toy")
+
 
 class TestKillAndResume:
     def test_killed_run_resumes_to_the_same_weights(self, tmp_path):

@@ -130,7 +130,7 @@ def test_overlay_array_bad_arguments():
         viz.overlay_array(inp, np.zeros((4, 4, 3)), np.eye(2))
 
 
-def test_normalize_map_and_feature_grid():
+def test_normalise_map_and_feature_grid():
     ramp = np.arange(20, dtype=float).reshape(4, 5)
     n = viz.normalise_map(ramp, percentiles=(0, 100))
     np.testing.assert_allclose(n, ramp / 19, atol=1e-6)
@@ -667,7 +667,7 @@ def test_dlkfm_source_matches_the_model():
 
 def test_dlkfm_source_of_a_mind_model_matches_the_model():
     dlkfm = pytest.importorskip("deeplk.models.dlkfm")
-    model = dlkfm.make_dlkfm_net(2, channels=5, num_blocks=1, normalize=False, input_representation="mind")
+    model = dlkfm.make_dlkfm_net(2, channels=5, num_blocks=1, normalise=False, input_representation="mind")
     for ext in model.input_extractors + model.template_extractors:  # non-zero residuals
         ext.head.kernel.assign(np.full(ext.head.kernel.shape, 0.01, np.float32))
     src = viz.dlkfm_source(model, trained=True, note="tiny")

@@ -11,6 +11,21 @@ from typing import Sequence
 import numpy as np
 
 
+#: Names the project spelt the American way before it settled on the British spelling
+#: (architecture keys of ``model_config.json``, notebook parameters, option values): old -> new.
+#: Run folders written with the old names still load (`deeplk.train.read_run_config` translates
+#: them); code and profiles passing an old name are refused with a message naming the new one
+#: (`renamed_hint`).
+RENAMED = {"normalize": "normalise", "standardize": "standardise"}
+
+
+def renamed_hint(names) -> str:
+    """``" ('normalize' is now spelt 'normalise')"`` for those of `names` that are old spellings
+    (`RENAMED`), ``""`` when there are none: the tail of an unknown-name error message."""
+    old = [n for n in names if isinstance(n, str) and n in RENAMED]
+    return f" ({', '.join(f'{n!r} is now spelt {RENAMED[n]!r}' for n in old)})" if old else ""
+
+
 def _shape_str(shape: Sequence) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
 

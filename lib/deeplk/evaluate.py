@@ -5,7 +5,7 @@ in the 192 input frame (pixels). A method that returns nothing for a sample (a f
 has PE = inf: it misses at every threshold and is counted in ``failures``; mean and median PE are
 taken over the samples with a prediction (``n - failures`` of them).
 
-`summarize` gives one method's record in the layout of ``summary.json``::
+`summarise` gives one method's record in the layout of ``summary.json``::
 
     {"n": int, "failures": int, "mean_pe": float, "median_pe": float,
      "success": {"0.1": pct, "0.5": pct, "1": pct, "3": pct, "5": pct, "10": pct, "20": pct},
@@ -32,7 +32,7 @@ __all__ = [
     "format_set_table",
     "corner_errors",
     "success_rates",
-    "summarize",
+    "summarise",
     "run_predictor",
     "format_table",
     "format_comparison",
@@ -76,7 +76,7 @@ def success_rates(errors, thresholds=THRESHOLDS) -> dict[str, float]:
     return {threshold_key(t): float(100.0 * np.mean(errors < t)) for t in thresholds}
 
 
-def summarize(errors, seconds: float | None = None) -> dict:
+def summarise(errors, seconds: float | None = None) -> dict:
     """One method's record for summary.json from its per-sample PE (inf = failure).
 
     `seconds`: total wall time the method took over these samples (for ``ms_per_pair``).

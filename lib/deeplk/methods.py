@@ -458,5 +458,5 @@ def evaluate_methods(
         corners, failed, seconds = evaluate.run_predictor(
             predict, inputs, templates, batch_size, warm_up=_info(name).batched, progress=progress, desc=name)
         errors[name] = evaluate.corner_errors(corners, true_corners, failed)
-        summaries[name] = evaluate.summarize(errors[name], seconds=seconds)
+        summaries[name] = evaluate.summarise(errors[name], seconds=seconds)
     return summaries, errors

@@ -9,6 +9,9 @@ step names a notebook and the parameters papermill injects into its ``parameters
         notebook: 00_generate_data.ipynb
         parameters: {dataset: demo, out_dir: Dataset/Demo, num_train: 4000, num_val: 500, seed: 0}
 
+Every parameter a step (or its ``smoke.steps`` entry) passes must be declared in its notebook's
+``parameters`` cell (papermill would silently ignore a misspelt or renamed one, and the notebook
+would run with its small default); an old spelling gets the new one named in the error.
 String parameters may use ``{run_dir}`` (the run folder) and ``{root}`` (the project root).
 Relative paths inside notebooks are resolved against the project root by the library.
 
@@ -76,8 +79,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import yaml
 
+from deeplk._checks import renamed_hint
+from deeplk.nbtools import check_parameters_cell
 from deeplk.paths import project_root, resolve
 from deeplk.utils import write_text_atomic
 
@@ -171,8 +177,27 @@ def load_profile(profile: str | os.PathLike) -> Profile:
         steps.append(Step(name=name, notebook=str(raw["notebook"]), parameters=dict(params), after=after))
     jobs = _check_jobs(data.get("jobs", 1), f"{path}: `jobs`")
     smoke = _check_smoke(data.get("smoke"), {s.name for s in steps}, path)
+    declared: dict[str, set[str] | None] = {}
+    for step in steps:
+        extra = smoke["steps"].get(step.name, {}) if smoke else {}
+        _check_parameter_names(step, list(step.parameters) + list(extra), declared, path)
     return Profile(name=path.stem, path=path, description=str(data.get("description", "")), steps=steps,
                    jobs=jobs, smoke=smoke)
+
+
+def _check_parameter_names(step: Step, names: list[str], declared: dict, path: Path) -> None:
+    """Raise `ValueError` if `step` passes `names` its notebook's ``parameters`` cell does not
+    declare (a step whose notebook does not exist yet is skipped at run time: not checked).
+    `declared` caches each notebook's names."""
+    if step.notebook not in declared:
+        source = notebooks_dir() / step.notebook
+        declared[step.notebook] = (set(check_parameters_cell(nbformat.read(source, as_version=4), str(source)))
+                                   if source.is_file() else None)
+    known = declared[step.notebook]
+    unknown = sorted(set(names) - known) if known is not None else []
+    if unknown:
+        raise ValueError(f"{path}: step {step.name!r} passes {unknown}, which {step.notebook} does not "
+                         f"declare in its parameters cell{renamed_hint(unknown)}; it declares {sorted(known)}")
 
 
 def _check_smoke(smoke: Any, names: set[str], path: Path) -> dict[str, Any] | None:

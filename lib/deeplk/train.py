@@ -125,7 +125,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
@@ -133,6 +133,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from deeplk._checks import RENAMED, renamed_hint
 from deeplk.paths import resolve
 from deeplk.utils import seed_everything, write_text_atomic
 
@@ -154,6 +155,8 @@ __all__ = [
     "RUN_CONFIG_NAME",
     "RunRecord",
     "as_config",
+    "check_keys",
+    "check_stage",
     "stage_folder",
     "write_run_config",
     "read_run_config",
@@ -1201,24 +1204,56 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def check_keys(options, known: Sequence[str], name: str, owner: str) -> dict:
+    """`options` (a dict, or ``None`` for none) as a new dict, after checking its keys.
+
+    Args:
+        options: the keyword options a caller passed (``task_options``, ``model_config`` ...).
+        known: the keys `owner` accepts.
+        name: the argument's name, for the message.
+        owner: what takes them (a class or function name), for the message.
+
+    Raises:
+        ValueError: unknown keys (the message lists the known ones and the new spelling of an
+            old name, `deeplk._checks.RENAMED`), or `options` is not a dict.
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ValueError(f"`{name}` of {owner} must be a dict or None, got {type(options).__name__}")
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"unknown `{name}` keys {unknown} for {owner}; known: {list(known)}"
+                         f"{renamed_hint(unknown)}")
+    return dict(options)
+
+
 def as_config(cls, value, name: str = "config"):
     """`value` as the architecture dataclass `cls` of a model family (validated on construction,
     like `TrainConfig`): an instance as is, a dict as its keyword arguments, ``None`` the defaults.
 
     Raises:
-        ValueError: unknown keys (the message lists the known ones), or a value of another type.
+        ValueError: unknown keys (the message lists the known ones, `check_keys`), or a value of
+            another type.
     """
     if value is None:
         return cls()
     if isinstance(value, cls):
         return value
     if isinstance(value, dict):
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(value) - set(known))
-        if unknown:
-            raise ValueError(f"unknown `{name}` keys {unknown} for {cls.__name__}; known: {known}")
-        return cls(**value)
+        return cls(**check_keys(value, [f.name for f in fields(cls)], name, cls.__name__))
     raise ValueError(f"`{name}` must be a {cls.__name__}, a dict or None, got {type(value).__name__}")
+
+
+def check_stage(stage: str, stages: Sequence[str], family: str) -> str:
+    """`stage` if it is one of `stages`, the stage names of a model family (``STAGE_NAMES``).
+
+    Raises:
+        ValueError: `stage` is not one of `stages` (the message lists them).
+    """
+    if not isinstance(stage, str) or stage not in stages:
+        raise ValueError(f"`stage` of the {family} family must be one of {list(stages)}, got {stage!r}")
+    return stage
 
 
 def stage_folder(checkpoint_dir, stage: str, stages: Sequence[str], family: str) -> Path:
@@ -1230,11 +1265,9 @@ def stage_folder(checkpoint_dir, stage: str, stages: Sequence[str], family: str)
     name says where its weights and ``model_config.json`` are.
 
     Raises:
-        ValueError: `stage` is not one of `stages` (the message lists them).
+        ValueError: `stage` is not one of `stages` (`check_stage`).
     """
-    if not isinstance(stage, str) or stage not in stages:
-        raise ValueError(f"`stage` of the {family} family must be one of {list(stages)}, got {stage!r}")
-    return resolve(checkpoint_dir) / stage
+    return resolve(checkpoint_dir) / check_stage(stage, stages, family)
 
 
 def write_run_config(folder, family: str, model: dict, task: dict | None = None) -> Path:
@@ -1295,9 +1328,20 @@ def _legacy_record(folder: Path, path: Path, record: dict | None) -> RunRecord |
     return None
 
 
+def _new_spelling(model: dict) -> dict:
+    """The architecture `model` with the names stored before the project spelt them the British
+    way translated (`deeplk._checks.RENAMED`): the keys ``normalize`` (regression, DLKFM) and
+    ``standardize`` (CLKN), and HomographyNet's ``input_norm`` value ``"standardize"``."""
+    out = {RENAMED.get(key, key): value for key, value in model.items()}
+    if isinstance(out.get("input_norm"), str):
+        out["input_norm"] = RENAMED.get(out["input_norm"], out["input_norm"])
+    return out
+
+
 def read_run_config(folder, family: str | None = None) -> RunRecord:
     """The `RunRecord` of a run folder (``model_config.json``; older layouts are read too, see
-    `_legacy_record`).
+    `_legacy_record`). Architecture names spelt the American way by older code (``normalize``,
+    ``standardize``) are read as their British spelling (`_new_spelling`).
 
     Raises:
         FileNotFoundError: the folder or its config is missing (the message names the folder).
@@ -1326,7 +1370,7 @@ def read_run_config(folder, family: str | None = None) -> RunRecord:
             raise FileNotFoundError(f"no {RUN_CONFIG_NAME} in {folder}: not a trained model folder")
     if family is not None and out.family != family:
         raise ValueError(f"{out.path} holds a {out.family!r} model, expected {family!r}")
-    return out
+    return replace(out, model=_new_spelling(out.model))
 
 
 def has_weights(folder) -> bool:

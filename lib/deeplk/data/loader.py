@@ -225,24 +225,33 @@ def load_dataset(
     Raises:
         FileNotFoundError / ValueError naming the folder or file at fault.
     """
-    import tensorflow as tf
-
     batch_size = check_positive_int("batch_size", batch_size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"`seed` must be an integer, got {seed!r}")
-    if isinstance(data_root, (list, tuple)):
-        if not data_root:
-            raise ValueError("`data_root` is an empty list: give at least one dataset folder")
-        tables = [_sample_table(root, split, max_samples, validate) for root in data_root]
-        inputs = [path for table in tables for path in table[1]]
-        templates = [path for table in tables for path in table[2]]
-        corners = np.concatenate([table[3] for table in tables])
-    else:
-        _, inputs, templates, corners = _sample_table(data_root, split, max_samples, validate)
+    _, inputs, templates, corners = _samples(data_root, split, max_samples, validate)
+    return _batches(inputs, templates, corners, batch_size, shuffle, int(seed), repeat)
+
+
+def _samples(data_root, split: str, max_samples, validate: bool):
+    """`_sample_table` of one folder, or of a list of folders one after the other."""
+    if not isinstance(data_root, (list, tuple)):
+        return _sample_table(data_root, split, max_samples, validate)
+    if not data_root:
+        raise ValueError("`data_root` is an empty list: give at least one dataset folder")
+    tables = [_sample_table(root, split, max_samples, validate) for root in data_root]
+    names, inputs, templates = ([item for table in tables for item in table[k]] for k in range(3))
+    return names, inputs, templates, np.concatenate([table[3] for table in tables])
+
+
+def _batches(inputs: list, templates: list, corners: np.ndarray, batch_size: int, shuffle: bool,
+             seed: int, repeat: bool):
+    """The `load_dataset` batches of the samples listed by `_samples`."""
+    import tensorflow as tf
+
     n = len(inputs)
     input_paths, template_paths = tf.constant(inputs), tf.constant(templates)
     corners = tf.constant(corners)
-    ds, index_at = _order(n, shuffle, int(seed), repeat)
+    ds, index_at = _order(n, shuffle, seed, repeat)
 
     def load(position, i):
         return (position, i, _decode(input_paths[i], INPUT_SIZE, "input"),
@@ -270,12 +279,8 @@ def load_arrays(
         ``(inputs (N, 192, 192, 3), templates (N, 128, 128, 3), corners (N, 4, 2))`` float32,
         in natural sample order, plus the list of sample names if `return_names`.
     """
-    if max_samples is not None:
-        max_samples = check_positive_int("max_samples", max_samples)
-    names = []
-    for root in data_root if isinstance(data_root, (list, tuple)) else [data_root]:
-        names += list_samples(root, split)[:max_samples]
-    ds = load_dataset(data_root, split, batch_size=64, max_samples=max_samples, validate=validate)
+    names, inputs, templates, corners = _samples(data_root, split, max_samples, validate)
+    ds = _batches(inputs, templates, corners, 64, shuffle=False, seed=0, repeat=False)
     parts = [tuple(t.numpy() for t in batch) for batch in ds]
     inputs, templates, corners = (np.concatenate([p[k] for p in parts]) for k in range(3))
     return (inputs, templates, corners, names) if return_names else (inputs, templates, corners)

@@ -240,18 +240,18 @@ class CLKNLevelNet(keras.layers.Layer):
         filters: width of the 3x3 convolutions.
         depth: number of 3x3 convolutions (receptive field ``2 * depth + 1`` pixels of the level).
         channels: output feature channels (the 1x1 convolution).
-        standardize: standardise each image per channel first (zero mean, unit variance over its
+        standardise: standardise each image per channel first (zero mean, unit variance over its
             pixels), which removes global brightness, contrast and colour-cast differences
             between the two images; else only centre to [-0.5, 0.5].
     """
 
     def __init__(self, filters: int = 16, depth: int = 3, channels: int = 4,
-                 standardize: bool = True, **kwargs):
+                 standardise: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.filters = check_positive_int("filters", filters)
         self.depth = check_positive_int("depth", depth)
         self.channels = check_positive_int("channels", channels)
-        self.standardize = bool(standardize)
+        self.standardise = bool(standardise)
 
     def build(self, input_shape):
         if len(input_shape) != 4:
@@ -269,7 +269,7 @@ class CLKNLevelNet(keras.layers.Layer):
         self.project.build(shape)
 
     def call(self, images):
-        if self.standardize:
+        if self.standardise:
             mean, var = tf.nn.moments(images, axes=[1, 2], keepdims=True)
             x = (images - mean) * tf.math.rsqrt(var + 1e-4)
         else:
@@ -284,7 +284,7 @@ class CLKNLevelNet(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(filters=self.filters, depth=self.depth, channels=self.channels,
-                      standardize=self.standardize)
+                      standardise=self.standardise)
         return config
 
 
@@ -310,13 +310,13 @@ class CLKN(keras.Model):
         channels: feature channels produced by each level's final 1x1 convolution (4).
         lk_iterations: LK updates per level (1).
         damping: relative damping of the LK step (`deeplk.lk.lucas_kanade`).
-        standardize: each level network standardises its images per channel first (see
+        standardise: each level network standardises its images per channel first (see
             `CLKNLevelNet`).
     """
 
     def __init__(self, levels: int = 4, filters=DEFAULT_FILTERS, depth=DEFAULT_DEPTH,
                  channels: int = 4, lk_iterations: int = 1, damping: float = 1e-4,
-                 standardize: bool = True, **kwargs):
+                 standardise: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.levels = check_positive_int("levels", levels)
         self.filters = _int_tuple("filters", filters, self.levels)
@@ -327,7 +327,7 @@ class CLKN(keras.Model):
         if not (np.isfinite(damping) and damping >= 0):
             raise ValueError(f"`damping` must be a finite number >= 0, got {damping!r}")
         self.damping = damping
-        self.standardize = bool(standardize)
+        self.standardise = bool(standardise)
 
     def build(self, input_shape=None):
         channels = 3
@@ -336,7 +336,7 @@ class CLKN(keras.Model):
             if len(shapes) == 2 and shapes[0] is not None and np.ndim(shapes[0]) == 1:
                 channels = shapes[0][-1] or 3
         self.level_nets = [
-            CLKNLevelNet(self.filters[k], self.depth[k], self.channels, self.standardize,
+            CLKNLevelNet(self.filters[k], self.depth[k], self.channels, self.standardise,
                          name=f"level{k}")
             for k in range(self.levels)
         ]
@@ -396,7 +396,7 @@ class CLKN(keras.Model):
         """The constructor arguments (the fields of `CLKNConfig`)."""
         return dict(levels=self.levels, filters=list(self.filters), depth=list(self.depth),
                     channels=self.channels, lk_iterations=self.lk_iterations,
-                    damping=self.damping, standardize=self.standardize)
+                    damping=self.damping, standardise=self.standardise)
 
 
 @dataclass
@@ -411,7 +411,7 @@ class CLKNConfig:
     channels: int = 4
     lk_iterations: int = 1
     damping: float = 1e-4
-    standardize: bool = True
+    standardise: bool = True
 
     def __post_init__(self):
         for key, value in CLKN(**asdict(self)).model_config().items():

@@ -34,7 +34,7 @@ sides of ``H*``), except that the perturbations move the corners instead of scal
 ``H`` (a pixel-meaningful size at every level). The first term alone is minimised by constant
 features; the hinge forbids that.
 
-**Normalised features** (``normalize=True``, the default of new models): the loss and LK consume
+**Normalised features** (``normalise=True``, the default of new models): the loss and LK consume
 the regular features standardised per sample and channel over the map (`standardise_features`).
 Without it the regular features have no fixed scale and training on the multimodal demo shrank
 them until the hinge was met in absolute terms with a nearly flat landscape (feature MSE 0.002 at
@@ -49,7 +49,7 @@ with the image's own average pyramid (stride 1), and its output is *added* to th
 descriptor pyramid and, with the aligner's defaults (``lk_mind``'s solver settings), it gives
 ``lk_mind``'s estimate; training starts from features that already align across modalities. The
 levels are related by 2x2 pooling (``half_pixel_centers=True``; `DLKFMNet.half_pixel_centers`).
-Use it with ``normalize=False`` (standardising would reweight the descriptor channels).
+Use it with ``normalise=False`` (standardising would reweight the descriptor channels).
 
 **Unrolled loss** (`DLKFMTask` ``loss="unrolled"``, `unrolled_lk_loss`): instead of the feature
 MSE and convexity hinge, the mean corner error (full-resolution pixels) of ``unroll_iterations``
@@ -150,7 +150,7 @@ STAGE_NAMES = tuple(f"dlkfm/level{k}" for k in LEVELS)
 #: Architecture keys of ``model_config.json`` (the constructor arguments of `DLKFMNet` but
 #: ``levels`` and ``seed``).
 ARCH_KEYS = ("channels", "num_blocks", "leaky_alpha", "bn_momentum", "feature_type",
-             "normalize", "input_representation")
+             "normalise", "input_representation")
 #: What the extractors read (`DLKFMNet`'s ``input_representation``).
 INPUT_REPRESENTATIONS = ("rgb", "mind")
 #: Architecture keys that older ``model_config.json`` files lack, with the value they meant.
@@ -386,7 +386,7 @@ class DLKFMNet(keras.Model):
         feature_type: ``"regular"`` (LK on the ``channels``-channel features) or ``"special"``
             (LK on `deeplk.features.special_feature_map` of them); used by the loss and by
             inference.
-        normalize: standardise the regular features the loss and LK consume, per sample and
+        normalise: standardise the regular features the loss and LK consume, per sample and
             channel over the map (`standardise_features`), before the special map if any. The
             regular features have no fixed scale otherwise: training can shrink them until the
             convexity hinge is met in absolute terms while the landscape is flat (seen on the
@@ -401,7 +401,7 @@ class DLKFMNet(keras.Model):
 
     def __init__(self, levels: int = 3, channels: int = 64, num_blocks: int = 3,
                  leaky_alpha: float = 0.2, bn_momentum: float = 0.9,
-                 feature_type: str = "regular", normalize: bool = False, seed: int = 0,
+                 feature_type: str = "regular", normalise: bool = False, seed: int = 0,
                  input_representation: str = "rgb", **kwargs):
         super().__init__(**kwargs)
         self.levels = _check_level("levels", levels)
@@ -412,9 +412,9 @@ class DLKFMNet(keras.Model):
         if input_representation == "mind" and channels < MIND_CHANNELS:
             raise ValueError(f"`channels` must be at least {MIND_CHANNELS} (the MIND channels) "
                              f"with input_representation='mind', got {channels!r}")
-        if not isinstance(normalize, (bool, np.bool_)):
-            raise ValueError(f"`normalize` must be a bool, got {normalize!r}")
-        self.normalize = bool(normalize)
+        if not isinstance(normalise, (bool, np.bool_)):
+            raise ValueError(f"`normalise` must be a bool, got {normalise!r}")
+        self.normalise = bool(normalise)
         self.seed = int(seed)
         self.channels = check_positive_int("channels", channels)
         self.num_blocks = int(num_blocks)
@@ -556,7 +556,7 @@ class DLKFMNet(keras.Model):
         kind = self.feature_type if feature_type is None else _check_feature_type(feature_type)
 
         def one(f):
-            if self.normalize:
+            if self.normalise:
                 f = standardise_features(f)
             return f if kind == "regular" else special_feature_map(f)
 
@@ -574,7 +574,7 @@ class DLKFMNet(keras.Model):
         config = super().get_config()
         config.update(levels=self.levels, channels=self.channels, num_blocks=self.num_blocks,
                       leaky_alpha=self.leaky_alpha, bn_momentum=self.bn_momentum,
-                      feature_type=self.feature_type, normalize=self.normalize,
+                      feature_type=self.feature_type, normalise=self.normalise,
                       seed=self.seed, input_representation=self.input_representation)
         return config
 
@@ -587,14 +587,14 @@ class DLKFMNet(keras.Model):
 class DLKFMConfig:
     """The DLKFM architecture (`ARCH_KEYS`: the `DLKFMNet` arguments but ``levels`` and
     ``seed``), validated on construction; invalid values raise ``ValueError`` naming the field.
-    New models normalise their features (``normalize=True``)."""
+    New models normalise their features (``normalise=True``)."""
 
     channels: int = 64
     num_blocks: int = 3
     leaky_alpha: float = 0.2
     bn_momentum: float = 0.9
     feature_type: str = "regular"
-    normalize: bool = True
+    normalise: bool = True
     input_representation: str = "rgb"
 
     def __post_init__(self):
@@ -861,8 +861,8 @@ class DLKFMTask:
         level: 1, 2 or 3. Levels 2 and 3 need the level below trained in the same
             `checkpoint_dir` (its weights of levels ``< level`` are loaded and frozen).
         checkpoint_dir: the parent of ``dlkfm/`` (e.g. ``checkpoints``).
-        channels, num_blocks, leaky_alpha, bn_momentum, feature_type, normalize,
-        input_representation: the architecture (`DLKFMNet`; new models default to ``normalize=True``); for levels 2
+        channels, num_blocks, leaky_alpha, bn_momentum, feature_type, normalise,
+        input_representation: the architecture (`DLKFMNet`; new models default to ``normalise=True``); for levels 2
             and 3 ``None`` (default) reads it from level ``k - 1``'s ``model_config.json``, an
             explicit value must match it.
         num_perturbations: ``P`` corner perturbations per sample (2-4 in the paper).
@@ -889,7 +889,7 @@ class DLKFMTask:
 
     def __init__(self, level: int, checkpoint_dir="checkpoints", *, channels=None,
                  num_blocks=None, leaky_alpha=None, bn_momentum=None, feature_type=None,
-                 normalize=None, input_representation=None, num_perturbations: int = 2,
+                 normalise=None, input_representation=None, num_perturbations: int = 2,
                  convexity_weight: float = 0.2,
                  margin: float = 1.0, steps: Sequence[float] = (1.0, 2.0),
                  perturbation: Optional[float] = None, seed: int = 0,
@@ -902,7 +902,7 @@ class DLKFMTask:
         self.root_parent = checkpoint_dir
         self.checkpoint_dir = level_dir(checkpoint_dir, self.level)
         given = dict(channels=channels, num_blocks=num_blocks, leaky_alpha=leaky_alpha,
-                     bn_momentum=bn_momentum, feature_type=feature_type, normalize=normalize,
+                     bn_momentum=bn_momentum, feature_type=feature_type, normalise=normalise,
                      input_representation=input_representation)
         defaults = DLKFMConfig().to_dict()
         saved = level_architecture(checkpoint_dir, self.level - 1) if self.level > 1 else None
@@ -1066,9 +1066,9 @@ def train_stage(stage: str, dataset, checkpoint_dir="checkpoints", *, steps: int
     Returns:
         The `deeplk.train.TrainResult`.
     """
-    from deeplk.train import TrainConfig, as_config, train
+    from deeplk.train import TrainConfig, as_config, check_stage, train
 
-    stage_dir(checkpoint_dir, stage)  # checks the name
+    check_stage(stage, STAGE_NAMES, FAMILY)
     level = STAGE_NAMES.index(stage) + 1
     arch = {} if model_config is None else as_config(DLKFMConfig, model_config, "model_config").to_dict()
     task = DLKFMTask(level, checkpoint_dir, seed=seed, **arch, **(task_options or {}),

@@ -27,7 +27,7 @@ Options beyond the paper's architecture, for CPU budgets only (defaults = the pa
 ``vgg_layer`` (``"block2_conv2"`` / ``"block1_conv2"`` / ``"block1_conv1"``: cut the frozen backbone
 earlier, stride 2 / 1 / 1). Not from the paper but the default: ``fc_batch_norm`` (batch norm before the hidden ReLU; the
 plain dense + ReLU died on the demo data and the net predicted a constant). For training without
-ImageNet weights (the offline demo): ``input_norm="standardize"`` (each image to zero mean, unit
+ImageNet weights (the offline demo): ``input_norm="standardise"`` (each image to zero mean, unit
 variance instead of the ImageNet preprocessing), ``bn_momentum`` (of every batch norm; 0.9 lets the
 inference statistics follow a short training) and ``train_backbone`` (train the VGG layers too;
 default frozen, as in the paper).
@@ -70,7 +70,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from deeplk._checks import check_bool, check_momentum, check_shape
+from deeplk._checks import check_bool, check_momentum, check_shape, renamed_hint
 from deeplk.data.augment import with_synthetic_pairs
 from deeplk.geometry_np import centred_corners
 from deeplk.geometry import corners_to_homography, scale_homography
@@ -123,7 +123,7 @@ VGG_LAYERS = {"block1_conv1": (64, 1), "block1_conv2": (64, 1), "block2_conv2": 
 
 #: How images are normalised before the backbone: ImageNet preprocessing (the pretrained weights'
 #: convention) or per-image standardisation (`standardise_images`).
-INPUT_NORMS = ("vgg", "standardize")
+INPUT_NORMS = ("vgg", "standardise")
 #: Training modes and their method / checkpoint folder names.
 MODES = {"supervised": "hnet_sup", "unsupervised": "hnet_unsup"}
 #: The curriculum's stages (largest corner offset, pixels), in order.
@@ -216,7 +216,7 @@ def _vgg19_to_layer(layer: str = VGG_LAYER) -> keras.Model:
 
 def standardise_images(images, eps: float = 1e-4):
     """Per image: zero mean and unit variance over pixels and channels (``(B, H, W, C)`` -> same
-    shape). The ``input_norm="standardize"`` alternative to `vgg_preprocess` for a backbone without
+    shape). The ``input_norm="standardise"`` alternative to `vgg_preprocess` for a backbone without
     ImageNet weights: the input and its template reach the backbone with the same contrast whatever
     the image's brightness. ``eps`` is a floor on the variance (flat images), not added to it, so
     the result is exactly invariant to ``a * images + b`` whenever the variance stays above it."""
@@ -347,7 +347,7 @@ class HomographyNet(keras.Model):
         bn_momentum: momentum of the moving statistics of every batch norm (Keras' 0.99 by
             default).
         input_norm: ``"vgg"`` (`vgg_preprocess`, what ImageNet weights expect; default) or
-            ``"standardize"`` (`standardise_images`: per image zero mean, unit variance).
+            ``"standardise"`` (`standardise_images`: per image zero mean, unit variance).
         train_backbone: train the backbone's weights with the rest (default False: frozen, the
             paper's setting; True is meant for a backbone without pretrained weights).
         fc_batch_norm: batch norm between the hidden dense layer and its ReLU (default). Without
@@ -392,7 +392,8 @@ class HomographyNet(keras.Model):
         self.fc_batch_norm = check_bool("fc_batch_norm", fc_batch_norm)
         self.bn_momentum = check_momentum("bn_momentum", bn_momentum)
         if input_norm not in INPUT_NORMS:
-            raise ValueError(f"`input_norm` must be one of {INPUT_NORMS}, got {input_norm!r}")
+            raise ValueError(f"`input_norm` must be one of {INPUT_NORMS}, got {input_norm!r}"
+                             f"{renamed_hint([input_norm])}")
         self.input_norm = str(input_norm)
         self.train_backbone = check_bool("train_backbone", train_backbone)
         self._sizes = _check_scale(self.input_size, self.template_size, self.input_scale, VGG_LAYERS[vgg_layer][1])
@@ -439,8 +440,8 @@ class HomographyNet(keras.Model):
         images = tf.cast(images, tf.float32)
         if images.shape[1] != size:
             images = tf.image.resize(images, (size, size), method="area")
-        normalize = standardise_images if self.input_norm == "standardize" else vgg_preprocess
-        return self.backbone(normalize(images), training=False)
+        preprocess = standardise_images if self.input_norm == "standardise" else vgg_preprocess
+        return self.backbone(preprocess(images), training=False)
 
     def call(self, inputs, training=None):
         images, templates = inputs
@@ -754,7 +755,9 @@ def _stage_name(mode: str, rho: int) -> str:
 
 def _parse_stage(stage: str) -> tuple[str, int]:
     """``"hnet_sup/rho32"`` -> ``("supervised", 32)`` (ValueError for a name not in `STAGE_NAMES`)."""
-    stage_dir(".", stage)
+    from deeplk.train import check_stage
+
+    check_stage(stage, STAGE_NAMES, FAMILY)
     name, rho = stage.split("/rho")
     return {v: k for k, v in MODES.items()}[name], int(rho)
 
@@ -847,14 +850,11 @@ def train_stage(stage: str, dataset, checkpoint_dir="checkpoints", *, steps: int
     Returns:
         The `deeplk.train.TrainResult`.
     """
-    from deeplk.train import TrainConfig, train
+    from deeplk.train import TrainConfig, check_keys, train
 
     mode, rho = _parse_stage(stage)
     out = stage_dir(checkpoint_dir, stage)
-    options = dict(task_options or {})
-    unknown = sorted(set(options) - {"loss_pools"})
-    if unknown:
-        raise ValueError(f"unknown `task_options` {unknown}; known: ['loss_pools']")
+    options = check_keys(task_options, ("loss_pools",), "task_options", "homography_net.train_stage")
     loss_pools = options.get("loss_pools")
     config = _model_options(model_config)  # checks the options before any work
     make_task(mode, config, loss_pools=loss_pools)  # checks loss_pools

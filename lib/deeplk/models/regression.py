@@ -257,7 +257,7 @@ class RegressionNet(keras.Model):
             averaging) before the convolutions. Predictions stay in 192-frame pixels.
         batch_norm: batch normalisation after every conv (then the convs have no bias).
         offset_scale: the last dense layer predicts ``offsets / offset_scale``.
-        normalize: standardise each pair first: the input channel to zero mean and unit
+        normalise: standardise each pair first: the input channel to zero mean and unit
             variance over the image, the template channel over the template area (it stays 0
             outside), so brightness and contrast differences between the two do not matter.
         bn_momentum: momentum of the batch-norm moving statistics used at inference. Keras'
@@ -271,10 +271,10 @@ class RegressionNet(keras.Model):
 
     def __init__(self, filters: Sequence[int] = (32, 64, 64, 128, 128), final_filters: int = 256,
                  dense_units: int = 1024, dropout: float = 0.2, input_scale: float = 1.0,
-                 batch_norm: bool = True, offset_scale: float = OFFSET_SCALE, normalize: bool = False,
+                 batch_norm: bool = True, offset_scale: float = OFFSET_SCALE, normalise: bool = False,
                  bn_momentum: float = 0.99, **kwargs):
         super().__init__(**kwargs)
-        self.normalize = bool(normalize)
+        self.normalise = bool(normalise)
         self.bn_momentum = float(bn_momentum)
         if not 0.0 <= self.bn_momentum < 1.0:
             raise ValueError(f"`bn_momentum` must be in [0, 1), got {bn_momentum!r}")
@@ -344,7 +344,7 @@ class RegressionNet(keras.Model):
         return [getattr(self, name) for name in self._layer_names]
 
     def call(self, packed, training=None):
-        x = _standardise(packed) if self.normalize else packed
+        x = _standardise(packed) if self.normalise else packed
         for layer in self.stack:
             x = layer(x, training=training) if isinstance(layer, (keras.layers.BatchNormalization,
                                                                    keras.layers.Dropout)) else layer(x)
@@ -363,7 +363,7 @@ class RegressionNet(keras.Model):
             "input_scale": self.input_scale,
             "batch_norm": self.batch_norm,
             "offset_scale": self.offset_scale,
-            "normalize": self.normalize,
+            "normalise": self.normalise,
             "bn_momentum": self.bn_momentum,
         }
 
@@ -398,7 +398,7 @@ class RegressionConfig:
     input_scale: float = 1.0
     batch_norm: bool = True
     offset_scale: float = OFFSET_SCALE
-    normalize: bool = False
+    normalise: bool = False
     bn_momentum: float = 0.99
 
     def __post_init__(self):
@@ -624,9 +624,9 @@ def _stage_name(model: str, stage: int = 1) -> str:
 
 def _parse_stage(stage: str) -> tuple[str, int]:
     """``"dhn"`` -> ``("dhn", 1)``, ``"mhn/stage2"`` -> ``("mhn", 2)`` (ValueError otherwise)."""
-    from deeplk.train import stage_folder
+    from deeplk.train import check_stage
 
-    stage_folder(".", stage, STAGE_NAMES, FAMILY)  # checks the name
+    check_stage(stage, STAGE_NAMES, FAMILY)
     return ("dhn", 1) if stage == "dhn" else ("mhn", int(stage.rsplit("stage", 1)[1]))
 
 
@@ -682,13 +682,11 @@ def train_stage(stage: str, dataset, checkpoint_dir="checkpoints", *, steps: int
     Returns:
         The `deeplk.train.TrainResult`.
     """
-    from deeplk.train import RUN_CONFIG_NAME, TrainConfig, read_run_config, train
+    from deeplk.train import RUN_CONFIG_NAME, TrainConfig, check_keys, read_run_config, train
 
     model, stage_k = _parse_stage(stage)
-    options = dict(task_options or {})
-    unknown = sorted(set(options) - {"init_from_previous", "init_weights"})
-    if unknown:
-        raise ValueError(f"unknown `task_options` {unknown}; known: ['init_from_previous', 'init_weights']")
+    options = check_keys(task_options, ("init_from_previous", "init_weights"), "task_options",
+                         "regression.train_stage")
     init_from_previous = options.get("init_from_previous", True)
     init_weights = options.get("init_weights")
     folder = stage_dir(checkpoint_dir, stage)
@@ -780,7 +778,7 @@ def evaluate_stage(stage: str, checkpoint_dir, inputs, templates, true_corners, 
 
     Returns:
         ``(summaries, predicted corners)``: ``{"identity": record, name: record}`` with records
-        as in ``summary.json`` (`deeplk.evaluate.summarize`; ``name`` is ``"dhn"``, ``"mhn"``,
+        as in ``summary.json`` (`deeplk.evaluate.summarise`; ``name`` is ``"dhn"``, ``"mhn"``,
         or ``"mhn_stages1-k"`` for fewer stages) and the ``(N, 4, 2)`` predictions.
     """
     from deeplk import baselines, evaluate
@@ -798,5 +796,5 @@ def evaluate_stage(stage: str, checkpoint_dir, inputs, templates, true_corners, 
     summaries, corners = {}, None
     for key, run, warm_up in (("identity", identity, False), (name, predict, True)):
         corners, failed, seconds = evaluate.run_predictor(run, inputs, templates, batch_size, warm_up=warm_up)
-        summaries[key] = evaluate.summarize(evaluate.corner_errors(corners, true_corners, failed), seconds=seconds)
+        summaries[key] = evaluate.summarise(evaluate.corner_errors(corners, true_corners, failed), seconds=seconds)
     return summaries, corners
