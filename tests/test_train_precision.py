@@ -267,3 +267,42 @@ class TestMixedPrecision:
         assert result.skipped_steps == 9
         assert result.model.get_layer("d").kernel.dtype == "float32"
         assert np.all(np.isfinite(losses(result)))
+
+
+def _family_cases():
+    """``(name, make_task, make_dataset)`` of every model family, tiny."""
+    from deeplk.models import clkn as C
+    from deeplk.models import homography_net as hn
+
+    from test_models_clkn import TINY as CLKN_TINY
+    from test_models_clkn import synthetic_pairs
+    from test_models_homography_net import TINY as HN_TINY
+
+    def hn_data():
+        x, t, c = synthetic_pairs(2)  # 96 / 64 pairs: cut to the 48 / 32 of the tiny net
+        return tf.data.Dataset.from_tensors((x[:, 24:72, 24:72], t[:, 16:48, 16:48], c - 24))
+
+    return {
+        "regression": (lambda: R.RegressionTask(TINY_REGRESSION), regression_dataset),
+        "hnet_sup": (lambda: hn.SupervisedTask(HN_TINY), hn_data),
+        "hnet_unsup": (lambda: hn.UnsupervisedTask(HN_TINY), hn_data),
+        "clkn": (lambda: C.CLKNTask(dict(CLKN_TINY)),
+                 lambda: tf.data.Dataset.from_tensor_slices(synthetic_pairs(2)).batch(2)),
+    }
+
+
+@pytest.mark.parametrize("family", ["regression", "hnet_sup", "hnet_unsup", "clkn"])
+def test_every_family_trains_under_mixed_float16(family, gpus, float32_policy_after):
+    """Each task takes float16 model outputs to a float32 loss (no dtype clash), and the steps
+    give finite losses close to the float32 run's."""
+    make_task, make_data = _family_cases()[family]
+    cfg = dict(steps=2, learning_rate=1e-3, log_every=1, progress=False, data_resume="restart")
+    gpus(1)
+    mixed = train(make_task(), make_data(), TrainConfig(mixed_precision=True, **cfg))
+    gpus(0)
+    plain = train(make_task(), make_data(), TrainConfig(**cfg))
+    assert mixed.mixed_precision and not plain.mixed_precision
+    assert all(v.dtype == "float32" for v in mixed.model.weights)
+    assert np.all(np.isfinite(losses(mixed)))
+    # The first step's loss is the same computation at the same initial weights, in float16.
+    np.testing.assert_allclose(losses(mixed)[0], losses(plain)[0], rtol=0.05)
