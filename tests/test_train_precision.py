@@ -243,6 +243,16 @@ class TestMixedPrecision:
         loaded = load_latest(D.DLKFMTask(1, tmp_path, channels=3, num_blocks=0), task.checkpoint_dir)
         assert loaded.input_extractors[0].compute_dtype == "float32"
 
+    def test_mixed_under_mirrored_matches_mixed_default(self, gpus, float32_policy_after):
+        gpus(1)
+        cfg = dict(steps=3, learning_rate=1e-3, log_every=1, progress=False, mixed_precision=True,
+                   data_resume="restart")
+        task = lambda: R.RegressionTask(TINY_REGRESSION)  # noqa: E731
+        ref = train(task(), regression_dataset(), TrainConfig(**cfg))
+        mir = train(task(), regression_dataset(), TrainConfig(strategy=one_cpu_mirrored(), **cfg))
+        assert ref.mixed_precision and mir.mixed_precision
+        np.testing.assert_allclose(losses(mir), losses(ref), rtol=1e-4)
+
     def test_overflow_is_skipped_and_halves_the_scale(self, gpus, float32_policy_after):
         """A loss so large that its scaled gradients overflow: the step is skipped, the weights
         stay, the scale halves; once it is small enough, updates happen."""
