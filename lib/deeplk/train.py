@@ -211,7 +211,9 @@ class TrainTask(Protocol):
       ``(input (B, 192, 192, 3), template (B, 128, 128, 3), corners (B, 4, 2))``); ``loss`` is a
       scalar, the **mean over this (local) batch**; ``metrics`` a dict of scalar tensors, also
       batch means. Runs inside a ``tf.function`` (traced once): use TensorFlow ops, no Python
-      side effects per step. The loop calls it with ``training=True``.
+      side effects per step. The loop calls it with ``training=True``. Under
+      ``TrainConfig(mixed_precision=True)`` the model's outputs are float16: cast them to float32
+      before the loss (every task of `deeplk.models` does).
 
     Optional methods:
 
