@@ -243,6 +243,24 @@ class TestMixedPrecision:
         loaded = load_latest(D.DLKFMTask(1, tmp_path, channels=3, num_blocks=0), task.checkpoint_dir)
         assert loaded.input_extractors[0].compute_dtype == "float32"
 
+    def test_float32_checkpoint_resumes_under_mixed_precision(self, gpus, tmp_path,
+                                                             float32_policy_after):
+        cfg = dict(learning_rate=1e-3, log_every=1, progress=False, checkpoint_every=1,
+                   checkpoint_dir=tmp_path / "dhn")
+        task = lambda: R.RegressionTask(TINY_REGRESSION)  # noqa: E731
+        first = train(task(), regression_dataset(), TrainConfig(steps=2, **cfg))
+        assert not any(n.startswith("loss_scale/")
+                       for n, _ in tf.train.list_variables(first.checkpoint_path))
+        gpus(1)
+        resumed = train(task(), regression_dataset(),
+                        TrainConfig(steps=3, mixed_precision=True, **cfg))
+        assert resumed.mixed_precision and (resumed.start_step, resumed.steps) == (2, 3)
+        assert np.isfinite(resumed.final_loss) and resumed.skipped_steps == 0
+        saved = dict(tf.train.list_variables(resumed.checkpoint_path))
+        scale = tf.train.load_variable(resumed.checkpoint_path,
+                                       next(n for n in saved if n.startswith("loss_scale/0")))
+        assert scale == 2.0 ** 15  # started from the initial scale, one finite step since
+
     def test_mixed_under_mirrored_matches_mixed_default(self, gpus, float32_policy_after):
         gpus(1)
         cfg = dict(steps=3, learning_rate=1e-3, log_every=1, progress=False, mixed_precision=True,
