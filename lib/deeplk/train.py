@@ -41,6 +41,23 @@ Design notes (what is guaranteed and how):
   does not split evenly. With one replica this is the plain mean. Model and optimiser are built
   under ``strategy.scope()``; with several replicas the dataset is split by
   ``strategy.experimental_distribute_dataset`` (each global batch is divided between replicas).
+* **Choosing the strategy.** ``strategy="auto"`` (what the notebooks' ``distribute`` parameter
+  defaults to) is ``MirroredStrategy`` over the local GPUs when more than one GPU is visible and
+  the default strategy otherwise (`auto_strategy_name`), so one GPU or a CPU trains exactly as
+  ``"default"`` does.
+* **Mixed precision.** ``TrainConfig(mixed_precision=True)`` builds the model under the Keras
+  ``"mixed_float16"`` policy (layers compute in float16, their weights, the optimiser and the
+  checkpoints stay float32, so checkpoints move freely between float32 and mixed runs), only
+  when a GPU is visible: on a CPU it logs a warning and trains in float32. Tasks cast what
+  they take from the model to float32 before the loss; the LK solver and the warps cast
+  half-precision features to float32 on entry (`deeplk.lk`), and `LucasKanadeLayer` is a
+  float32 layer. Gradients are protected from float16 underflow by dynamic loss scaling, the
+  rule of ``keras.optimizers.LossScaleOptimizer`` (which the loop cannot use as is, since it
+  applies updates itself): the loss is multiplied by a scale (initially ``2**15``) before the
+  gradients are taken and the gradients divided by it; a step whose gradients overflow is
+  skipped by the non-finite guard (and counted in ``skipped_steps``) and halves the scale (not
+  below 1); after 2000 finite steps in a row the scale doubles. The scale and its counter are
+  checkpointed (a float32 checkpoint resumes under mixed precision from the initial scale).
 * **Multi-worker.** ``strategy="multi_worker"`` uses one
   ``tf.distribute.MultiWorkerMirroredStrategy`` per process (`multi_worker_strategy`), which
   reads the cluster from the ``TF_CONFIG`` environment variable (no ``TF_CONFIG``: a single local
@@ -117,6 +134,7 @@ Design notes (what is guaranteed and how):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -147,6 +165,7 @@ __all__ = [
     "learning_rate_at",
     "latest_step",
     "multi_worker_strategy",
+    "auto_strategy_name",
     "LR_SCHEDULES",
     "OPTIMIZERS",
     "DATA_RESUME_MODES",
@@ -168,7 +187,7 @@ log = logging.getLogger(__name__)
 
 LR_SCHEDULES = ("constant", "cosine", "exponential")
 OPTIMIZERS = ("adam", "sgd")
-STRATEGIES = ("default", "mirrored", "multi_worker")
+STRATEGIES = ("default", "auto", "mirrored", "multi_worker")
 DATA_RESUME_MODES = ("auto", "state", "skip", "restart")
 #: File names inside `TrainConfig.checkpoint_dir`.
 FINAL_WEIGHTS_NAME = "final.weights.h5"
@@ -195,7 +214,9 @@ class TrainTask(Protocol):
       ``(input (B, 192, 192, 3), template (B, 128, 128, 3), corners (B, 4, 2))``); ``loss`` is a
       scalar, the **mean over this (local) batch**; ``metrics`` a dict of scalar tensors, also
       batch means. Runs inside a ``tf.function`` (traced once): use TensorFlow ops, no Python
-      side effects per step. The loop calls it with ``training=True``.
+      side effects per step. The loop calls it with ``training=True``. Under
+      ``TrainConfig(mixed_precision=True)`` the model's outputs are float16: cast them to float32
+      before the loss (every task of `deeplk.models` does).
 
     Optional methods:
 
@@ -242,7 +263,9 @@ class TrainConfig:
         log_dir: TensorBoard folder (relative paths under the project root), or ``None``.
         log_every: log (history, progress bar, TensorBoard) every this many steps and at the end.
         seed: passed to `deeplk.utils.seed_everything` at the start of `train`.
-        strategy: ``"default"`` (``tf.distribute.get_strategy()``), ``"mirrored"``
+        strategy: ``"default"`` (``tf.distribute.get_strategy()``), ``"auto"``
+            (``tf.distribute.MirroredStrategy()`` over the local GPUs when more than one is
+            visible, else the default strategy, see `auto_strategy_name`), ``"mirrored"``
             (``tf.distribute.MirroredStrategy()``: all local GPUs, else the CPU devices),
             ``"multi_worker"`` (``tf.distribute.MultiWorkerMirroredStrategy``, the cluster read
             from ``TF_CONFIG``, see `multi_worker_strategy`), or a ``tf.distribute.Strategy``
@@ -250,6 +273,11 @@ class TrainConfig:
         data_resume: how the data position is restored on resume: ``"auto"``, ``"state"``,
             ``"skip"`` or ``"restart"`` (see the module docstring).
         progress: show a tqdm progress bar.
+        mixed_precision: build the model under the Keras ``"mixed_float16"`` policy (float16
+            computations, float32 weights) with dynamic loss scaling (see the module
+            docstring); the LK solve, warps and homography maths stay in float32. Needs a GPU:
+            with none visible, `train` logs a warning and trains in float32 (CPU float16 is
+            much slower than float32).
     """
 
     steps: int
@@ -270,6 +298,7 @@ class TrainConfig:
     strategy: Any = "default"
     data_resume: str = "auto"
     progress: bool = True
+    mixed_precision: bool = False
 
     def __post_init__(self):
         self.steps = _positive_int("steps", self.steps)
@@ -301,8 +330,9 @@ class TrainConfig:
         if not isinstance(self.strategy, tf.distribute.Strategy):
             self.strategy = _choice("strategy", self.strategy, STRATEGIES)
         self.data_resume = _choice("data_resume", self.data_resume, DATA_RESUME_MODES)
-        if not isinstance(self.progress, bool):
-            raise ValueError(f"`TrainConfig.progress` must be a bool, got {self.progress!r}")
+        for name in ("progress", "mixed_precision"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{_field(name)} must be a bool, got {getattr(self, name)!r}")
 
 
 @dataclass
@@ -325,6 +355,8 @@ class TrainResult:
         data_resume: how the data position was set: ``"start"`` (fresh run), ``"state"``,
             ``"skip"`` or ``"restart"``.
         model: the trained model.
+        replicas: replicas in sync under the strategy used (1: a single device).
+        mixed_precision: whether the run used the ``mixed_float16`` policy.
     """
 
     steps: int
@@ -338,6 +370,8 @@ class TrainResult:
     seconds: float
     data_resume: str
     model: keras.Model | None = field(default=None, repr=False)
+    replicas: int = 1
+    mixed_precision: bool = False
 
 
 # ------------------------------------------------------------------------------------------
@@ -667,9 +701,30 @@ def multi_worker_strategy() -> tf.distribute.Strategy:
     return _MULTI_WORKER[0]
 
 
+def _gpu_count() -> int:
+    """The number of GPUs TensorFlow sees (the tests replace it to pretend some)."""
+    return len(tf.config.list_physical_devices("GPU"))
+
+
+def auto_strategy_name(num_gpus: int | None = None) -> str:
+    """What ``strategy="auto"`` stands for: ``"mirrored"`` when more than one GPU is visible
+    (`num_gpus`; ``None``: count them), else ``"default"``.
+
+    >>> auto_strategy_name(2), auto_strategy_name(1), auto_strategy_name(0)
+    ('mirrored', 'default', 'default')
+    """
+    if num_gpus is None:
+        num_gpus = _gpu_count()
+    if isinstance(num_gpus, bool) or not isinstance(num_gpus, (int, np.integer)) or num_gpus < 0:
+        raise ValueError(f"`num_gpus` must be an integer >= 0 or None, got {num_gpus!r}")
+    return "mirrored" if num_gpus > 1 else "default"
+
+
 def _resolve_strategy(spec) -> tf.distribute.Strategy:
     if isinstance(spec, tf.distribute.Strategy):
         return spec
+    if spec == "auto":
+        spec = auto_strategy_name()
     if spec == "mirrored":
         return tf.distribute.MirroredStrategy()
     if spec == "multi_worker":
@@ -692,6 +747,33 @@ def _worker_role(strategy) -> tuple[bool, int]:
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief)
     return chief, int(task_id or 0)
+
+
+#: Dynamic loss scaling under mixed precision (the values of keras.optimizers.LossScaleOptimizer).
+_INITIAL_LOSS_SCALE = 2.0 ** 15
+_LOSS_SCALE_GROWTH_STEPS = 2000
+
+
+def _mixed_precision_active(config: TrainConfig) -> bool:
+    """Whether this run uses ``mixed_float16``: asked for and a GPU visible (else a warning)."""
+    if not config.mixed_precision:
+        return False
+    if _gpu_count() == 0:
+        log.warning("mixed_precision=True but no GPU is visible: training in float32 (float16 "
+                    "on a CPU is much slower than float32)")
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _global_dtype_policy(name: str):
+    """Set Keras' global dtype policy to `name` inside the block, the previous one after."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def _check_task(task) -> None:
@@ -786,7 +868,10 @@ def _batch_size(batch) -> tf.Tensor:
     return tf.cast(tf.shape(first)[0], tf.float32)
 
 
-def _make_train_step(task, model, variables, optimizer, strategy, config, step_var, skipped_var):
+def _make_train_step(task, model, variables, optimizer, strategy, config, step_var, skipped_var,
+                     loss_scale=None):
+    """The step function; `loss_scale`: ``None``, or ``[scale, good_steps]`` variables of the
+    dynamic loss scaling of mixed precision."""
     n_replicas = strategy.num_replicas_in_sync
     clipnorm = config.clipnorm
     # State the forward pass may change (batch-norm statistics, seed-generator states) and that
@@ -799,7 +884,8 @@ def _make_train_step(task, model, variables, optimizer, strategy, config, step_v
     def replica_step(batch):
         with tf.GradientTape() as tape:
             loss, metrics = _unpack_loss(task.compute_loss(model, batch, training=True), task)
-        grads = tape.gradient(loss, variables, unconnected_gradients="none")
+            scaled = loss if loss_scale is None else loss * loss_scale[0]
+        grads = tape.gradient(scaled, variables, unconnected_gradients="none")
         missing = [i for i, g in enumerate(grads) if g is None]
         if missing and not no_grad:
             log.warning("no gradient for %d variables (left unchanged): %s", len(missing),
@@ -808,6 +894,8 @@ def _make_train_step(task, model, variables, optimizer, strategy, config, step_v
         # Zeros stand in for missing gradients (they are not applied), dense for sparse ones.
         grads = [tf.zeros_like(v.value) if g is None else tf.convert_to_tensor(g)
                  for v, g in zip(variables, grads)]
+        if loss_scale is not None:
+            grads = [g / tf.cast(loss_scale[0], g.dtype) for g in grads]
         names = sorted(metrics)
         values = [metrics[k] for k in names]
         if n_replicas > 1:
@@ -852,11 +940,20 @@ def _make_train_step(task, model, variables, optimizer, strategy, config, step_v
                     if var.constraint is not None:
                         var.assign(var.constraint(var.value))
                 optimizer.iterations.assign_add(1)
+                if loss_scale is not None:  # finite: count, double the scale every N steps
+                    scale, good = loss_scale
+                    grow = good + 1 >= _LOSS_SCALE_GROWTH_STEPS
+                    scale.assign(tf.where(grow, scale * 2.0, scale))
+                    good.assign(tf.where(grow, tf.zeros_like(good), good + 1))
                 return tf.constant(0, tf.int64)
 
             def skip():
                 for var, value in zip(guarded, snapshot):
                     var.assign(value)
+                if loss_scale is not None:  # overflow (or a NaN): halve the scale, not below 1
+                    scale, good = loss_scale
+                    scale.assign(tf.maximum(scale / 2.0, 1.0))
+                    good.assign(tf.zeros_like(good))
                 return tf.constant(1, tf.int64)
 
             skipped_var.assign_add(tf.cond(finite, apply, skip))
@@ -934,10 +1031,20 @@ def train(task: TrainTask, dataset: tf.data.Dataset, config: TrainConfig) -> Tra
     # A distributed iterator (several replicas, or several workers) cannot be checkpointed.
     distributed = n_replicas > 1 or _is_multi_worker(strategy)
     is_chief, task_id = _worker_role(strategy)
-    model, variables = _build(task, strategy)
+    mixed = _mixed_precision_active(config)
+    if mixed:
+        with _global_dtype_policy("mixed_float16"):
+            model, variables = _build(task, strategy)
+    else:
+        model, variables = _build(task, strategy)
     with strategy.scope():
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")
         skipped_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
+        loss_scale = None
+        if mixed:
+            loss_scale = [tf.Variable(_INITIAL_LOSS_SCALE, dtype=tf.float32, trainable=False,
+                                      name="loss_scale"),
+                          tf.Variable(0, dtype=tf.int64, trainable=False, name="loss_scale_good_steps")]
     optimizer = _make_optimizer(config, step_var, variables, strategy)
     weights_ids = {id(v) for v in model.weights}
     rng_state = [v for v in model.variables if id(v) not in weights_ids]  # SeedGenerator states
@@ -952,11 +1059,15 @@ def train(task: TrainTask, dataset: tf.data.Dataset, config: TrainConfig) -> Tra
         if _checkpoint_candidates(ckpt_dir):
             _check_signature(ckpt_dir, signature, task)
         restored = _restore_latest(tf.train.Checkpoint(**state), ckpt_dir, task)
+        if restored and loss_scale is not None:  # absent from a float32 run's checkpoint
+            tf.train.Checkpoint(loss_scale=loss_scale).read(restored).expect_partial()
         if is_chief and hasattr(task, "run_config"):
             write_run_config(ckpt_dir, **task.run_config())
     start_step = int(step_var.numpy())
     if restored:
         log.info("resumed from %s at step %d", restored, start_step)
+    if loss_scale is not None:
+        state["loss_scale"] = loss_scale
 
     # The data: where to start, and whether the iterator goes into the checkpoints. Only one
     # iterator is ever made from `source` (a second one would continue the random sequence of
@@ -1086,7 +1197,7 @@ def train(task: TrainTask, dataset: tf.data.Dataset, config: TrainConfig) -> Tra
     try:
         if start_step < steps:
             train_step = _make_train_step(task, model, variables, optimizer, strategy, config,
-                                          step_var, skipped_var)
+                                          step_var, skipped_var, loss_scale)
             window = _Window()
             while step < steps:
                 try:
@@ -1131,6 +1242,8 @@ def train(task: TrainTask, dataset: tf.data.Dataset, config: TrainConfig) -> Tra
         seconds=time.perf_counter() - t_start,
         data_resume=data_mode,
         model=model,
+        replicas=n_replicas,
+        mixed_precision=mixed,
     )
 
 

@@ -27,13 +27,18 @@ class LucasKanadeLayer(keras.layers.Layer):
         options: the solver settings (`LKOptions` or a dict of its fields), one level: as in
             `deeplk.lk.lucas_kanade` (50 iterations, tolerance 0.01 px unless set).
         **kwargs: `LKOptions` fields (replacing those of `options`, e.g. ``max_iterations=10``)
-            and `keras.layers.Layer` arguments (``name``, ``dtype``, ...).
+            and `keras.layers.Layer` arguments (``name``, ``dtype``, ...). ``dtype`` defaults to
+            ``"float32"`` whatever the global Keras policy: under ``mixed_float16`` the layer
+            casts its inputs to float32 and returns a float32 H (the solve never runs in half
+            precision).
 
     ``get_config()["options"]`` holds the options as a dict (`LKOptions.to_dict`).
     """
 
     def __init__(self, options: Union[None, LKOptions, Mapping] = None, **kwargs):
         settings = {k: kwargs.pop(k) for k in list(kwargs) if k in _FIELDS}
+        if kwargs.get("dtype") is None:
+            kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.options = LKOptions.coerce(options, **settings)
         self.options.resolve(1, **_SINGLE_DEFAULTS)  # one level: per-level values must be single

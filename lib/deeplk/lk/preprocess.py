@@ -154,11 +154,17 @@ def _preprocess(images: tf.Tensor, levels: int, grayscale: bool, sigma: float) -
 
 
 def _features(name: str, x) -> tf.Tensor:
-    """A floating ``(B, H, W, C)`` tensor with ``H, W >= 2`` and ``C >= 1``, else ValueError."""
+    """A floating ``(B, H, W, C)`` tensor with ``H, W >= 2`` and ``C >= 1``, else ValueError.
+
+    Half precision (``float16``, ``bfloat16``, e.g. features of a model under a Keras
+    ``mixed_float16`` policy) is cast to float32: warps, errors and the LK solve never run in
+    half precision."""
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
         raise ValueError(f"`{name}` must be a floating tensor (float32 or float64), got dtype "
                          f"{x.dtype.name}")
+    if x.dtype in (tf.float16, tf.bfloat16):
+        x = tf.cast(x, tf.float32)
     check_shape(name, x, (None, None, None, None), "B x H x W x C")
     for axis, what, least in ((1, "height", 2), (2, "width", 2), (3, "channel count", 1)):
         d = x.shape[axis]

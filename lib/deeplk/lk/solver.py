@@ -853,7 +853,7 @@ def _default_iterations(levels: int) -> tuple:
 
 def _check_H(init_H, dtype) -> tf.Tensor:
     H = tf.convert_to_tensor(init_H)
-    if not H.dtype.is_floating:
+    if not H.dtype.is_floating or H.dtype in (tf.float16, tf.bfloat16):
         H = tf.cast(H, dtype)
     check_shape("init_H", H, (None, 3, 3), "B x 3 x 3 homographies input_H_template")
     return H
@@ -910,7 +910,8 @@ def lucas_kanade(
         **settings: `LKOptions` fields replacing those of `options` (``max_iterations=10``).
 
     Returns:
-        `LKResult` ``(H, iterations, converged, failed, history)``, H in the features' dtype.
+        `LKResult` ``(H, iterations, converged, failed, history)``, H in the features' dtype
+        (float32 for half-precision features, which are cast to float32 on entry).
 
     Raises:
         ValueError: bad ranks or shapes, mismatched batch sizes, channels or dtypes, empty or

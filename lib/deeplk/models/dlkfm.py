@@ -552,10 +552,16 @@ class DLKFMNet(keras.Model):
         return out
 
     def lk_features(self, features, feature_type: Optional[str] = None):
-        """The maps LK aligns for one level's regular features (a pair or a single tensor)."""
+        """The maps LK aligns for one level's regular features (a pair or a single tensor).
+
+        Half-precision features (a model built under the ``mixed_float16`` policy) are cast to
+        float32 first: the standardisation, the special map, the losses' warps and LK run in
+        float32."""
         kind = self.feature_type if feature_type is None else _check_feature_type(feature_type)
 
         def one(f):
+            if f.dtype in (tf.float16, tf.bfloat16):
+                f = tf.cast(f, tf.float32)
             if self.normalise:
                 f = standardise_features(f)
             return f if kind == "regular" else special_feature_map(f)

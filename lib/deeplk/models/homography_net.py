@@ -693,7 +693,7 @@ class _Task:
     def _offsets(self, model, batch, training):
         inputs, templates, corners = batch
         base = tf.constant(centred_corners(model.input_size, model.template_size), tf.float32)
-        pred = model((inputs, templates), training=training)
+        pred = tf.cast(model((inputs, templates), training=training), tf.float32)  # mixed: float16
         return pred, tf.cast(corners, tf.float32) - base, base
 
 

@@ -510,7 +510,7 @@ class RegressionTask:
         inputs, templates, corners = batch
         corners = tf.cast(corners, tf.float32)
         packed, target, H = self.stage_inputs(inputs, templates, corners)
-        pred = model(packed, training=training)
+        pred = tf.cast(model(packed, training=training), tf.float32)  # float16 when mixed
         loss = regression_loss(pred, target, model.offset_scale)
         pe = tf.reduce_mean(corner_error(compose_residual(H, pred), corners))
         return loss, {"pe": pe}
