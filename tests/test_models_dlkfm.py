@@ -672,6 +672,63 @@ class TestInference:
         corners, failed = aligner(inputs, templates)
         assert not failed.any() and np.linalg.norm(corners - dst, axis=-1).mean() < 0.25
 
+    def test_several_starts_keep_the_lowest_residual(self, identity_checkpoint, textured_problem):
+        """Two starts, one inside the basin (the truth + 1 px) and one far outside (22 px off):
+        whichever order they come in, each pair keeps the estimate from the good start, which is
+        the single good start's result exactly; the far start alone ends far from the truth."""
+        inputs, templates, dst = textured_problem
+        good = lambda i, t: (dst + 1.0, np.zeros(len(i), bool))  # noqa: E731
+        far = lambda i, t: (dst + np.array([22.0, -22.0]), np.zeros(len(i), bool))  # noqa: E731
+        single = {}
+        for name, predictor in (("good", good), ("far", far)):
+            single[name], _ = D.build_dlkfm_method(identity_checkpoint, init=name, init_predictor=predictor,
+                                                   jit_compile=False)(inputs, templates)
+        assert np.linalg.norm(single["good"] - dst, axis=-1).mean() < 0.25
+        assert np.all(np.linalg.norm(single["far"] - dst, axis=-1).mean(-1) > 5.0)
+        for order in (["good", "far"], ["far", "good"]):
+            predictors = [dict(good=good, far=far)[n] for n in order]
+            aligner = D.build_dlkfm_method(identity_checkpoint, init=order, init_predictor=predictors,
+                                           jit_compile=False)
+            assert aligner.start_homographies(inputs, templates).shape == (2, 3, 3, 3)
+            corners, failed = aligner(inputs, templates)
+            assert not failed.any()
+            np.testing.assert_allclose(corners, single["good"], atol=1e-4)
+        with pytest.raises(ValueError, match="as many predictors"):
+            D.build_dlkfm_method(identity_checkpoint, init=["good", "far"], init_predictor=[good])
+        with pytest.raises(ValueError, match="twice"):
+            D.build_dlkfm_method(identity_checkpoint, init=["centred", "centred"])
+
+    def test_several_starts_through_methods(self, identity_checkpoint, textured_problem):
+        """`methods` builds one predictor per named start (none for the centred guess)."""
+        inputs, templates, _ = textured_problem
+        aligner = methods.get_method("dlkfm", checkpoint_dir=identity_checkpoint,
+                                     init=("centred", "lk_mind"), jit_compile=False)
+        assert aligner.init == ["centred", "lk_mind"]
+        assert aligner.init_predictor[0] is None and callable(aligner.init_predictor[1])
+        with pytest.raises(ValueError, match="cannot start from itself"):
+            methods.get_method("dlkfm", checkpoint_dir=identity_checkpoint, init=["lk_mind", "dlkfm"])
+
+    def test_feature_residual_matches_opencv(self):
+        """LK's objective at an estimate: float64 NumPy over cv2.warpPerspective's warp and mask."""
+        rng = np.random.default_rng(3)
+        images = rng.uniform(0, 1, (2, 40, 40, 3)).astype(np.float32)
+        templates = rng.uniform(0, 1, (2, 24, 24, 3)).astype(np.float32)
+        H = np.array([[[1.0, 0.05, 6.3], [-0.03, 0.98, 7.1], [0, 0, 1]],
+                      [[1.0, 0.0, 30.0], [0.0, 1.0, 2.0], [0, 0, 1]]])  # the second half outside
+        got = D.feature_residual(images, templates, H).numpy()
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        for b in range(2):
+            warped = cv2.warpPerspective(images[b].astype(np.float64), H[b], (24, 24), flags=flags)
+            ones = cv2.warpPerspective(np.ones((40, 40)), H[b], (24, 24), flags=flags)
+            mask = ones > 1 - 1e-6
+            ref = np.sum((warped - templates[b]) ** 2 * mask[..., None]) / (mask.sum() * 3)
+            if mask.mean() < 0.5:
+                assert got[b] == np.inf
+            else:
+                np.testing.assert_allclose(got[b], ref, rtol=1e-3)
+        assert np.isfinite(got[0]) and got[1] == np.inf
+        assert D.feature_residual(images[:1], templates[:1], np.full((1, 3, 3), np.nan)).numpy()[0] == np.inf
+
     def test_sift_start(self, identity_checkpoint, textured_problem):
         inputs, templates, dst = textured_problem
         aligner = D.build_dlkfm_method(identity_checkpoint, init="sift", jit_compile=False)

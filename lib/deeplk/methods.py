@@ -383,10 +383,16 @@ def _family_info(name: str) -> MethodInfo | None:
         init = options.get("init")
         if init is None and hasattr(family, "default_init"):  # the start the model was trained for
             init = options["init"] = family.default_init(checkpoint_dir)
-        if init not in (None, "centred", "sift") and options.get("init_predictor") is None:
-            if init == name:
+        if options.get("init_predictor") is None and init is not None:
+            names = list(init) if isinstance(init, (list, tuple)) else [init]
+            if name in names:
                 raise ValueError(f"method {name!r} cannot start from itself (init={init!r})")
-            options["init_predictor"] = _initial_guess(init, checkpoint_dir)
+            predictors = [None if n in ("centred", "sift") else _initial_guess(n, checkpoint_dir)
+                          for n in names]
+            if isinstance(init, (list, tuple)):
+                options["init"], options["init_predictor"] = list(names), predictors
+            elif predictors[0] is not None:
+                options["init_predictor"] = predictors[0]
         return family.build_method(name, checkpoint_dir=checkpoint_dir, **options)
 
     description = getattr(family, "METHOD_DESCRIPTIONS", {}).get(name, name)

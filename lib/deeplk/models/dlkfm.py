@@ -108,6 +108,7 @@ __all__ = [
     "LEVELS",
     "FEATURE_TYPES",
     "INITS",
+    "feature_residual",
     "METHOD_DESCRIPTIONS",
     "ResidualBlock",
     "FeatureExtractor",
@@ -1113,12 +1114,49 @@ def load_dlkfm(checkpoint_dir, levels: int = 3) -> DLKFMNet:
 
 
 def _check_init(init, init_predictor) -> None:
-    """``init`` is ``"centred"``, ``"sift"``, or names the method whose predictor is given."""
+    """``init`` is ``"centred"``, ``"sift"``, or names the method whose predictor is given; or a
+    sequence of those with a sequence of predictors (None for ``"centred"`` / ``"sift"``)."""
+    if isinstance(init, (list, tuple)):
+        if len(init) == 0:
+            raise ValueError("`init` is an empty sequence: name at least one start")
+        predictors = [None] * len(init) if init_predictor is None else init_predictor
+        if not isinstance(predictors, (list, tuple)) or len(predictors) != len(init):
+            raise ValueError(f"with several starts init={list(init)!r}, `init_predictor` must be a "
+                             f"sequence of as many predictors (None for 'centred' / 'sift')")
+        if len(set(init)) != len(init):
+            raise ValueError(f"`init` names a start twice: {list(init)!r}")
+        for name, predictor in zip(init, predictors):
+            _check_init(name, predictor)
+        return
     if not isinstance(init, str):
-        raise ValueError(f"`init` must be a string ({INITS} or a method name), got {init!r}")
+        raise ValueError(f"`init` must be a string ({INITS} or a method name) or a list of them, "
+                         f"got {init!r}")
     if init not in ("centred", "sift") and init_predictor is None:
         raise ValueError(f"init={init!r} needs `init_predictor`, the predictor of the method "
                          f"{init!r} (deeplk.methods.get_method('dlkfm', init={init!r}) builds it)")
+
+
+def feature_residual(input_features, template_features, input_H_template,
+                     min_valid_fraction: float = 0.5) -> tf.Tensor:
+    """Mean squared difference between the template's features and the input's warped by H, over
+    the valid pixels (`deeplk.warp.warp_image`'s mask), per channel and pixel: LK's objective at
+    the estimate. ``(B,)`` float32; inf where fewer than `min_valid_fraction` of the template's
+    pixels are valid or H is not finite.
+
+    Args:
+        input_features: ``(B, Hi, Wi, C)``; template_features: ``(B, h, w, C)``.
+        input_H_template: ``(B, 3, 3)`` in the features' pixel frame.
+    """
+    t = tf.convert_to_tensor(template_features, tf.float32)
+    H = tf.cast(input_H_template, tf.float32)
+    finite = tf.reduce_all(tf.math.is_finite(H), axis=[1, 2])
+    H = tf.where(finite[:, None, None], H, tf.eye(3, batch_shape=[tf.shape(H)[0]]))
+    warped, mask = warp_image(tf.convert_to_tensor(input_features, tf.float32), H, tuple(t.shape[1:3]))
+    valid = tf.reduce_sum(mask, axis=[1, 2, 3])
+    sq = tf.reduce_sum(tf.square(warped - t) * mask, axis=[1, 2, 3])
+    res = sq / tf.maximum(valid * tf.cast(tf.shape(t)[-1], tf.float32), 1.0)
+    enough = valid >= min_valid_fraction * tf.cast(tf.shape(t)[1] * tf.shape(t)[2], tf.float32)
+    return tf.where(finite & enough, res, tf.constant(np.inf, tf.float32))
 
 
 class DLKFMAligner:
@@ -1130,10 +1168,15 @@ class DLKFMAligner:
         model: a `DLKFMNet` (its ``levels`` are used, coarsest first).
         init: ``"centred"``, ``"sift"`` (SIFT + RANSAC, plausible results only, else centred) or
             the name of the method `init_predictor` runs (the paper's ``"mhn"``, or e.g.
-            ``"dhn"``, ``"lk_mind"``; centred where it fails).
+            ``"dhn"``, ``"lk_mind"``; centred where it fails). A list of these (e.g.
+            ``["lk_mind", "dhn"]``): LK runs from each start and each pair keeps the estimate
+            with the lowest `feature_residual` on the finest level's features (LK's own
+            objective; for a model on the MIND descriptor, the descriptor's residual), so that
+            a start outside the basin is outvoted by one inside it.
         init_predictor: ``predict(inputs, templates) -> (corners, failed)`` giving the initial
             corners (required for a method name; ``deeplk.methods.get_method("dlkfm",
-            init=name)`` passes the method `name`).
+            init=name)`` passes the method `name`); with several starts a list of them, None
+            for ``"centred"`` and ``"sift"``.
         feature_type: ``None`` (the model's), ``"regular"`` or ``"special"``.
         max_iterations, tolerance, damping: per level, coarsest first, passed to
             `deeplk.lk.pyramid_lucas_kanade`.
@@ -1196,11 +1239,29 @@ class DLKFMAligner:
         pairs = [self.model.lk_features(p, self.feature_type) for p in pairs]
         return [p[0] for p in pairs][::-1], [p[1] for p in pairs][::-1]  # coarsest first
 
+    @property
+    def starts(self) -> list:
+        """``[(name, predictor or None), ...]``: the starts LK runs from."""
+        if isinstance(self.init, (list, tuple)):
+            predictors = self.init_predictor or [None] * len(self.init)
+            return list(zip(self.init, predictors))
+        return [(self.init, self.init_predictor)]
+
     def initial_homographies(self, inputs: np.ndarray, templates: np.ndarray) -> np.ndarray:
-        """``(B, 3, 3)`` float64 initial ``input_H_template`` (never uses a label)."""
+        """``(B, 3, 3)`` float64 initial ``input_H_template`` of the (first) start (never uses a
+        label); `start_homographies` gives every start's."""
+        return self.start_homographies(inputs, templates)[0]
+
+    def start_homographies(self, inputs: np.ndarray, templates: np.ndarray) -> np.ndarray:
+        """``(S, B, 3, 3)`` float64: the initial ``input_H_template`` of each of the S starts."""
+        return np.stack([self._start(name, predictor, inputs, templates)
+                         for name, predictor in self.starts])
+
+    @staticmethod
+    def _start(init, init_predictor, inputs, templates) -> np.ndarray:
         b = len(inputs)
         H = np.repeat(centred_homography(inputs.shape[1:3], templates.shape[1:3])[None], b, axis=0)
-        if self.init == "sift":
+        if init == "sift":
             from deeplk import baselines
 
             for i in range(b):
@@ -1209,8 +1270,8 @@ class DLKFMAligner:
                     inputs[i], templates[i])
                 if Hs is not None:
                     H[i] = Hs
-        elif self.init_predictor is not None:
-            corners, failed = self.init_predictor(inputs, templates)
+        elif init_predictor is not None:
+            corners, failed = init_predictor(inputs, templates)
             corners = np.asarray(corners, np.float64)
             ok = ~np.asarray(failed, bool) & np.all(np.isfinite(corners), axis=(1, 2))
             if ok.any():
@@ -1218,17 +1279,38 @@ class DLKFMAligner:
         return H
 
     def align(self, inputs, templates, init_H=None):
-        """`deeplk.lk.LKResult` (full resolution) for one batch; `init_H` ``(B, 3, 3)`` or the
-        configured initial guess."""
-        from deeplk.lk import pyramid_lucas_kanade
+        """`deeplk.lk.LKResult` (full resolution) for one batch; `init_H` ``(B, 3, 3)`` (or
+        ``(S, B, 3, 3)``: several starts) or the configured start(s). With several starts each
+        pair keeps the result with the lowest `feature_residual` at the finest level."""
+        from deeplk.lk import LKResult, pyramid_lucas_kanade
 
         inputs = np.asarray(inputs, np.float32)
         templates = np.asarray(templates, np.float32)
-        if init_H is None:
-            init_H = self.initial_homographies(inputs, templates)
+        starts = self.start_homographies(inputs, templates) if init_H is None else np.asarray(init_H)
         ip, tp = self._features(tf.constant(inputs), tf.constant(templates))
-        return pyramid_lucas_kanade(ip, tp, tf.constant(init_H, tf.float32), self._solver_options,
-                                    jit_compile=self.jit_compile)
+
+        def solve(H0):
+            return pyramid_lucas_kanade(ip, tp, tf.constant(H0, tf.float32), self._solver_options,
+                                        jit_compile=self.jit_compile)
+
+        if starts.ndim == 3:
+            return solve(starts)
+        results = [solve(H0) for H0 in starts]
+        if len(results) == 1:
+            return results[0]
+        residuals = tf.stack([tf.where(r.failed, np.inf, feature_residual(ip[-1], tp[-1], r.H))
+                              for r in results])  # (S, B)
+        best = tf.argmin(residuals, axis=0, output_type=tf.int32)
+        index = tf.stack([best, tf.range(tf.shape(best)[0])], axis=1)
+
+        def pick(field):
+            if field[0] is None:
+                return None
+            return tf.gather_nd(tf.stack(field), index)
+
+        fields = [pick([getattr(r, name) for r in results]) if name != "history" else None
+                  for name in LKResult._fields]
+        return LKResult(*fields)
 
     def __call__(self, inputs, templates):
         inputs = np.asarray(inputs, np.float32)
