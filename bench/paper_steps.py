@@ -11,6 +11,7 @@ project's CPU benchmarks reach 40-90% of the matmul rate on the large convolutio
 
     python bench/paper_steps.py --profile googlemap
     python bench/paper_steps.py --profile mscoco --gpu-tflops 20
+    python bench/paper_steps.py --profile srif_map_paper   # DLKFM on MIND, unrolled loss
 
 Untrained weights and random batches: the FLOPs do not depend on the values; nothing is
 downloaded (HomographyNet's VGG19 is counted with random weights, the same cost).
@@ -60,10 +61,11 @@ def _task(step, arch: dict):
     if nb.startswith("03_"):
         level = int(p["level"])
         if level == 1:
-            arch["dlkfm"] = {k: p[k] for k in ("channels", "num_blocks", "feature_type", "normalise") if k in p}
+            keys = ("channels", "num_blocks", "feature_type", "normalise", "input_representation")
+            arch["dlkfm"] = {k: p[k] for k in keys if k in p}
+        keys = ("num_perturbations", "convexity_weight", "loss", "start_perturbation", "unroll_iterations")
         task = dlkfm.DLKFMTask(level, "/nonexistent", load_previous=False, **arch["dlkfm"],
-                               num_perturbations=int(p["num_perturbations"]),
-                               convexity_weight=float(p["convexity_weight"]))
+                               **{k: p[k] for k in keys if k in p})
         return task, _batch(b)
     if nb.startswith("04_"):
         return clkn.CLKNTask({"filters": p["filters"], "depth": p["depth"]}, margins=p["margins"]), _batch(b)

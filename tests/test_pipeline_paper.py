@@ -1,5 +1,6 @@
-"""The paper-scale profiles (mscoco, googleearth, googlemap): what they train and evaluate, their
-smoke mode run end to end on a CPU, and a smoke run killed with SIGKILL, then resumed."""
+"""The paper-scale profiles (mscoco, googleearth, googlemap, and srif_map_paper, the GPU variant of
+srif_map): what they train and evaluate, their smoke mode run end to end on a CPU, and a smoke run
+killed with SIGKILL, then resumed."""
 
 from __future__ import annotations
 
@@ -108,6 +109,63 @@ def test_paper_profile_trains_every_model_of_the_table_then_evaluates_and_explor
     assert prof.steps[-1] is explore and explore.parameters["checkpoint_dir"] in checkpoints
 
 
+def test_srif_map_paper_is_srif_map_at_paper_size():
+    """The GPU variant of srif_map: srif_map's data (the same generator, seed and held-out pairs),
+    the regression and CLKN steps of googlemap with its epochs over this data, DLKFM on MIND at
+    the paper's feature size on all three levels, and both starts of DLKFM evaluated."""
+    prof, cpu, gm = (pipeline.load_profile(n) for n in ("srif_map_paper", "srif_map", "googlemap"))
+    assert "srif_map_paper" in cpu.description  # the CPU profile points to its GPU variant
+    (gen,), (cpu_gen,) = _by_notebook(prof, "00_"), _by_notebook(cpu, "00_")
+    same = ("dataset", "source_dir", "out_dir", "seed", "generator_options")
+    assert {k: gen.parameters[k] for k in same} == {k: cpu_gen.parameters[k] for k in same}
+    n_train = gen.parameters["num_train"]
+    assert n_train >= cpu_gen.parameters["num_train"] and gen.parameters["num_val"] >= cpu_gen.parameters["num_val"]
+    trainers = [s for s in prof.steps if s.notebook[:3] in ("01_", "03_", "04_")]
+    assert {s.parameters["data_root"] for s in trainers} == {gen.parameters["out_dir"]}
+    assert {s.parameters["checkpoint_dir"] for s in trainers} == {"checkpoints/srif_map_paper"}
+
+    # googlemap's regression and CLKN settings; its step counts scaled from 8880 samples to these
+    scaled = ("steps", "lr_decay_steps")
+    ours = {s.name: s.parameters for s in prof.steps if s.notebook[:3] in ("01_", "04_")}
+    theirs = {s.name: s.parameters for s in gm.steps if s.notebook[:3] in ("01_", "04_")}
+    assert set(ours) == set(theirs) == {"train_dhn", "train_mhn_stage1", "train_mhn_stage2", "train_mhn_stage3",
+                                        "train_clkn"}
+    for name, p in ours.items():
+        q = theirs[name]
+        differ = {k for k in p if p[k] != q.get(k)} - {"data_root", "checkpoint_dir"}
+        assert differ <= set(scaled), (name, differ)
+        assert set(p) == set(q)
+        for k in scaled:
+            if k in p:
+                assert p[k] == q[k] // (8880 // q["batch_size"]) * (n_train // p["batch_size"]), (name, k)
+    for k in (2, 3):
+        assert _waits_for(prof, f"train_mhn_stage{k}", f"train_mhn_stage{k - 1}")
+
+    dlkfm = {s.parameters["level"]: s.parameters for s in _by_notebook(prof, "03_")}
+    assert set(dlkfm) == {1, 2, 3}
+    for k in (2, 3):
+        assert _waits_for(prof, f"train_dlkfm_level{k}", f"train_dlkfm_level{k - 1}")
+        assert not {"channels", "num_blocks", "input_representation"} & set(dlkfm[k])  # level 1's
+    assert (dlkfm[1]["channels"], dlkfm[1]["num_blocks"]) == (64, 3)
+    assert (dlkfm[1]["input_representation"], dlkfm[1]["normalise"]) == ("mind", False)
+    assert {p["loss"] for p in dlkfm.values()} == {"unrolled"}
+    starts = [dlkfm[k]["start_perturbation"] for k in (1, 2, 3)]
+    assert starts[0] < starts[1] == 8.0 < starts[2] == 32.0
+
+    evaluations = {s.parameters["method_options"]["dlkfm"]["init"]: s for s in _by_notebook(prof, "05_")}
+    assert set(evaluations) == {"lk_mind", "mhn"}
+    for s in evaluations.values():
+        p = s.parameters
+        assert (p["data_root"], p["split"], p["max_samples"]) == (gen.parameters["out_dir"], "val2014",
+                                                                  gen.parameters["num_val"])
+        assert p["checkpoint_dir"] == "checkpoints/srif_map_paper"
+        assert all(_waits_for(prof, s.name, t.name) for t in trainers)
+    (cpu_eval,) = _by_notebook(cpu, "05_")
+    assert set(cpu_eval.parameters["methods"]) | {"mhn", "clkn"} <= set(evaluations["lk_mind"].parameters["methods"])
+    assert {"mhn", "dlkfm"} <= set(evaluations["mhn"].parameters["methods"])
+    assert len({s.parameters["results_dir"] for s in evaluations.values()}) == 2
+
+
 def test_smoke_profile_shrinks_every_step_and_moves_its_folders_into_the_run():
     prof = pipeline.load_profile("googlemap")
     smoke = pipeline.smoke_profile(prof)
@@ -158,17 +216,19 @@ def _check_finished(run: Path, name: str) -> dict:
         folders += [f"{m}/rho{r}" for m in ("hnet_sup", "hnet_unsup") for r in (16, 32)]
     for folder in folders:  # every training step left its weights in the run's checkpoint folder
         assert (run / "checkpoints" / name / folder / "final.weights.h5").is_file(), folder
-    (evaluation,) = _by_notebook(prof, "05_")
-    out = run / f"evaluate_{name}"
-    summary = json.loads((out / "summary.json").read_text())
-    assert list(summary) == evaluation.parameters["methods"]
-    assert all(s["n"] == 4 for s in summary.values())
-    assert "| DLKFM | paper |" in (out / "paper_table.md").read_text()
-    assert (run / "explore" / "summary.json").is_file()
+    for evaluation in _by_notebook(prof, "05_"):
+        out = run / evaluation.parameters["results_dir"].removeprefix("{run_dir}/")
+        summary = json.loads((out / "summary.json").read_text())
+        assert list(summary) == evaluation.parameters["methods"]
+        assert all(s["n"] == 4 for s in summary.values())
+        if evaluation.parameters.get("paper_table"):
+            assert "| DLKFM | paper |" in (out / "paper_table.md").read_text()
+    if _by_notebook(prof, "06_"):
+        assert (run / "explore" / "summary.json").is_file()
     return record
 
 
-@pytest.mark.parametrize("name", ["mscoco", "googleearth"])
+@pytest.mark.parametrize("name", ["mscoco", "googleearth", "srif_map_paper"])
 def test_smoke_run_of_a_paper_profile(name, tmp_path):
     run = tmp_path / "run"
     pipeline.run_profile(name, run_dir=run, smoke=True, progress=False)

@@ -45,8 +45,8 @@ end to end on a CPU in minutes::
 ``parameters`` replaces those values in every step that sets them; ``steps`` adds per-step values.
 The data and checkpoint folders of the steps (`SMOKE_PATH_PARAMETERS`, relative paths) move into
 the run folder (default ``runs/<profile>-smoke``), and before the first step the raw folder of
-each generation step of a paper dataset is filled with stand-in data in that dataset's layout
-(`deeplk.data.stand_in`), so a smoke run never reads or writes the real datasets.
+each generation step of a paper dataset (or of SRIF-layout registered pairs) is filled with
+stand-in data in that dataset's layout (`deeplk.data.stand_in`), so a smoke run never reads or writes the real datasets.
 
 **Resuming** (``--resume``): with the run folder of an interrupted run, the steps that finished
 there with the same parameters (``pipeline.json``, and their executed notebook present) are not
@@ -249,7 +249,7 @@ def smoke_profile(prof: Profile) -> Profile:
 
 
 def _write_stand_ins(steps: list[Step], mapping: dict[str, str], run_path: Path) -> list[dict]:
-    """Stand-in raw data for the generation steps of paper datasets (smoke runs), only inside
+    """Stand-in raw data for the generation steps of `STAND_IN_DATASETS` (smoke runs), only inside
     the run folder (an absolute `source_dir` elsewhere, e.g. the real raw data, is an error)."""
     from deeplk.data.stand_in import STAND_IN_DATASETS, write_stand_in
 
