@@ -323,9 +323,7 @@ def descriptor_peak_ratio(inputs, templates, input_H_template, shift: float = PE
         raise ValueError(f"`inputs` and `templates` must have the same batch size, got {len(grey_in)} and {len(grey_t)}")
     if not (np.isfinite(shift) and shift > 0):
         raise ValueError(f"`shift` must be a finite number > 0, got {shift!r}")
-    describe = _compiled_descriptor("mind")
-    d_in = describe(grey_in[..., None]).numpy()
-    d_t = describe(grey_t[..., None]).numpy()
+    describe = _compiled_descriptor("mind")  # one image at a time: one compiled shape per image size
     size = (grey_in.shape[2], grey_in.shape[1])
     k = shift / np.sqrt(2.0)
     moves = [(0.0, 0.0), (shift, 0), (-shift, 0), (0, shift), (0, -shift), (k, k), (-k, k), (k, -k), (-k, -k)]
@@ -335,12 +333,14 @@ def descriptor_peak_ratio(inputs, templates, input_H_template, shift: float = PE
     for i in range(len(grey_in)):
         if not np.all(np.isfinite(H[i])):
             continue
+        d_in = describe(grey_in[i][None, ..., None]).numpy()[0]
+        d_t = describe(grey_t[i][None, ..., None]).numpy()[0]
         ssd, valid = [], np.ones(grey_in.shape[1:3], bool)
         for dx, dy in moves:
             Hm = np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1]]) @ H[i]
-            warped = cv2.warpPerspective(d_t[i], Hm, size, flags=cv2.INTER_LINEAR, borderValue=0)
+            warped = cv2.warpPerspective(d_t, Hm, size, flags=cv2.INTER_LINEAR, borderValue=0)
             valid &= cv2.warpPerspective(ones, Hm, size, flags=cv2.INTER_LINEAR, borderValue=0) > 1.0 - 1e-4
-            ssd.append(np.sum((warped.reshape(d_in.shape[1:]) - d_in[i]) ** 2, axis=-1))
+            ssd.append(np.sum((warped.reshape(d_in.shape) - d_in) ** 2, axis=-1))
         valid = cv2.erode(valid.astype(np.uint8), kernel) > 0
         if valid.sum() < min_valid_pixels:
             continue
