@@ -236,7 +236,20 @@ class TestDiverged:
         assert flags.tolist() == [False, True, True, False, False]
         assert not methods.diverged(corners[:1], 192, 128, [0.0], [0.0])[0]  # identical images
 
+    def test_peak_rule(self):
+        """An estimate that moved more than 2 px from the centred guess must be a sharp minimum
+        of the descriptor SSD (peak ratio at most 0.9; undefined counts as flat); one that stayed
+        put is not judged by it."""
+        moved = self.CENTRED + [[10, 5], [12, 4], [9, 8], [11, 6]]
+        near = self.CENTRED + 1.0
+        corners = np.stack([moved, moved, moved, moved, near]).astype(np.float64)
+        peak = np.array([0.5, 0.9, 0.91, np.nan, 1.0])
+        flags = methods.diverged(corners, 192, 128, peak_ratio=peak)
+        assert flags.tolist() == [False, False, True, True, False]
+
     def test_errors(self):
+        with pytest.raises(ValueError, match="peak_ratio"):
+            methods.diverged(np.zeros((2, 4, 2)), 192, 128, peak_ratio=np.ones(3))
         with pytest.raises(ValueError, match="corners"):
             methods.diverged(np.zeros((2, 3, 2)), 192, 128)
         with pytest.raises(ValueError, match="centred_residual"):
@@ -279,17 +292,20 @@ def test_divergence_is_flagged_and_alignments_are_not(pairs, unalignable, name):
     assert np.all(np.linalg.norm(pred - corners, axis=-1).mean(-1) < 0.5)
 
 
-def test_lk_mind_flags_what_the_prior_rejects(unalignable):
-    """``lk_mind`` flags exactly the raw estimates that the protocol's prior rejects (no
-    residual test: grey levels are not its objective): it keeps the inverted pairs, which it
-    aligns, and flags some of the unrelated ones."""
+def test_lk_mind_flags_what_the_prior_and_the_peak_test_reject(unalignable):
+    """``lk_mind`` flags exactly the raw estimates that the protocol's prior or the peak test
+    rejects (no residual test: grey levels are not its objective): it keeps the inverted pairs,
+    which it aligns, and flags every unrelated one."""
     inputs, templates, corners = unalignable
     raw, raw_failed = methods.get_method("lk_mind", flag_divergence=False)(inputs, templates)
     pred, failed = methods.get_method("lk_mind")(inputs, templates)
-    expected = raw_failed | methods.diverged(raw, 192, 128)
+    H = np.stack([cv2.getPerspectiveTransform(TEMPLATE, c.astype(np.float32)) if np.all(np.isfinite(c))
+                  else np.full((3, 3), np.nan) for c in raw])
+    peak = methods.descriptor_peak_ratio(inputs, templates, H)
+    expected = raw_failed | methods.diverged(raw, 192, 128) | methods.diverged(raw, 192, 128, peak_ratio=peak)
     assert failed.tolist() == expected.tolist()
     assert not failed[:3].any() and np.all(np.linalg.norm(pred[:3] - corners[:3], axis=-1).mean(-1) < 1.0)
-    assert failed[3:].any()
+    assert failed[3:].all()
     np.testing.assert_array_equal(pred[~failed], raw[~failed])
     assert np.isnan(pred[failed]).all()
 

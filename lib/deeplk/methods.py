@@ -15,9 +15,10 @@ centred guess. The training-free LK methods (``lk``, ``hybrid``, ``lk_mind``) ta
 ``flag_divergence=True`` (the default; ``False`` returns their raw results, e.g. to show that
 behaviour in an evaluation) and then mark as failed every result that `diverged` flags: an
 estimate the DLK protocol cannot produce (non-finite, folded or degenerate corners, a corner
-far outside the box the protocol draws it in) or, for the methods on intensities, one that
-moved away from the centred guess without lowering LK's own objective, the photometric
-residual, well below the centred guess's.
+far outside the box the protocol draws it in), one that moved away from the centred guess
+but is not a sharp minimum of the MIND descriptor's SSD (`descriptor_peak_ratio`, whatever the
+modalities) or, for the methods on intensities, one that moved away without lowering LK's own
+objective, the photometric residual, well below the centred guess's.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from deeplk.geometry_np import centred_corners, centred_homography, is_convex_qu
 
 __all__ = ["METHOD_NAMES", "FAMILIES", "MethodInfo", "available_methods", "get_method", "evaluate_methods",
            "photometric_residual", "descriptor_peak_ratio", "diverged", "DIVERGENCE_CHECKED", "MAX_CORNER_SHIFT",
-           "MAX_RESIDUAL_RATIO", "MIN_MOVE", "PEAK_SHIFT"]
+           "MAX_RESIDUAL_RATIO", "MAX_PEAK_RATIO", "MIN_MOVE", "PEAK_SHIFT"]
 
 # Every name the project promises (DESIGN.md); `available_methods()` lists those implemented.
 METHOD_NAMES = ("identity", "sift", "orb", "ecc", "lk", "lk_mind", "hybrid", "dhn", "mhn", "hnet_sup", "hnet_unsup", "clkn", "dlkfm")
@@ -83,9 +84,15 @@ MAX_RESIDUAL_RATIO = 0.9
 #: Below this move from the centred guess (mean corner distance, px) the residual is not
 #: compared: an estimate that stayed put cannot lower it (the centred guess may be right).
 MIN_MOVE = 2.0
+#: An estimate more than `MIN_MOVE` px from the centred guess whose `descriptor_peak_ratio` is
+#: above this is not a sharp minimum of the MIND descriptor's SSD: it has not aligned, whatever
+#: the modalities (right results score up to about 0.87 on the demo's photo/map pairs, wrong
+#: ones 0.92 and above).
+MAX_PEAK_RATIO = 0.9
 
 
-def diverged(corners, input_size, template_size, residual=None, centred_residual=None) -> np.ndarray:
+def diverged(corners, input_size, template_size, residual=None, centred_residual=None,
+             peak_ratio=None) -> np.ndarray:
     """Which estimates cannot be right, judged without the ground truth. ``(B,)`` bool.
 
     An estimate is flagged when
@@ -98,16 +105,20 @@ def diverged(corners, input_size, template_size, residual=None, centred_residual
       the centred guess, LK's objective on intensities): the estimate moved more than
       `MIN_MOVE` px (mean corner distance) from the centred guess but its residual is not
       below `MAX_RESIDUAL_RATIO` times the centred guess's (including an infinite residual: the
-      estimate left the input).
+      estimate left the input);
+    - with `peak_ratio` (`descriptor_peak_ratio` of the estimate): the estimate moved more than
+      `MIN_MOVE` px but is not a sharp minimum of the MIND descriptor's SSD (ratio above
+      `MAX_PEAK_RATIO`, or undefined).
 
-    The first two hold whatever the modalities; the third holds for a method that aligns
-    intensities (it is its own objective).
+    The first two and the last hold whatever the modalities; the third holds for a method that
+    aligns intensities (it is its own objective).
 
     Args:
         corners: ``(B, 4, 2)`` template corners in the input frame, (x, y) pixels, TL, TR, BR,
             BL (NaN allowed).
         input_size, template_size: ``(h, w)`` (or one int) of the input images and templates.
         residual, centred_residual: ``(B,)`` or both None.
+        peak_ratio: ``(B,)`` or None.
 
     >>> c = np.array([[[32, 32], [159, 32], [159, 159], [32, 159]],      # centred
     ...               [[0, 0], [191, 10], [180, 180], [20, 191]],        # within the protocol
@@ -123,6 +134,7 @@ def diverged(corners, input_size, template_size, residual=None, centred_residual
     centred = centred_corners(input_size, template_size)
     with np.errstate(invalid="ignore"):
         shift = np.abs(c - centred).max(axis=(1, 2))
+        moved = np.linalg.norm(c - centred, axis=-1).mean(-1)
         flagged = ~is_convex_quad(c, MIN_CROSS) | ~(shift <= MAX_CORNER_SHIFT)
         if residual is not None:
             r = np.asarray(residual, np.float64).reshape(-1)
@@ -130,16 +142,20 @@ def diverged(corners, input_size, template_size, residual=None, centred_residual
             if r.shape != (len(c),) or r0.shape != (len(c),):
                 raise ValueError(f"`residual` and `centred_residual` must have shape ({len(c)},), got "
                                  f"{np.shape(residual)} and {np.shape(centred_residual)}")
-            moved = np.linalg.norm(c - centred, axis=-1).mean(-1)
             flagged |= (moved > MIN_MOVE) & ~(r <= MAX_RESIDUAL_RATIO * r0)
+        if peak_ratio is not None:
+            p = np.asarray(peak_ratio, np.float64).reshape(-1)
+            if p.shape != (len(c),):
+                raise ValueError(f"`peak_ratio` must have shape ({len(c)},), got {np.shape(peak_ratio)}")
+            flagged |= (moved > MIN_MOVE) & ~(p <= MAX_PEAK_RATIO)
     return flagged
 
 
 def _lk_predictor(levels: int, options, features=None, flag_divergence: bool = True) -> Predictor:
     """Pyramid LK (`deeplk.lk.align_images`) from the centred guess on grey intensities, or on
     ``features(images)`` of both images when given (multi-channel, not converted to grey);
-    with `flag_divergence` the estimates that `diverged` flags fail (the residual test only on
-    intensities)."""
+    with `flag_divergence` the estimates that `diverged` flags fail (the peak test always, the
+    residual test only on intensities)."""
     from deeplk.lk import align_images
 
     def predict(inputs, templates):
@@ -155,7 +171,9 @@ def _lk_predictor(levels: int, options, features=None, flag_divergence: bool = T
                 centred = centred_homography(np.shape(inputs)[1:3], np.shape(templates)[1:3])
                 residuals = (photometric_residual(inputs, templates, result.H.numpy()),
                              photometric_residual(inputs, templates, np.repeat(centred[None], len(failed), axis=0)))
-            failed = failed | diverged(corners, np.shape(inputs)[1:3], np.shape(templates)[1:3], *(residuals or ()))
+            sizes = np.shape(inputs)[1:3], np.shape(templates)[1:3]
+            failed = failed | diverged(corners, *sizes, *(residuals or ()))
+            failed |= diverged(corners, *sizes, peak_ratio=_peak_ratios(inputs, templates, result.H.numpy(), failed))
         corners[failed] = np.nan
         return corners, failed
 
@@ -168,7 +186,8 @@ def _build_lk(checkpoint_dir=None, levels: int = 3, lk_options=None, flag_diverg
 
     `lk_options`: an `deeplk.lk.LKOptions` (or a dict of its fields); `settings`: its fields
     given one by one (``max_iterations=...``), replacing those of `lk_options`. Validated here.
-    `flag_divergence`: fail the estimates that `diverged` flags (with the residual test).
+    `flag_divergence`: fail the estimates that `diverged` flags (with the residual and peak
+    tests).
     """
     from deeplk.lk import LKOptions
 
@@ -183,7 +202,7 @@ def _build_lk_mind(checkpoint_dir=None, descriptor: str = "mind", descriptor_opt
     computed at full resolution (XLA-compiled) and the multi-channel LK of `align_images`
     (same pyramid, defaults and convergence rule as ``lk``; `lk_options` / `settings` as there)
     averages it down its pyramid. `flag_divergence`: fail the estimates that `diverged` flags
-    (the protocol's prior only: the grey residual is not this method's objective)."""
+    (the protocol's prior and the peak test: the grey residual is not this method's objective)."""
     from deeplk.descriptors import describe
     from deeplk.lk import LKOptions
 
@@ -350,13 +369,24 @@ def descriptor_peak_ratio(inputs, templates, input_H_template, shift: float = PE
     return out
 
 
+def _peak_ratios(inputs, templates, input_H_template, skip) -> np.ndarray:
+    """`descriptor_peak_ratio` of the estimates not in `skip` ((B,) bool: already failed), 1.0
+    (flat) for the others, whose value does not matter."""
+    out = np.ones(len(skip))
+    keep = ~np.asarray(skip, bool)
+    if keep.any():
+        out[keep] = descriptor_peak_ratio(np.asarray(inputs)[keep], np.asarray(templates)[keep],
+                                          np.asarray(input_H_template, np.float64)[keep])
+    return out
+
+
 def _build_hybrid(checkpoint_dir=None, levels: int = 3, lk_options=None, flag_divergence: bool = True,
                   **settings) -> Predictor:
     """Training-free: SIFT + RANSAC initial guess (the centred guess where SIFT fails), refined by
     pyramid LK on intensities; LK from the centred guess runs too, and per sample the refinement
     with the lower photometric residual wins (no ground truth involved). `lk_options`,
     `settings`: as in the ``lk`` method. `flag_divergence`: a refinement that `diverged` flags
-    (with the residual test) is out of the choice; a sample fails when both are."""
+    (with the residual and peak tests) is out of the choice; a sample fails when both are."""
     from deeplk.lk import LKOptions, align_images
 
     flag_divergence = check_bool("flag_divergence", flag_divergence)
@@ -385,6 +415,8 @@ def _build_hybrid(checkpoint_dir=None, levels: int = 3, lk_options=None, flag_di
             centred_residual = photometric_residual(inputs, templates, np.repeat(centred[None], b, axis=0))
             failed = failed | diverged(corners, inputs.shape[1:3], templates.shape[1:3], residual,
                                        np.concatenate([centred_residual] * 2))
+            failed |= diverged(corners, inputs.shape[1:3], templates.shape[1:3],
+                               peak_ratio=_peak_ratios(both_in, both_t, H, failed))
         residual[failed] = np.inf
         pick = np.where(residual[b:] < residual[:b], 1, 0)  # 0 = from SIFT, 1 = from centred
         idx = np.arange(b) + pick * b
