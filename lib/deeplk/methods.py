@@ -243,6 +243,17 @@ def _grey_images(name: str, x) -> np.ndarray:
     return _host_grey(x)
 
 
+def _image_pair_and_homographies(inputs, templates, input_H_template):
+    """``(grey inputs (B, Hi, Wi), grey templates (B, Ht, Wt), H (B, 3, 3) float64)``, checked."""
+    grey_in = _grey_images("inputs", inputs)
+    grey_t = _grey_images("templates", templates)
+    H = np.asarray(input_H_template, np.float64)
+    check_shape("input_H_template", H, (len(grey_in), 3, 3), "B x 3 x 3 homographies")
+    if len(grey_t) != len(grey_in):
+        raise ValueError(f"`inputs` and `templates` must have the same batch size, got {len(grey_in)} and {len(grey_t)}")
+    return grey_in, grey_t, H
+
+
 def photometric_residual(inputs, templates, input_H_template, min_valid_fraction: float = 0.5) -> np.ndarray:
     """Mean squared grey-level difference between the template and the input warped by H, over
     the valid pixels; inf where fewer than `min_valid_fraction` of the pixels are valid or H is
@@ -260,12 +271,7 @@ def photometric_residual(inputs, templates, input_H_template, min_valid_fraction
     """
     import cv2
 
-    grey_in = _grey_images("inputs", inputs)
-    grey_t = _grey_images("templates", templates)
-    H = np.asarray(input_H_template, np.float64)
-    check_shape("input_H_template", H, (len(grey_in), 3, 3), "B x 3 x 3 homographies")
-    if len(grey_t) != len(grey_in):
-        raise ValueError(f"`inputs` and `templates` must have the same batch size, got {len(grey_in)} and {len(grey_t)}")
+    grey_in, grey_t, H = _image_pair_and_homographies(inputs, templates, input_H_template)
     h, w = grey_t.shape[1:3]
     corners_h = np.array([[0, 0, 1], [w - 1, 0, 1], [w - 1, h - 1, 1], [0, h - 1, 1]], np.float64)
     size_in = np.array([grey_in.shape[2] - 1, grey_in.shape[1] - 1], np.float64)
@@ -334,12 +340,7 @@ def descriptor_peak_ratio(inputs, templates, input_H_template, shift: float = PE
     """
     import cv2
 
-    grey_in = _grey_images("inputs", inputs)
-    grey_t = _grey_images("templates", templates)
-    H = np.asarray(input_H_template, np.float64)
-    check_shape("input_H_template", H, (len(grey_in), 3, 3), "B x 3 x 3 homographies")
-    if len(grey_t) != len(grey_in):
-        raise ValueError(f"`inputs` and `templates` must have the same batch size, got {len(grey_in)} and {len(grey_t)}")
+    grey_in, grey_t, H = _image_pair_and_homographies(inputs, templates, input_H_template)
     if not (np.isfinite(shift) and shift > 0):
         raise ValueError(f"`shift` must be a finite number > 0, got {shift!r}")
     describe = _compiled_descriptor("mind")  # one image at a time: one compiled shape per image size
