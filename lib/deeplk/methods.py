@@ -353,18 +353,19 @@ def descriptor_peak_ratio(inputs, templates, input_H_template, shift: float = PE
     for i in range(len(grey_in)):
         if not np.all(np.isfinite(H[i])):
             continue
+        warps = [np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1]]) @ H[i] for dx, dy in moves]
+        valid = np.ones(grey_in.shape[1:3], bool)
+        for Hm in warps:
+            valid &= cv2.warpPerspective(ones, Hm, size, flags=cv2.INTER_LINEAR, borderValue=0) > 1.0 - 1e-4
+        valid = cv2.erode(valid.astype(np.uint8), kernel)
+        count = int(np.count_nonzero(valid))
+        if count < min_valid_pixels:
+            continue
         d_in = describe(grey_in[i][None, ..., None]).numpy()[0]
         d_t = describe(grey_t[i][None, ..., None]).numpy()[0]
-        ssd, valid = [], np.ones(grey_in.shape[1:3], bool)
-        for dx, dy in moves:
-            Hm = np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1]]) @ H[i]
-            warped = cv2.warpPerspective(d_t, Hm, size, flags=cv2.INTER_LINEAR, borderValue=0)
-            valid &= cv2.warpPerspective(ones, Hm, size, flags=cv2.INTER_LINEAR, borderValue=0) > 1.0 - 1e-4
-            ssd.append(np.sum((warped.reshape(d_in.shape) - d_in) ** 2, axis=-1))
-        valid = cv2.erode(valid.astype(np.uint8), kernel) > 0
-        if valid.sum() < min_valid_pixels:
-            continue
-        r = [float(np.mean(s[valid], dtype=np.float64)) for s in ssd]
+        # sum over the valid pixels and the channels of the squared difference (OpenCV, float64)
+        r = [cv2.norm(cv2.warpPerspective(d_t, Hm, size, flags=cv2.INTER_LINEAR, borderValue=0), d_in,
+                      cv2.NORM_L2SQR, mask=valid) / count for Hm in warps]
         around = np.mean(r[1:])
         out[i] = r[0] / around if around > 0 else np.nan
     return out
