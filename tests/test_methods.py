@@ -238,12 +238,12 @@ class TestDiverged:
 
     def test_peak_rule(self):
         """An estimate that moved more than 2 px from the centred guess must be a sharp minimum
-        of the descriptor SSD (peak ratio at most 0.9; undefined counts as flat); one that stayed
-        put is not judged by it."""
+        of the descriptor SSD (peak ratio at most 0.95; undefined counts as flat); one that
+        stayed put is not judged by it."""
         moved = self.CENTRED + [[10, 5], [12, 4], [9, 8], [11, 6]]
         near = self.CENTRED + 1.0
         corners = np.stack([moved, moved, moved, moved, near]).astype(np.float64)
-        peak = np.array([0.5, 0.9, 0.91, np.nan, 1.0])
+        peak = np.array([0.5, 0.95, 0.96, np.nan, 1.0])
         flags = methods.diverged(corners, 192, 128, peak_ratio=peak)
         assert flags.tolist() == [False, False, True, True, False]
 
