@@ -330,6 +330,31 @@ def test_entry_point_is_declared():
     assert scripts["deeplk-align"] == "deeplk.alignment:main"
 
 
+def test_package_attribute_is_the_function_and_imports_lazily():
+    """``import deeplk`` loads neither OpenCV nor TensorFlow; ``deeplk.align`` is the function of
+    `deeplk.alignment`; the target of commands installed before the move (``deeplk.align:main``)
+    still resolves. In a fresh interpreter (importing ``deeplk.align`` here would replace the
+    package attribute for the other tests)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, deeplk\n"
+        "assert 'cv2' not in sys.modules and 'tensorflow' not in sys.modules, 'eager import'\n"
+        "from deeplk import align, alignment\n"
+        "assert align is alignment.align and deeplk.AlignResult is alignment.AlignResult\n"
+        "from deeplk.align import main\n"
+        "assert main is alignment.main\n"
+    )
+    lib = str(Path(deeplk.__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": lib})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert callable(deeplk.align) and deeplk.align is align_module.align
+    with pytest.raises(AttributeError, match="nothing_here"):
+        deeplk.nothing_here
+
+
 def test_help_shows_a_worked_example(capsys):
     with pytest.raises(SystemExit) as exc:
         align_module.main(["--help"])
