@@ -71,7 +71,8 @@ def _error(result, a_H_b, shape_b) -> float:
 
 
 def speed(photos, methods, repeats: int) -> None:
-    align_module = __import__("importlib").import_module("deeplk.align")
+    from deeplk import alignment as align_module
+
     rng = np.random.default_rng(0)
     sizes = {"own size": None, "1920x1080": (1920, 1080), "4000x3000": (4000, 3000)}
     print(f"{'method':<10}" + "".join(f"{k:>14}" for k in sizes) + f"{'192/128 frame':>16}  (ms per pair)")

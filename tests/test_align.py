@@ -1,7 +1,6 @@
 """`deeplk.align` and the `deeplk-align` command on real photographs (scikit-image's, offline)
 warped by known homographies."""
 
-import importlib
 import itertools
 import json
 import tomllib
@@ -12,9 +11,8 @@ import numpy as np
 import pytest
 
 import deeplk
+from deeplk import alignment as align_module
 from deeplk.data.demo import DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, load_demo_image
-
-align_module = importlib.import_module("deeplk.align")  # `deeplk.align` is the function
 
 
 def _photo(name: str, size) -> np.ndarray:
@@ -214,6 +212,50 @@ def test_confidence_separates_good_from_bad_and_flags_unrelated_pairs():
     assert len(unrelated) >= 40 and flagged >= 0.95, flagged
 
 
+def _given(a_shape, b_shape, a_H_b):
+    """A predictor returning, for both of `align`'s starts, the template corners that `a_H_b`
+    (image_b -> image_a, original pixels) puts in the 192 frames: `align` scores that estimate."""
+    a192_H_b192 = align_module._scaling(a_shape, 192) @ a_H_b @ np.linalg.inv(align_module._scaling(b_shape, 192))
+
+    def predict(inputs, templates):
+        corners = [align_module._corners(a192_H_b192 @ align_module._translation(x0, y0), (128, 128))
+                   for x0, y0 in align_module._template_offsets()]
+        return np.stack(corners), np.zeros(2, bool)
+
+    return predict
+
+
+def _other_modality(name: str, style: str, seed: int):
+    """``(a, b, a_H_b)``: a demo photo (640 x 480) and, as image_b, a warped copy rendered in
+    `style` (`deeplk.data.modality`)."""
+    from deeplk.data.modality import render_modality
+
+    rng = np.random.default_rng(seed)
+    a = _photo(name, (640, 480))
+    b, a_H_b = _warped_pair(a, rng, amp=0.06)
+    return a, render_modality(b, style, rng), a_H_b
+
+
+@pytest.mark.parametrize("style", ["map", "season"])
+def test_confidence_holds_across_modalities(style):
+    """A photo against its rendering as a map or in another season: the true homography is not
+    flagged (intensities and their gradients differ, the MIND descriptor's minimum is sharp); the
+    same shifted by 20 px of the 192 frame (about 67 px of the photo) is. Not "brick": a periodic
+    texture matches sharply one period off too (there only the second start's disagreement can
+    tell, and here both starts are given the same answer)."""
+    shift = align_module._translation(14.0, -14.0)  # 19.8 px
+    names = [n for n in DEMO_TRAIN_IMAGES + DEMO_VAL_IMAGES if n != "brick"]
+    for i, name in enumerate(names[::2]):
+        a, b, a_H_b = _other_modality(name, style, seed=i)
+        Sa = align_module._scaling(a.shape[:2], 192)
+        wrong = np.linalg.inv(Sa) @ shift @ Sa @ a_H_b
+        right = deeplk.align(a, b, method="identity", predictor=_given(a.shape[:2], b.shape[:2], a_H_b))
+        assert not right.failed, (name, right.details)
+        assert _error(right, a_H_b, b.shape[:2]) < 2.0  # the refinement on intensities, if kept, stayed close
+        off = deeplk.align(a, b, method="identity", predictor=_given(a.shape[:2], b.shape[:2], wrong), refine_size=0)
+        assert off.failed, (name, off.details)
+
+
 # --------------------------------------------------------------------------------------------
 # Bad inputs: clear errors naming the file or argument
 # --------------------------------------------------------------------------------------------
@@ -285,7 +327,32 @@ class TestBadInput:
 def test_entry_point_is_declared():
     root = Path(__file__).resolve().parents[1]
     scripts = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["deeplk-align"] == "deeplk.align:main"
+    assert scripts["deeplk-align"] == "deeplk.alignment:main"
+
+
+def test_package_attribute_is_the_function_and_imports_lazily():
+    """``import deeplk`` loads neither OpenCV nor TensorFlow; ``deeplk.align`` is the function of
+    `deeplk.alignment`; the target of commands installed before the move (``deeplk.align:main``)
+    still resolves. In a fresh interpreter (importing ``deeplk.align`` here would replace the
+    package attribute for the other tests)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, deeplk\n"
+        "assert 'cv2' not in sys.modules and 'tensorflow' not in sys.modules, 'eager import'\n"
+        "from deeplk import align, alignment\n"
+        "assert align is alignment.align and deeplk.AlignResult is alignment.AlignResult\n"
+        "from deeplk.align import main\n"
+        "assert main is alignment.main\n"
+    )
+    lib = str(Path(deeplk.__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": lib})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert callable(deeplk.align) and deeplk.align is align_module.align
+    with pytest.raises(AttributeError, match="nothing_here"):
+        deeplk.nothing_here
 
 
 def test_help_shows_a_worked_example(capsys):

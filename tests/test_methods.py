@@ -141,6 +141,67 @@ def test_photometric_residual_matches_warp_image(pairs):
         methods.photometric_residual(inputs, templates, H[:2])
 
 
+class TestDescriptorPeakRatio:
+    def test_matches_a_float64_reference(self, pairs):
+        """Known answer: the MIND SSD at H over its mean at the eight moves, with the template's
+        descriptor warped into the input by `deeplk.warp.warp_image` in float64 (an independent
+        warp: TensorFlow, inverse of H), its mask eroded by 2 px with SciPy."""
+        import tensorflow as tf
+        from scipy.ndimage import binary_erosion
+
+        from deeplk.descriptors import mind
+        from deeplk.lk import to_greyscale
+        from deeplk.warp import warp_image
+
+        inputs, templates, corners = pairs
+        rng = np.random.default_rng(4)
+        H = np.stack([cv2.getPerspectiveTransform(TEMPLATE, c + rng.uniform(-3, 3, (4, 2)).astype(np.float32))
+                      for c in corners]).astype(np.float64)
+        grey = [to_greyscale(tf.constant(x)).numpy().astype(np.float64) for x in (inputs, templates)]
+        d_in, d_t = (mind(tf.constant(g)).numpy() for g in grey)
+        k = methods.PEAK_SHIFT / np.sqrt(2)
+        s = methods.PEAK_SHIFT
+        moves = [(0, 0), (s, 0), (-s, 0), (0, s), (0, -s), (k, k), (-k, k), (k, -k), (-k, -k)]
+        expected = []
+        for i in range(len(H)):
+            ssd, valid = [], np.ones((192, 192), bool)
+            for dx, dy in moves:
+                Hm = np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1.0]]) @ H[i]
+                w, m = warp_image(d_t[i:i + 1], np.linalg.inv(Hm)[None], 192)
+                ssd.append(np.sum((w.numpy()[0] - d_in[i]) ** 2, axis=-1))
+                valid &= m.numpy()[0, ..., 0] > 0.5
+            valid = binary_erosion(valid, np.ones((5, 5)), border_value=1)
+            r = [x[valid].mean() for x in ssd]
+            expected.append(r[0] / np.mean(r[1:]))
+        got = methods.descriptor_peak_ratio(inputs, templates, H)
+        np.testing.assert_allclose(got, expected, rtol=2e-2)
+
+    def test_sharp_at_the_truth_flat_elsewhere_whatever_the_contrast(self, pairs):
+        """The true homography is a sharp minimum (ratio well below 1), for the template and for
+        its inverted contrast alike (a second modality); 20 px off, the floor is flat (about 1)."""
+        inputs, templates, corners = pairs
+        right = np.stack([cv2.getPerspectiveTransform(TEMPLATE, c) for c in corners])
+        off = right.copy()
+        off[:, 0, 2] += 20
+        for t in (templates, 1.0 - templates):
+            assert np.all(methods.descriptor_peak_ratio(inputs, t, right) < 0.4)
+            assert np.all(np.abs(methods.descriptor_peak_ratio(inputs, t, off) - 1) < 0.1)
+
+    def test_undefined_and_bad_input(self, pairs):
+        inputs, templates, corners = pairs
+        H = np.repeat(np.array([[1, 0, 32.0], [0, 1, 32], [0, 0, 1]])[None], 3, axis=0)
+        H[1] = np.nan
+        H[2, 0, 2] = 500  # the template outside the input
+        got = methods.descriptor_peak_ratio(inputs[:3], templates[:3], H)
+        assert np.isfinite(got[0]) and np.isnan(got[1:]).all()
+        with pytest.raises(ValueError, match="input_H_template"):
+            methods.descriptor_peak_ratio(inputs[:3], templates[:3], H[:2])
+        with pytest.raises(ValueError, match="batch size"):
+            methods.descriptor_peak_ratio(inputs[:3], templates[:2], H)
+        with pytest.raises(ValueError, match="shift"):
+            methods.descriptor_peak_ratio(inputs[:3], templates[:3], H, shift=0)
+
+
 class TestDiverged:
     CENTRED = TEMPLATE + 32
 
@@ -175,7 +236,20 @@ class TestDiverged:
         assert flags.tolist() == [False, True, True, False, False]
         assert not methods.diverged(corners[:1], 192, 128, [0.0], [0.0])[0]  # identical images
 
+    def test_peak_rule(self):
+        """An estimate that moved more than 2 px from the centred guess must be a sharp minimum
+        of the descriptor SSD (peak ratio at most 0.95; undefined counts as flat); one that
+        stayed put is not judged by it."""
+        moved = self.CENTRED + [[10, 5], [12, 4], [9, 8], [11, 6]]
+        near = self.CENTRED + 1.0
+        corners = np.stack([moved, moved, moved, moved, near]).astype(np.float64)
+        peak = np.array([0.5, 0.95, 0.96, np.nan, 1.0])
+        flags = methods.diverged(corners, 192, 128, peak_ratio=peak)
+        assert flags.tolist() == [False, False, True, True, False]
+
     def test_errors(self):
+        with pytest.raises(ValueError, match="peak_ratio"):
+            methods.diverged(np.zeros((2, 4, 2)), 192, 128, peak_ratio=np.ones(3))
         with pytest.raises(ValueError, match="corners"):
             methods.diverged(np.zeros((2, 3, 2)), 192, 128)
         with pytest.raises(ValueError, match="centred_residual"):
@@ -218,17 +292,20 @@ def test_divergence_is_flagged_and_alignments_are_not(pairs, unalignable, name):
     assert np.all(np.linalg.norm(pred - corners, axis=-1).mean(-1) < 0.5)
 
 
-def test_lk_mind_flags_what_the_prior_rejects(unalignable):
-    """``lk_mind`` flags exactly the raw estimates that the protocol's prior rejects (no
-    residual test: grey levels are not its objective): it keeps the inverted pairs, which it
-    aligns, and flags some of the unrelated ones."""
+def test_lk_mind_flags_what_the_prior_and_the_peak_test_reject(unalignable):
+    """``lk_mind`` flags exactly the raw estimates that the protocol's prior or the peak test
+    rejects (no residual test: grey levels are not its objective): it keeps the inverted pairs,
+    which it aligns, and flags every unrelated one."""
     inputs, templates, corners = unalignable
     raw, raw_failed = methods.get_method("lk_mind", flag_divergence=False)(inputs, templates)
     pred, failed = methods.get_method("lk_mind")(inputs, templates)
-    expected = raw_failed | methods.diverged(raw, 192, 128)
+    H = np.stack([cv2.getPerspectiveTransform(TEMPLATE, c.astype(np.float32)) if np.all(np.isfinite(c))
+                  else np.full((3, 3), np.nan) for c in raw])
+    peak = methods.descriptor_peak_ratio(inputs, templates, H)
+    expected = raw_failed | methods.diverged(raw, 192, 128) | methods.diverged(raw, 192, 128, peak_ratio=peak)
     assert failed.tolist() == expected.tolist()
     assert not failed[:3].any() and np.all(np.linalg.norm(pred[:3] - corners[:3], axis=-1).mean(-1) < 1.0)
-    assert failed[3:].any()
+    assert failed[3:].all()
     np.testing.assert_array_equal(pred[~failed], raw[~failed])
     assert np.isnan(pred[failed]).all()
 

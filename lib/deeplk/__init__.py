@@ -13,6 +13,21 @@ _tf_startup.install()
 __version__ = "0.1.0"
 
 
-# `deeplk.align(image_a, image_b, ...)`: the function shadows its module's name on the package;
-# reach the module itself with ``importlib.import_module("deeplk.align")``.
-from deeplk.align import AlignResult, align  # noqa: E402
+#: Names of the package resolved on first use (PEP 562): ``import deeplk`` stays light (no OpenCV,
+#: no TensorFlow) until one of them is touched.
+_LAZY = {"align": "deeplk.alignment", "AlignResult": "deeplk.alignment"}
+
+
+def __getattr__(name: str):
+    """``deeplk.align`` (the function of `deeplk.alignment`) and ``deeplk.AlignResult``."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'deeplk' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -15,9 +15,10 @@ centred guess. The training-free LK methods (``lk``, ``hybrid``, ``lk_mind``) ta
 ``flag_divergence=True`` (the default; ``False`` returns their raw results, e.g. to show that
 behaviour in an evaluation) and then mark as failed every result that `diverged` flags: an
 estimate the DLK protocol cannot produce (non-finite, folded or degenerate corners, a corner
-far outside the box the protocol draws it in) or, for the methods on intensities, one that
-moved away from the centred guess without lowering LK's own objective, the photometric
-residual, well below the centred guess's.
+far outside the box the protocol draws it in), one that moved away from the centred guess
+but is not a sharp minimum of the MIND descriptor's SSD (`descriptor_peak_ratio`, whatever the
+modalities) or, for the methods on intensities, one that moved away without lowering LK's own
+objective, the photometric residual, well below the centred guess's.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from deeplk.data.protocol import BOX_SIZE, MIN_CROSS
 from deeplk.geometry_np import centred_corners, centred_homography, is_convex_quad
 
 __all__ = ["METHOD_NAMES", "FAMILIES", "MethodInfo", "available_methods", "get_method", "evaluate_methods",
-           "photometric_residual", "diverged", "DIVERGENCE_CHECKED", "MAX_CORNER_SHIFT", "MAX_RESIDUAL_RATIO",
-           "MIN_MOVE"]
+           "photometric_residual", "descriptor_peak_ratio", "diverged", "DIVERGENCE_CHECKED", "MAX_CORNER_SHIFT",
+           "MAX_RESIDUAL_RATIO", "MAX_PEAK_RATIO", "MIN_MOVE", "PEAK_SHIFT"]
 
 # Every name the project promises (DESIGN.md); `available_methods()` lists those implemented.
 METHOD_NAMES = ("identity", "sift", "orb", "ecc", "lk", "lk_mind", "hybrid", "dhn", "mhn", "hnet_sup", "hnet_unsup", "clkn", "dlkfm")
@@ -83,9 +84,15 @@ MAX_RESIDUAL_RATIO = 0.9
 #: Below this move from the centred guess (mean corner distance, px) the residual is not
 #: compared: an estimate that stayed put cannot lower it (the centred guess may be right).
 MIN_MOVE = 2.0
+#: An estimate more than `MIN_MOVE` px from the centred guess whose `descriptor_peak_ratio` is
+#: above this is not a sharp minimum of the MIND descriptor's SSD: it has not aligned, whatever
+#: the modalities (on the demo's photographs and photo/map pairs, results under 10 px score
+#: up to 0.9, most results worse than the centred guess 0.95 to 1).
+MAX_PEAK_RATIO = 0.95
 
 
-def diverged(corners, input_size, template_size, residual=None, centred_residual=None) -> np.ndarray:
+def diverged(corners, input_size, template_size, residual=None, centred_residual=None,
+             peak_ratio=None) -> np.ndarray:
     """Which estimates cannot be right, judged without the ground truth. ``(B,)`` bool.
 
     An estimate is flagged when
@@ -98,16 +105,20 @@ def diverged(corners, input_size, template_size, residual=None, centred_residual
       the centred guess, LK's objective on intensities): the estimate moved more than
       `MIN_MOVE` px (mean corner distance) from the centred guess but its residual is not
       below `MAX_RESIDUAL_RATIO` times the centred guess's (including an infinite residual: the
-      estimate left the input).
+      estimate left the input);
+    - with `peak_ratio` (`descriptor_peak_ratio` of the estimate): the estimate moved more than
+      `MIN_MOVE` px but is not a sharp minimum of the MIND descriptor's SSD (ratio above
+      `MAX_PEAK_RATIO`, or undefined).
 
-    The first two hold whatever the modalities; the third holds for a method that aligns
-    intensities (it is its own objective).
+    The first two and the last hold whatever the modalities; the third holds for a method that
+    aligns intensities (it is its own objective).
 
     Args:
         corners: ``(B, 4, 2)`` template corners in the input frame, (x, y) pixels, TL, TR, BR,
             BL (NaN allowed).
         input_size, template_size: ``(h, w)`` (or one int) of the input images and templates.
         residual, centred_residual: ``(B,)`` or both None.
+        peak_ratio: ``(B,)`` or None.
 
     >>> c = np.array([[[32, 32], [159, 32], [159, 159], [32, 159]],      # centred
     ...               [[0, 0], [191, 10], [180, 180], [20, 191]],        # within the protocol
@@ -123,6 +134,7 @@ def diverged(corners, input_size, template_size, residual=None, centred_residual
     centred = centred_corners(input_size, template_size)
     with np.errstate(invalid="ignore"):
         shift = np.abs(c - centred).max(axis=(1, 2))
+        moved = np.linalg.norm(c - centred, axis=-1).mean(-1)
         flagged = ~is_convex_quad(c, MIN_CROSS) | ~(shift <= MAX_CORNER_SHIFT)
         if residual is not None:
             r = np.asarray(residual, np.float64).reshape(-1)
@@ -130,16 +142,20 @@ def diverged(corners, input_size, template_size, residual=None, centred_residual
             if r.shape != (len(c),) or r0.shape != (len(c),):
                 raise ValueError(f"`residual` and `centred_residual` must have shape ({len(c)},), got "
                                  f"{np.shape(residual)} and {np.shape(centred_residual)}")
-            moved = np.linalg.norm(c - centred, axis=-1).mean(-1)
             flagged |= (moved > MIN_MOVE) & ~(r <= MAX_RESIDUAL_RATIO * r0)
+        if peak_ratio is not None:
+            p = np.asarray(peak_ratio, np.float64).reshape(-1)
+            if p.shape != (len(c),):
+                raise ValueError(f"`peak_ratio` must have shape ({len(c)},), got {np.shape(peak_ratio)}")
+            flagged |= (moved > MIN_MOVE) & ~(p <= MAX_PEAK_RATIO)
     return flagged
 
 
 def _lk_predictor(levels: int, options, features=None, flag_divergence: bool = True) -> Predictor:
     """Pyramid LK (`deeplk.lk.align_images`) from the centred guess on grey intensities, or on
     ``features(images)`` of both images when given (multi-channel, not converted to grey);
-    with `flag_divergence` the estimates that `diverged` flags fail (the residual test only on
-    intensities)."""
+    with `flag_divergence` the estimates that `diverged` flags fail (the peak test always, the
+    residual test only on intensities)."""
     from deeplk.lk import align_images
 
     def predict(inputs, templates):
@@ -155,7 +171,9 @@ def _lk_predictor(levels: int, options, features=None, flag_divergence: bool = T
                 centred = centred_homography(np.shape(inputs)[1:3], np.shape(templates)[1:3])
                 residuals = (photometric_residual(inputs, templates, result.H.numpy()),
                              photometric_residual(inputs, templates, np.repeat(centred[None], len(failed), axis=0)))
-            failed = failed | diverged(corners, np.shape(inputs)[1:3], np.shape(templates)[1:3], *(residuals or ()))
+            sizes = np.shape(inputs)[1:3], np.shape(templates)[1:3]
+            failed = failed | diverged(corners, *sizes, *(residuals or ()))
+            failed |= diverged(corners, *sizes, peak_ratio=_peak_ratios(inputs, templates, result.H.numpy(), failed))
         corners[failed] = np.nan
         return corners, failed
 
@@ -168,7 +186,8 @@ def _build_lk(checkpoint_dir=None, levels: int = 3, lk_options=None, flag_diverg
 
     `lk_options`: an `deeplk.lk.LKOptions` (or a dict of its fields); `settings`: its fields
     given one by one (``max_iterations=...``), replacing those of `lk_options`. Validated here.
-    `flag_divergence`: fail the estimates that `diverged` flags (with the residual test).
+    `flag_divergence`: fail the estimates that `diverged` flags (with the residual and peak
+    tests).
     """
     from deeplk.lk import LKOptions
 
@@ -183,9 +202,7 @@ def _build_lk_mind(checkpoint_dir=None, descriptor: str = "mind", descriptor_opt
     computed at full resolution (XLA-compiled) and the multi-channel LK of `align_images`
     (same pyramid, defaults and convergence rule as ``lk``; `lk_options` / `settings` as there)
     averages it down its pyramid. `flag_divergence`: fail the estimates that `diverged` flags
-    (the protocol's prior only: the grey residual is not this method's objective)."""
-    import tensorflow as tf
-
+    (the protocol's prior and the peak test: the grey residual is not this method's objective)."""
     from deeplk.descriptors import describe
     from deeplk.lk import LKOptions
 
@@ -193,14 +210,24 @@ def _build_lk_mind(checkpoint_dir=None, descriptor: str = "mind", descriptor_opt
     options = LKOptions.coerce(lk_options, **settings)
     descriptor_options = dict(descriptor_options or {})
     describe(np.zeros((1, 8, 8, 1), np.float32), descriptor, **descriptor_options)  # bad options fail here
-    key = (descriptor, repr(sorted(descriptor_options.items())))
-    if key not in _COMPILED_DESCRIPTORS:  # one compiled function per setting: no retracing per build
-        _COMPILED_DESCRIPTORS[key] = tf.function(
-            lambda x: describe(x, descriptor, **descriptor_options), jit_compile=True)
-    return _lk_predictor(levels, options, _COMPILED_DESCRIPTORS[key], flag_divergence)
+    return _lk_predictor(levels, options, _compiled_descriptor(descriptor, descriptor_options), flag_divergence)
 
 
 _COMPILED_DESCRIPTORS: dict = {}
+
+
+def _compiled_descriptor(descriptor: str = "mind", options=None):
+    """`deeplk.descriptors.describe` with `options` as an XLA-compiled function, one per setting
+    for the process (no retracing when a method is built again)."""
+    import tensorflow as tf
+
+    from deeplk.descriptors import describe
+
+    options = dict(options or {})
+    key = (descriptor, repr(sorted(options.items())))
+    if key not in _COMPILED_DESCRIPTORS:
+        _COMPILED_DESCRIPTORS[key] = tf.function(lambda x: describe(x, descriptor, **options), jit_compile=True)
+    return _COMPILED_DESCRIPTORS[key]
 
 
 def _grey_images(name: str, x) -> np.ndarray:
@@ -214,6 +241,17 @@ def _grey_images(name: str, x) -> np.ndarray:
     if x.shape[-1] != 3:
         raise ValueError(f"`{name}` must have 1 or 3 channels, got shape {x.shape}")
     return _host_grey(x)
+
+
+def _image_pair_and_homographies(inputs, templates, input_H_template):
+    """``(grey inputs (B, Hi, Wi), grey templates (B, Ht, Wt), H (B, 3, 3) float64)``, checked."""
+    grey_in = _grey_images("inputs", inputs)
+    grey_t = _grey_images("templates", templates)
+    H = np.asarray(input_H_template, np.float64)
+    check_shape("input_H_template", H, (len(grey_in), 3, 3), "B x 3 x 3 homographies")
+    if len(grey_t) != len(grey_in):
+        raise ValueError(f"`inputs` and `templates` must have the same batch size, got {len(grey_in)} and {len(grey_t)}")
+    return grey_in, grey_t, H
 
 
 def photometric_residual(inputs, templates, input_H_template, min_valid_fraction: float = 0.5) -> np.ndarray:
@@ -233,12 +271,7 @@ def photometric_residual(inputs, templates, input_H_template, min_valid_fraction
     """
     import cv2
 
-    grey_in = _grey_images("inputs", inputs)
-    grey_t = _grey_images("templates", templates)
-    H = np.asarray(input_H_template, np.float64)
-    check_shape("input_H_template", H, (len(grey_in), 3, 3), "B x 3 x 3 homographies")
-    if len(grey_t) != len(grey_in):
-        raise ValueError(f"`inputs` and `templates` must have the same batch size, got {len(grey_in)} and {len(grey_t)}")
+    grey_in, grey_t, H = _image_pair_and_homographies(inputs, templates, input_H_template)
     h, w = grey_t.shape[1:3]
     corners_h = np.array([[0, 0, 1], [w - 1, 0, 1], [w - 1, h - 1, 1], [0, h - 1, 1]], np.float64)
     size_in = np.array([grey_in.shape[2] - 1, grey_in.shape[1] - 1], np.float64)
@@ -274,13 +307,88 @@ def photometric_residual(inputs, templates, input_H_template, min_valid_fraction
     return res
 
 
+#: Shift (pixels of the input frame) of the perturbations in `descriptor_peak_ratio`.
+PEAK_SHIFT = 4.0
+
+
+def descriptor_peak_ratio(inputs, templates, input_H_template, shift: float = PEAK_SHIFT,
+                          min_valid_pixels: int = 64) -> np.ndarray:
+    """How sharp a minimum of the MIND descriptor's SSD an estimate is, whatever the modalities:
+    the SSD at the estimate divided by its mean at eight perturbations of it. (B,)
+
+    Both images are described by `deeplk.descriptors.mind` (grey levels, default settings; the
+    same whichever way intensities differ between the modalities); the template's descriptor is
+    warped into the input's frame by ``input_H_template`` and by ``T(d) @ input_H_template``
+    for the eight translations ``d`` of length `shift` (px of the input frame: +-x, +-y and the
+    diagonals), and the sum over channels of the squared difference is averaged over the
+    input pixels that all nine warps cover (eroded by 2 px). A true alignment is a sharp minimum: the ratio is well below 1 (photographs 0.05-0.4,
+    a photo against a map rendering 0.45-0.85 at ``shift`` 4); a wrong estimate, even a local
+    minimum of another objective, sits on a flat floor (about 1). NaN where H is not finite or
+    fewer than `min_valid_pixels` pixels are valid.
+
+    Args:
+        inputs: ``(B, Hi, Wi, C)`` float images in [0, 1] (C 1 or 3).
+        templates: ``(B, Ht, Wt, C)`` (any size: `deeplk.align` passes whole images).
+        input_H_template: ``(B, 3, 3)`` template pixels -> input pixels.
+        shift: perturbation length, pixels of the input frame (> 0).
+
+    >>> x = np.random.default_rng(0).uniform(size=(1, 64, 64, 1)).astype(np.float32)
+    >>> x = np.asarray(__import__("cv2").GaussianBlur(x[0], (0, 0), 1.5))[None, ..., None]
+    >>> H = np.array([[[1, 0, 16.0], [0, 1, 16], [0, 0, 1]]])
+    >>> bool(descriptor_peak_ratio(x, x[:, 16:48, 16:48], H)[0] < 0.2)
+    True
+    """
+    import cv2
+
+    grey_in, grey_t, H = _image_pair_and_homographies(inputs, templates, input_H_template)
+    if not (np.isfinite(shift) and shift > 0):
+        raise ValueError(f"`shift` must be a finite number > 0, got {shift!r}")
+    describe = _compiled_descriptor("mind")  # one image at a time: one compiled shape per image size
+    size = (grey_in.shape[2], grey_in.shape[1])
+    k = shift / np.sqrt(2.0)
+    moves = [(0.0, 0.0), (shift, 0), (-shift, 0), (0, shift), (0, -shift), (k, k), (-k, k), (k, -k), (-k, -k)]
+    ones = np.ones(grey_t.shape[1:3], np.float32)
+    kernel = np.ones((5, 5), np.uint8)
+    out = np.full(len(grey_in), np.nan)
+    for i in range(len(grey_in)):
+        if not np.all(np.isfinite(H[i])):
+            continue
+        warps = [np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1]]) @ H[i] for dx, dy in moves]
+        valid = np.ones(grey_in.shape[1:3], bool)
+        for Hm in warps:
+            valid &= cv2.warpPerspective(ones, Hm, size, flags=cv2.INTER_LINEAR, borderValue=0) > 1.0 - 1e-4
+        valid = cv2.erode(valid.astype(np.uint8), kernel)
+        count = int(np.count_nonzero(valid))
+        if count < min_valid_pixels:
+            continue
+        d_in = describe(grey_in[i][None, ..., None]).numpy()[0]
+        d_t = describe(grey_t[i][None, ..., None]).numpy()[0]
+        # sum over the valid pixels and the channels of the squared difference (OpenCV, float64)
+        r = [cv2.norm(cv2.warpPerspective(d_t, Hm, size, flags=cv2.INTER_LINEAR, borderValue=0), d_in,
+                      cv2.NORM_L2SQR, mask=valid) / count for Hm in warps]
+        around = np.mean(r[1:])
+        out[i] = r[0] / around if around > 0 else np.nan
+    return out
+
+
+def _peak_ratios(inputs, templates, input_H_template, skip) -> np.ndarray:
+    """`descriptor_peak_ratio` of the estimates not in `skip` ((B,) bool: already failed), 1.0
+    (flat) for the others, whose value does not matter."""
+    out = np.ones(len(skip))
+    keep = ~np.asarray(skip, bool)
+    if keep.any():
+        out[keep] = descriptor_peak_ratio(np.asarray(inputs)[keep], np.asarray(templates)[keep],
+                                          np.asarray(input_H_template, np.float64)[keep])
+    return out
+
+
 def _build_hybrid(checkpoint_dir=None, levels: int = 3, lk_options=None, flag_divergence: bool = True,
                   **settings) -> Predictor:
     """Training-free: SIFT + RANSAC initial guess (the centred guess where SIFT fails), refined by
     pyramid LK on intensities; LK from the centred guess runs too, and per sample the refinement
     with the lower photometric residual wins (no ground truth involved). `lk_options`,
     `settings`: as in the ``lk`` method. `flag_divergence`: a refinement that `diverged` flags
-    (with the residual test) is out of the choice; a sample fails when both are."""
+    (with the residual and peak tests) is out of the choice; a sample fails when both are."""
     from deeplk.lk import LKOptions, align_images
 
     flag_divergence = check_bool("flag_divergence", flag_divergence)
@@ -309,6 +417,8 @@ def _build_hybrid(checkpoint_dir=None, levels: int = 3, lk_options=None, flag_di
             centred_residual = photometric_residual(inputs, templates, np.repeat(centred[None], b, axis=0))
             failed = failed | diverged(corners, inputs.shape[1:3], templates.shape[1:3], residual,
                                        np.concatenate([centred_residual] * 2))
+            failed |= diverged(corners, inputs.shape[1:3], templates.shape[1:3],
+                               peak_ratio=_peak_ratios(both_in, both_t, H, failed))
         residual[failed] = np.inf
         pick = np.where(residual[b:] < residual[:b], 1, 0)  # 0 = from SIFT, 1 = from centred
         idx = np.arange(b) + pick * b
