@@ -1147,16 +1147,14 @@ def feature_residual(input_features, template_features, input_H_template,
         input_features: ``(B, Hi, Wi, C)``; template_features: ``(B, h, w, C)``.
         input_H_template: ``(B, 3, 3)`` in the features' pixel frame.
     """
+    fi = tf.convert_to_tensor(input_features, tf.float32)
     t = tf.convert_to_tensor(template_features, tf.float32)
     H = tf.cast(input_H_template, tf.float32)
     finite = tf.reduce_all(tf.math.is_finite(H), axis=[1, 2])
     H = tf.where(finite[:, None, None], H, tf.eye(3, batch_shape=[tf.shape(H)[0]]))
-    warped, mask = warp_image(tf.convert_to_tensor(input_features, tf.float32), H, tuple(t.shape[1:3]))
-    valid = tf.reduce_sum(mask, axis=[1, 2, 3])
-    sq = tf.reduce_sum(tf.square(warped - t) * mask, axis=[1, 2, 3])
-    res = sq / tf.maximum(valid * tf.cast(tf.shape(t)[-1], tf.float32), 1.0)
-    enough = valid >= min_valid_fraction * tf.cast(tf.shape(t)[1] * tf.shape(t)[2], tf.float32)
-    return tf.where(finite & enough, res, tf.constant(np.inf, tf.float32))
+    _, mask = warp_image(fi[..., :1], H, tuple(t.shape[1:3]))  # the valid pixels only
+    enough = tf.reduce_mean(mask, axis=[1, 2, 3]) >= min_valid_fraction
+    return tf.where(finite & enough, alignment_mse(fi, t, H), tf.constant(np.inf, tf.float32))
 
 
 class DLKFMAligner:
