@@ -4,8 +4,10 @@ Speed (default): for each training-free method, ms per pair of ``deeplk.align`` 
 resizing to the methods' frames, the two starts, the refinement and the confidence included) on
 photographs at their own size and enlarged to 1920 x 1080 and 4000 x 3000, each paired with a
 copy warped by a small known homography; and, for comparison, the method's own ms per pair on the
-192 / 128 DLK frames of the same pairs (one pair per call, as ``align`` calls it). Warm-up calls
-(graph tracing, XLA compilation) are not timed.
+192 / 128 DLK frames of the same pairs (one pair per call). Warm-up calls (graph tracing, XLA
+compilation) are not timed, and the pairs are timed in turn, so that the memos of SIFT keypoints
+and MIND descriptors (which serve an image met twice within one ``align`` call) never serve a
+repeated call.
 
 Range (``--sweep``): the recovery rate (corner error under 2 px of a 640 x 480 image) and the
 flagged rate of ``align`` for one motion at a time: translation (fraction of the image side),
@@ -86,7 +88,7 @@ def speed(photos, methods, repeats: int) -> None:
                 a = img if size is None else cv2.resize(img, size, interpolation=cv2.INTER_CUBIC)
                 b, _ = _random_pair(a, rng)
                 pairs.append((a, b))
-            deeplk.align(*pairs[0], method=method, predictor=predict)  # warm-up of this size
+            deeplk.align(*pairs[-1], method=method, predictor=predict)  # warm-up of this size
             t = []
             for _ in range(repeats):
                 for a, b in pairs:
@@ -95,13 +97,14 @@ def speed(photos, methods, repeats: int) -> None:
                     t.append(time.perf_counter() - t0)
             row.append(1000 * float(np.median(t)))
             if size is None:
-                for a, b in pairs:
-                    inputs, templates, _, _ = align_module._frames(align_module.load_image(a), align_module.load_image(b))
-                    predict(inputs[:1], templates[:1])  # warm-up of the batch-1 shape
-                    t0 = time.perf_counter()
-                    for _ in range(repeats):
+                frames = [align_module._frames(align_module.load_image(a), align_module.load_image(b))[:2]
+                          for a, b in pairs]
+                predict(frames[-1][0][:1], frames[-1][1][:1])  # warm-up of the batch-1 shape
+                for _ in range(repeats):
+                    for inputs, templates in frames:
+                        t0 = time.perf_counter()
                         predict(inputs[:1], templates[:1])
-                    frame_times.append((time.perf_counter() - t0) / repeats)
+                        frame_times.append(time.perf_counter() - t0)
         print(f"{method:<10}" + "".join(f"{v:>14.0f}" for v in row) + f"{1000 * np.median(frame_times):>16.0f}", flush=True)
 
 

@@ -136,6 +136,42 @@ def test_predict_batch_marks_failures(pairs):
     assert _pe(corners[0], true) < 1.0 and np.all(np.isnan(corners[1]))
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_batches_in_threads_give_the_pairs_in_order(pairs, monkeypatch, threads):
+    """`predict_batch` and `sift_homographies` (the hybrid's and DLKFM's SIFT start) map the
+    pairs over `threads` threads: each pair's answer is the one computed alone, in its place;
+    a pair SIFT cannot match starts from the centred guess."""
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)
+    flat = np.full((128, 128, 3), 0.3, np.float32)
+    inputs = np.stack([img for img, _, _ in pairs] + [pairs[0][0]])
+    templates = np.stack([t for _, t, _ in pairs] + [flat])
+    corners, failed = baselines.predict_batch("sift", inputs, templates)
+    alone = [baselines.sift(i, t) for i, t in zip(inputs, templates)]
+    assert failed.tolist() == [c is None for c in alone] and failed[-1]
+    np.testing.assert_array_equal(corners[~failed], np.stack([c for c in alone if c is not None]))
+    H = baselines.sift_homographies(inputs, templates)
+    assert H.shape == (len(inputs), 3, 3)
+    np.testing.assert_allclose(homography_to_corners(H[~failed], (128, 128)), corners[~failed], atol=1e-9)
+    np.testing.assert_allclose(H[-1], [[1, 0, 32], [0, 1, 32], [0, 0, 1]])
+
+
+def test_map_pairs_uses_the_thread_budget(monkeypatch):
+    import threading
+
+    seen = set()
+    barrier = threading.Barrier(2, timeout=5)
+
+    def fn(i):
+        seen.add(threading.get_ident())
+        barrier.wait()  # passes only if two pairs run at once
+        return i * i
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert baselines.map_pairs(fn, 4) == [0, 1, 4, 9] and len(seen) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert baselines.map_pairs(lambda i: threading.get_ident(), 3) == [threading.get_ident()] * 3
+
+
 @pytest.mark.parametrize("name", ["identity", "sift", "orb", "ecc"])
 def test_bad_inputs_raise_clear_errors(name):
     fn = baselines.BASELINES[name]

@@ -1,4 +1,4 @@
-"""`deeplk.utils`: seeds and the atomic text writer."""
+"""`deeplk.utils`: seeds, the atomic text writer and the caches."""
 
 import os
 import stat
@@ -6,7 +6,9 @@ import stat
 import numpy as np
 import pytest
 
-from deeplk.utils import seed_everything, write_text_atomic
+import threading
+
+from deeplk.utils import ContentCache, LRUCache, seed_everything, write_text_atomic
 
 
 def test_write_text_atomic_replaces_and_leaves_no_temporaries(tmp_path):
@@ -53,3 +55,38 @@ def test_write_bytes_atomic_writes_exact_bytes_and_leaves_no_temporary(tmp_path)
         write_bytes_atomic(p, "text")  # not bytes: fails while writing
     assert p.read_bytes() == data
     assert sorted(x.name for x in tmp_path.iterdir()) == ["x.png"]
+
+
+def test_content_cache_computes_once_per_content_and_forgets_the_oldest():
+    calls = []
+    cache = ContentCache(lambda a: calls.append(a.copy()) or float(a.sum()), size=2)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert cache(x) == cache(x.copy()) == 15.0  # same content, another array: one computation
+    assert len(calls) == 1
+    assert cache(x.reshape(3, 2)) == 15.0 and len(calls) == 2  # same bytes, another shape: new key
+    assert cache(x.astype(np.float64)) == 15.0 and len(calls) == 3  # another dtype: new key
+    y = x.copy()
+    y[0, 0] = 1  # one element changed: new content
+    assert cache(y) == 16.0 and len(calls) == 4
+    cache(x)  # x was evicted (size 2): computed again
+    assert len(calls) == 5
+    assert cache(x[:, ::2]) == 10.0  # a non-contiguous view is keyed by its values
+
+
+def test_lru_cache_loads_each_key_once_under_concurrent_requests():
+    cache = LRUCache(4)
+    started = threading.Event()
+    loads = []
+
+    def load():
+        loads.append(1)
+        started.wait(1.0)
+        return "value"
+
+    threads = [threading.Thread(target=lambda: cache.get("k", load)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    started.set()
+    for t in threads:
+        t.join()
+    assert loads == [1] and cache.get("k", load) == "value"

@@ -435,17 +435,15 @@ def _refine(a: np.ndarray, b: np.ndarray, a192_H_b192: np.ndarray, refine_size: 
 def _corners_homography(corners: np.ndarray) -> np.ndarray:
     """``input_H_template`` (3, 3) float64 from a method's template corners (4, 2); NaN when
     they are not finite or degenerate (collinear: no homography)."""
-    import tensorflow as tf
-
-    from deeplk.geometry import corners_to_homography
+    from deeplk.geometry_np import corners_to_homography
 
     if not np.all(np.isfinite(corners)):
         return np.full((3, 3), np.nan)
-    try:
-        H = corners_to_homography(corners[None], (TEMPLATE_SIZE, TEMPLATE_SIZE)).numpy()[0]
-    except tf.errors.InvalidArgumentError:  # singular system
+    with np.errstate(divide="ignore", invalid="ignore"):
+        H = corners_to_homography(corners, TEMPLATE_SIZE)
+    if not np.all(np.isfinite(H)) or abs(np.linalg.det(H)) < 1e-12:
         return np.full((3, 3), np.nan)
-    return H.astype(np.float64) if np.all(np.isfinite(H)) else np.full((3, 3), np.nan)
+    return H
 
 
 #: Predictors built without a checkpoint folder (the training-free methods), kept for the

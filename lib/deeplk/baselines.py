@@ -15,6 +15,8 @@ with NaN corners where it failed. No baseline ever sees the ground truth.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import cv2
@@ -35,6 +37,8 @@ __all__ = [
     "plausible_homography",
     "BASELINES",
     "predict_batch",
+    "map_pairs",
+    "sift_homographies",
 ]
 
 
@@ -87,6 +91,25 @@ def identity(input_image, template) -> np.ndarray:
     return homography_to_corners(H, np.shape(template)[:2])
 
 
+def _orb():
+    return cv2.ORB_create(nfeatures=1500, scoreType=cv2.ORB_HARRIS_SCORE, edgeThreshold=15, patchSize=15)
+
+
+_KEYPOINTS: dict = {}
+
+
+def _keypoints(detector: str):
+    """grey uint8 image -> ``(keypoints, descriptors)`` of `detector` ("sift" or "orb"),
+    remembered by content for the last few images (one input paired with several templates is
+    detected once). One memo per detector factory, looked up at each call."""
+    from deeplk.utils import ContentCache
+
+    factory = cv2.SIFT_create if detector == "sift" else _orb
+    if (detector, factory) not in _KEYPOINTS:
+        _KEYPOINTS[(detector, factory)] = ContentCache(lambda grey: factory().detectAndCompute(grey, None), size=4)
+    return _KEYPOINTS[(detector, factory)]
+
+
 def feature_homography(
     input_image,
     template,
@@ -102,15 +125,11 @@ def feature_homography(
     `cv2.findHomography` (RANSAC, `ransac_threshold` pixels).
     """
     _check_pair(input_image, template)
-    grey_in, grey_t = to_grey_uint8(input_image), to_grey_uint8(template)
-    if detector == "sift":
-        det, norm = cv2.SIFT_create(), cv2.NORM_L2
-    elif detector == "orb":
-        det, norm = cv2.ORB_create(nfeatures=1500, scoreType=cv2.ORB_HARRIS_SCORE, edgeThreshold=15, patchSize=15), cv2.NORM_HAMMING
-    else:
+    if detector not in ("sift", "orb"):
         raise ValueError(f"detector must be 'sift' or 'orb', got {detector!r}")
-    kp_t, des_t = det.detectAndCompute(grey_t, None)
-    kp_i, des_i = det.detectAndCompute(grey_in, None)
+    norm = cv2.NORM_L2 if detector == "sift" else cv2.NORM_HAMMING
+    kp_t, des_t = _keypoints(detector)(to_grey_uint8(template))
+    kp_i, des_i = _keypoints(detector)(to_grey_uint8(input_image))
     if des_t is None or des_i is None or len(kp_t) < min_matches or len(kp_i) < 2:
         return None
     matches = cv2.BFMatcher(norm).knnMatch(des_t, des_i, k=2)
@@ -208,10 +227,35 @@ def predict_batch(method: str | Callable, inputs, templates) -> tuple[np.ndarray
     check_shape("templates", templates, (inputs.shape[0], None, None, None), "(B, H, W, C)")
     corners = np.full((inputs.shape[0], 4, 2), np.nan)
     failed = np.zeros(inputs.shape[0], dtype=bool)
-    for i in range(inputs.shape[0]):
-        c = fn(inputs[i], templates[i])
+    for i, c in enumerate(map_pairs(lambda i: fn(inputs[i], templates[i]), inputs.shape[0])):
         if c is None:
             failed[i] = True
         else:
             corners[i] = c
     return corners, failed
+
+
+def map_pairs(fn: Callable[[int], object], n: int) -> list:
+    """``[fn(0), ..., fn(n - 1)]``, the pairs of a batch in parallel threads (OpenCV releases the
+    GIL), as many as the process's thread budget: ``OMP_NUM_THREADS`` when set (the pipeline
+    sets it for parallel steps), else `cv2.getNumThreads`."""
+    budget = int(os.environ.get("OMP_NUM_THREADS") or 0) or cv2.getNumThreads()
+    workers = max(1, min(n, budget))
+    if workers == 1:
+        return [fn(i) for i in range(n)]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, range(n)))
+
+
+def sift_homographies(inputs, templates) -> np.ndarray:
+    """``(B, 3, 3)`` float64 ``input_H_template``: per pair the SIFT + RANSAC homography
+    (`feature_homography`) where it is plausible, else the centred guess (the ``hybrid``
+    method's and DLKFM's SIFT start)."""
+    inputs, templates = np.asarray(inputs), np.asarray(templates)
+    centred = centred_homography(inputs.shape[1:3], templates.shape[1:3])
+
+    def start(i):
+        H = plausible_homography(feature_homography(inputs[i], templates[i], "sift"), inputs[i], templates[i])
+        return centred if H is None else H
+
+    return np.array(map_pairs(start, len(inputs)), np.float64).reshape(-1, 3, 3)

@@ -230,6 +230,21 @@ def _compiled_descriptor(descriptor: str = "mind", options=None):
     return _COMPILED_DESCRIPTORS[key]
 
 
+_DESCRIBED: dict = {}
+
+
+def _described_once(descriptor: str = "mind"):
+    """``(H, W)`` grey image -> its ``(H, W, C)`` descriptor (NumPy), remembered by content for
+    the last few images (`deeplk.utils.ContentCache`): scoring several estimates of one pair
+    describes each image once."""
+    from deeplk.utils import ContentCache
+
+    if descriptor not in _DESCRIBED:
+        describe = _compiled_descriptor(descriptor)
+        _DESCRIBED[descriptor] = ContentCache(lambda grey: describe(grey[None, ..., None]).numpy()[0], size=8)
+    return _DESCRIBED[descriptor]
+
+
 def _grey_images(name: str, x) -> np.ndarray:
     """``(B, H, W, 1 or 3)`` images -> ``(B, H, W)`` float32 luma (as `deeplk.lk.to_greyscale`)."""
     from deeplk.lk.preprocess import _host_grey
@@ -343,7 +358,7 @@ def descriptor_peak_ratio(inputs, templates, input_H_template, shift: float = PE
     grey_in, grey_t, H = _image_pair_and_homographies(inputs, templates, input_H_template)
     if not (np.isfinite(shift) and shift > 0):
         raise ValueError(f"`shift` must be a finite number > 0, got {shift!r}")
-    describe = _compiled_descriptor("mind")  # one image at a time: one compiled shape per image size
+    describe = _described_once("mind")  # one image at a time: one compiled shape per image size
     size = (grey_in.shape[2], grey_in.shape[1])
     k = shift / np.sqrt(2.0)
     moves = [(0.0, 0.0), (shift, 0), (-shift, 0), (0, shift), (0, -shift), (k, k), (-k, k), (k, -k), (-k, -k)]
@@ -361,8 +376,7 @@ def descriptor_peak_ratio(inputs, templates, input_H_template, shift: float = PE
         count = int(np.count_nonzero(valid))
         if count < min_valid_pixels:
             continue
-        d_in = describe(grey_in[i][None, ..., None]).numpy()[0]
-        d_t = describe(grey_t[i][None, ..., None]).numpy()[0]
+        d_in, d_t = describe(grey_in[i]), describe(grey_t[i])
         # sum over the valid pixels and the channels of the squared difference (OpenCV, float64)
         r = [cv2.norm(cv2.warpPerspective(d_t, Hm, size, flags=cv2.INTER_LINEAR, borderValue=0), d_in,
                       cv2.NORM_L2SQR, mask=valid) / count for Hm in warps]
@@ -399,13 +413,8 @@ def _build_hybrid(checkpoint_dir=None, levels: int = 3, lk_options=None, flag_di
         templates = np.asarray(templates, np.float32)
         b = len(inputs)
         centred = centred_homography(inputs.shape[1:3], templates.shape[1:3])
-        inits = []
-        for i in range(b):
-            H = baselines.plausible_homography(
-                baselines.feature_homography(inputs[i], templates[i], "sift"), inputs[i], templates[i]
-            )
-            inits.append(centred if H is None else H)
-        init = np.concatenate([np.stack(inits), np.repeat(centred[None], b, axis=0)]).astype(np.float32)
+        init = np.concatenate([baselines.sift_homographies(inputs, templates),
+                               np.repeat(centred[None], b, axis=0)]).astype(np.float32)
         both_in = np.concatenate([inputs, inputs])
         both_t = np.concatenate([templates, templates])
         result = align_images(both_in, both_t, init_H=init, levels=levels, options=options)

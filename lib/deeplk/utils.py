@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import threading
+from collections import OrderedDict
+from typing import Any, Callable
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +65,58 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+class LRUCache:
+    """A small thread-safe least-recently-used cache: ``get(key, load)`` calls ``load()`` once per
+    key, even under concurrent requests, and keeps the last `capacity` values."""
+
+    def __init__(self, capacity: int):
+        self.capacity = max(1, int(capacity))
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict = {}
+
+    def get(self, key, load: Callable[[], Any]):
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._data:
+                    self._data.move_to_end(key)
+                    return self._data[key]
+            value = load()
+            with self._lock:
+                self._data[key] = value
+                while len(self._data) > self.capacity:
+                    self._data.popitem(last=False)
+                self._key_locks.pop(key, None)
+            return value
+
+
+class ContentCache:
+    """A small least-recently-used memo of ``compute(array)`` keyed by the array's content
+    (dtype, shape and a BLAKE2 digest of its bytes), so that one image met twice (the same input
+    paired with two templates, one image scored against several estimates) is processed once.
+    The key costs a hash of the bytes (about 0.2 ms for a 192 x 192 grey float32 image).
+
+    >>> calls = []
+    >>> cache = ContentCache(lambda a: calls.append(1) or float(a.sum()), size=2)
+    >>> x = np.arange(4.0)
+    >>> cache(x), cache(x.copy()), cache(x + 1), len(calls)
+    (6.0, 6.0, 10.0, 2)
+    """
+
+    def __init__(self, compute, size: int = 8):
+        self._compute = compute
+        self._cache = LRUCache(size)
+
+    def __call__(self, array: np.ndarray):
+        import hashlib
+
+        array = np.ascontiguousarray(array)
+        key = (array.dtype.str, array.shape, hashlib.blake2b(array.data, digest_size=16).digest())
+        return self._cache.get(key, lambda: self._compute(array))

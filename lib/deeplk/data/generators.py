@@ -88,6 +88,7 @@ import numpy as np
 from . import demo as demo_mod
 from .dlk_format import natural_key
 from .modality import render_map, render_season
+from ..utils import LRUCache
 from .protocol import INPUT_SIZE, make_pair, template_valid_mask
 from .sources import (
     find_pairs,
@@ -125,34 +126,6 @@ class Sample:
     source: str
 
 
-class SourceCache:
-    """A small thread-safe LRU cache; each key is loaded once even under concurrent requests."""
-
-    def __init__(self, capacity: int):
-        self.capacity = max(1, int(capacity))
-        self._data: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-        self._key_locks: dict = {}
-
-    def get(self, key, load: Callable[[], Any]):
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:
-            with self._lock:
-                if key in self._data:
-                    self._data.move_to_end(key)
-                    return self._data[key]
-            value = load()
-            with self._lock:
-                self._data[key] = value
-                while len(self._data) > self.capacity:
-                    self._data.popitem(last=False)
-            return value
-
-
 class SampleGenerator:
     """Base class: options, the per-sample random generator, grouping keys."""
 
@@ -179,7 +152,7 @@ class SampleGenerator:
             if not Path(source_dir).is_dir():
                 raise FileNotFoundError(f"source folder not found: {source_dir}")
         self.source_dir = None if source_dir is None else Path(source_dir)
-        self.cache = SourceCache(cache_size)
+        self.cache = LRUCache(cache_size)
         self._setup()
 
     def _setup(self) -> None:
@@ -640,7 +613,7 @@ class DemoGenerator(SampleGenerator):
             warnings.warn(f"dataset {self.name!r} ignores `source_dir`", stacklevel=4)
 
     #: RGBA base images shared by every instance of the process (see `demo.to_rgba`).
-    _rgba_bases = SourceCache(64)
+    _rgba_bases = LRUCache(64)
 
     @classmethod
     def _rgba_base(cls, name: str) -> np.ndarray:
@@ -676,7 +649,7 @@ class DemoMultimodalGenerator(DemoGenerator):
     name = "demo_multimodal"
     option_defaults = DemoGenerator.option_defaults | {"style": "map"}
     #: Map renderings of the demo base images, shared by every instance of the process.
-    _map_bases = SourceCache(64)
+    _map_bases = LRUCache(64)
 
     def _setup(self) -> None:
         super()._setup()

@@ -1260,14 +1260,9 @@ class DLKFMAligner:
         b = len(inputs)
         H = np.repeat(centred_homography(inputs.shape[1:3], templates.shape[1:3])[None], b, axis=0)
         if init == "sift":
-            from deeplk import baselines
+            from deeplk.baselines import sift_homographies
 
-            for i in range(b):
-                Hs = baselines.plausible_homography(
-                    baselines.feature_homography(inputs[i], templates[i], "sift"),
-                    inputs[i], templates[i])
-                if Hs is not None:
-                    H[i] = Hs
+            H = sift_homographies(inputs, templates)
         elif init_predictor is not None:
             corners, failed = init_predictor(inputs, templates)
             corners = np.asarray(corners, np.float64)
