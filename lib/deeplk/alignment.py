@@ -397,17 +397,23 @@ def _confidence(match: float, overlap: float, disagreement: float, other_match: 
 # --------------------------------------------------------------------------------------------
 
 
-def _refine(a: np.ndarray, b: np.ndarray, a192_H_b192: np.ndarray, refine_size: int, representation: str):
-    """Pyramid LK in the frames enlarged to `refine_size`; ``a192_H_b192`` refined, or None."""
+def _refine_side(a: np.ndarray, b: np.ndarray, refine_size: int) -> int:
+    """Side of the refinement frame: the largest whole multiple of 192 up to `refine_size` and
+    both images' shorter sides (few shapes to compile), or 0 (no refinement) below 2 x 192."""
+    factor = int(min(refine_size, min(a.shape[:2]), min(b.shape[:2])) // INPUT_SIZE)
+    return INPUT_SIZE * factor if factor >= 2 else 0
+
+
+def _refine(a_s: np.ndarray, b_s: np.ndarray, a192_H_b192: np.ndarray, representation: str):
+    """Pyramid LK in the refinement frames `a_s`, `b_s` (both images resized to `_refine_side`);
+    ``a192_H_b192`` refined, or None."""
     from deeplk.lk import align_images
 
-    factor = int(min(refine_size, min(a.shape[:2]), min(b.shape[:2])) // INPUT_SIZE)
-    if factor < 2:  # whole multiples of the 192 frame: few shapes to compile
-        return None
-    side = INPUT_SIZE * factor
+    side = a_s.shape[0]
+    factor = side // INPUT_SIZE
     c = (side - round(TEMPLATE_SIZE * factor)) // 2
     tsize = side - 2 * c
-    a_s, b_s = _represent(_resize(a, side), representation), _represent(_resize(b, side), representation)
+    a_s, b_s = _represent(a_s, representation), _represent(b_s, representation)
     tmpl = b_s[c:c + tsize, c:c + tsize]
     # 192 frame -> refine frame: x' = (x + 0.5) * f - 0.5 (both images scaled alike)
     S = np.array([[factor, 0, 0.5 * factor - 0.5], [0, factor, 0.5 * factor - 0.5], [0, 0, 1]])
@@ -565,7 +571,11 @@ def align(
         a_work, b_work, a_H_work, bwork_H_b = a, b, np.eye(3), np.eye(3)
     if predictor is None:
         predictor = _predictor(method, checkpoint_dir)
-    inputs, templates, a192, b192 = _frames(a_work, b_work, representation)
+    # the refinement frames first: the 192 frames are their exact block averages (one pass over
+    # the original images instead of two)
+    side = _refine_side(a_work, b_work, refine_size) if refine_size else 0
+    fine = (_resize(a_work, side), _resize(b_work, side)) if side else None
+    inputs, templates, a192, b192 = _frames(*(fine or (a_work, b_work)), representation)
     corners, failed = predictor(inputs, templates)
     corners = np.asarray(corners, np.float64)
     failed = np.asarray(failed, bool)
@@ -575,22 +585,23 @@ def align(
     H192 = [_normalised(h) for h in H192]
     ok = [bool(np.all(np.isfinite(h))) for h in H192]
     method_failed = not any(ok)
-    sims = [_similarity(a192, b192, h)[0] if good else -1.0 for h, good in zip(H192, ok)]
+    sim_overlap = [_similarity(a192, b192, h) if good else (-1.0, 0.0) for h, good in zip(H192, ok)]
+    sims = [sim for sim, _ in sim_overlap]
     peaks = _peak_ratios(a192, b192, H192)
     matches = [_match_score(peak) if good else -1.0 for peak, good in zip(peaks, ok)]
     # the start that matches better (the centred one on a tie), on equal match the more similar
     best = max(range(2), key=lambda i: (matches[i], sims[i], -i))
     other = 1 - best
     refined = False
-    if not method_failed and refine_size:
-        better = _refine(a_work, b_work, H192[best], refine_size, representation)
+    if not method_failed and fine is not None:
+        better = _refine(*fine, H192[best], representation)
         if better is not None:
             # kept unless it matches worse (coarse checks in the 192 frame: the similarity, and
             # the sharpness of the descriptor minimum whatever the modalities)
-            sim_better, peak_better = _similarity(a192, b192, better)[0], _peaks_one(a192, b192, better)
-            if sim_better >= sims[best] - 0.01 and not peak_better > peaks[best] + PEAK_TOLERANCE:
-                H192[best], sims[best], peaks[best], refined = better, sim_better, peak_better, True
-                matches[best] = _match_score(peak_better)
+            so_better, peak_better = _similarity(a192, b192, better), _peaks_one(a192, b192, better)
+            if so_better[0] >= sims[best] - 0.01 and not peak_better > peaks[best] + PEAK_TOLERANCE:
+                H192[best], sim_overlap[best], peaks[best], refined = better, so_better, peak_better, True
+                sims[best], matches[best] = so_better[0], _match_score(peak_better)
     frame = (INPUT_SIZE, INPUT_SIZE)
     disagreement = float(np.linalg.norm(_corners(H192[best], frame) - _corners(H192[other], frame), axis=1).mean())
     if not np.isfinite(disagreement):
@@ -598,7 +609,7 @@ def align(
     if method_failed:
         similarity, overlap, confidence = 0.0, 0.0, 0.0
     else:
-        similarity, overlap = _similarity(a192, b192, H192[best])
+        similarity, overlap = sim_overlap[best]
         confidence = _confidence(matches[best], overlap, disagreement, max(matches[other], 0.0))
     # back to the original pixels: a <- a_work <- a192 ... b192 <- b_work <- b
     Sa, Sb = _scaling(a_work.shape[:2], INPUT_SIZE), _scaling(b_work.shape[:2], INPUT_SIZE)

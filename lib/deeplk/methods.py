@@ -336,7 +336,9 @@ def descriptor_peak_ratio(inputs, templates, input_H_template, shift: float = PE
     warped into the input's frame by ``input_H_template`` and by ``T(d) @ input_H_template``
     for the eight translations ``d`` of length `shift` (px of the input frame: +-x, +-y and the
     diagonals), and the sum over channels of the squared difference is averaged over the
-    input pixels that all nine warps cover (eroded by 2 px). A true alignment is a sharp minimum: the ratio is well below 1 (photographs 0.05-0.4,
+    input pixels that all nine warps cover (eroded by 2 px); the pairs are scored in parallel
+    threads (`deeplk.baselines.map_pairs`). A true alignment is a sharp minimum: the ratio is
+    well below 1 (photographs 0.05-0.4,
     a photo against a map rendering 0.45-0.85 at ``shift`` 4); a wrong estimate, even a local
     minimum of another objective, sits on a flat floor (about 1). NaN where H is not finite or
     fewer than `min_valid_pixels` pixels are valid.
@@ -364,10 +366,10 @@ def descriptor_peak_ratio(inputs, templates, input_H_template, shift: float = PE
     moves = [(0.0, 0.0), (shift, 0), (-shift, 0), (0, shift), (0, -shift), (k, k), (-k, k), (k, -k), (-k, -k)]
     ones = np.ones(grey_t.shape[1:3], np.float32)
     kernel = np.ones((5, 5), np.uint8)
-    out = np.full(len(grey_in), np.nan)
-    for i in range(len(grey_in)):
+
+    def ratio(i: int) -> float:
         if not np.all(np.isfinite(H[i])):
-            continue
+            return np.nan
         warps = [np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1]]) @ H[i] for dx, dy in moves]
         valid = np.ones(grey_in.shape[1:3], bool)
         for Hm in warps:
@@ -375,14 +377,15 @@ def descriptor_peak_ratio(inputs, templates, input_H_template, shift: float = PE
         valid = cv2.erode(valid.astype(np.uint8), kernel)
         count = int(np.count_nonzero(valid))
         if count < min_valid_pixels:
-            continue
+            return np.nan
         d_in, d_t = describe(grey_in[i]), describe(grey_t[i])
         # sum over the valid pixels and the channels of the squared difference (OpenCV, float64)
         r = [cv2.norm(cv2.warpPerspective(d_t, Hm, size, flags=cv2.INTER_LINEAR, borderValue=0), d_in,
                       cv2.NORM_L2SQR, mask=valid) / count for Hm in warps]
         around = np.mean(r[1:])
-        out[i] = r[0] / around if around > 0 else np.nan
-    return out
+        return r[0] / around if around > 0 else np.nan
+
+    return np.array(baselines.map_pairs(ratio, len(grey_in)), np.float64).reshape(-1)
 
 
 def _peak_ratios(inputs, templates, input_H_template, skip) -> np.ndarray:
