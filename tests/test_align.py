@@ -332,9 +332,7 @@ def test_entry_point_is_declared():
 
 def test_package_attribute_is_the_function_and_imports_lazily():
     """``import deeplk`` loads neither OpenCV nor TensorFlow; ``deeplk.align`` is the function of
-    `deeplk.alignment`; the target of commands installed before the move (``deeplk.align:main``)
-    still resolves. In a fresh interpreter (importing ``deeplk.align`` here would replace the
-    package attribute for the other tests)."""
+    `deeplk.alignment`, and no module of that name shadows it. In a fresh interpreter."""
     import subprocess
     import sys
 
@@ -343,8 +341,8 @@ def test_package_attribute_is_the_function_and_imports_lazily():
         "assert 'cv2' not in sys.modules and 'tensorflow' not in sys.modules, 'eager import'\n"
         "from deeplk import align, alignment\n"
         "assert align is alignment.align and deeplk.AlignResult is alignment.AlignResult\n"
-        "from deeplk.align import main\n"
-        "assert main is alignment.main\n"
+        "import importlib.util\n"
+        "assert importlib.util.find_spec('deeplk.align') is None, 'a deeplk.align module would shadow the function'\n"
     )
     lib = str(Path(deeplk.__file__).resolve().parents[1])
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
