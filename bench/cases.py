@@ -7,6 +7,7 @@ values). Time one with
 from __future__ import annotations
 
 import numpy as np
+import deeplk  # noqa: F401  (before TensorFlow, Keras, OpenCV: quiets their start-up lines)
 import tensorflow as tf
 
 from deeplk.data.augment import centred_corners

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import deeplk  # noqa: F401  (before TensorFlow, Keras, OpenCV: quiets their start-up lines)
 import cv2
 from deeplk.data import generate as G
 from deeplk.data.generators import GENERATORS

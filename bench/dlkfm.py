@@ -52,6 +52,7 @@ for _i, _a in enumerate(sys.argv):  # must precede the TensorFlow import
         _v = _a.split("=", 1)[1] if "=" in _a else sys.argv[_i + 1]
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = _v
 
+import deeplk  # noqa: E402,F401  (before TensorFlow, Keras, OpenCV: quiets their start-up lines)
 import cv2  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
