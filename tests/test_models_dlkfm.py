@@ -799,6 +799,20 @@ def test_config_is_validated():
 # --------------------------------------------------------------------------------------------
 
 
+def test_aligner_iteration_caps_default_to_align_images():
+    """Every DLKFM model, on learned features or MIND, caps LK at `align_images`' 15 / 5 / 2
+    iterations per level unless told (the pyramid solver's own default, 30 / 10 / 5, changed
+    the released DemoMultimodal mean PE from 54.0 to 66.7 px when it leaked in)."""
+    from deeplk.lk.align import align_defaults
+
+    for levels, arch in ((3, TINY), (2, TINY), (3, MIND_TINY)):
+        model = D.make_dlkfm_net(levels, **arch)
+        aligner = D.DLKFMAligner(model, jit_compile=False)
+        assert aligner.max_iterations == align_defaults(levels)["max_iterations"]
+        assert aligner._solver_options.max_iterations == ((15, 5, 2) if levels == 3 else (15, 2))
+    assert D.DLKFMAligner(model, jit_compile=False, max_iterations=7)._solver_options.max_iterations == 7
+
+
 MIND_TINY = dict(channels=5, num_blocks=1, normalise=False, input_representation="mind")
 
 

@@ -1177,7 +1177,10 @@ class DLKFMAligner:
             for ``"centred"`` and ``"sift"``.
         feature_type: ``None`` (the model's), ``"regular"`` or ``"special"``.
         max_iterations, tolerance, damping: per level, coarsest first, passed to
-            `deeplk.lk.pyramid_lucas_kanade`.
+            `deeplk.lk.pyramid_lucas_kanade`; ``max_iterations=None``: the caps of
+            `deeplk.lk.align_images` (`deeplk.lk.align_defaults`: 15 at the coarsest level, 5
+            between, 2 at the finest), with which the released figures were made (more
+            iterations let a pair that diverges drift farther).
         batch_size: pairs per feature/LK call (bounds the memory of the feature maps).
         jit_compile: XLA for the LK loop.
         lk_options: further `deeplk.lk.LKOptions` (the object or a dict of its fields) of
@@ -1213,6 +1216,10 @@ class DLKFMAligner:
                     else max_iterations
                 tolerance = lk_mind["tolerance"] if tolerance is None else tolerance
         tolerance = 1e-2 if tolerance is None else tolerance
+        if max_iterations is None:  # the caps of align_images, not the plain pyramid's 30 / 10 / 5
+            from deeplk.lk.align import align_defaults
+
+            max_iterations = align_defaults(model.levels)["max_iterations"]
         self.max_iterations = max_iterations
         self.tolerance = tolerance
         self.damping = float(damping)
