@@ -4,10 +4,11 @@ Speed (default): for each training-free method, ms per pair of ``deeplk.align`` 
 resizing to the methods' frames, the two starts, the refinement and the confidence included) on
 photographs at their own size and enlarged to 1920 x 1080 and 4000 x 3000, each paired with a
 copy warped by a small known homography; and, for comparison, the method's own ms per pair on the
-192 / 128 DLK frames of the same pairs (one pair per call). Warm-up calls (graph tracing, XLA
-compilation) are not timed, and the pairs are timed in turn, so that the memos of SIFT keypoints
-and MIND descriptors (which serve an image met twice within one ``align`` call) never serve a
-repeated call.
+192 / 128 DLK frames of the same pairs (one pair per call), as registered (with its divergence
+flags, what the evaluation times) and as ``align`` builds it (without them). Warm-up calls (graph
+tracing, XLA compilation) are not timed, and the pairs are timed in turn, so that the memos of
+SIFT keypoints and MIND descriptors (which serve an image met twice within one call) never serve
+a repeated call.
 
 Range (``--sweep``): the recovery rate (corner error under 2 px of a 640 x 480 image) and the
 flagged rate of ``align`` for one motion at a time: translation (fraction of the image side),
@@ -72,17 +73,31 @@ def _error(result, a_H_b, shape_b) -> float:
     return float(np.linalg.norm(result.corners - true, axis=1).mean())
 
 
+def _frame_time(predict, frames, repeats: int) -> float:
+    """Median ms of `predict` on one DLK sample, the samples timed in turn."""
+    predict(frames[-1][0], frames[-1][1])  # warm-up of the batch-1 shape
+    times = []
+    for _ in range(repeats):
+        for inputs, templates in frames:
+            t0 = time.perf_counter()
+            predict(inputs, templates)
+            times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
+
+
 def speed(photos, methods, repeats: int) -> None:
     from deeplk import alignment as align_module
+    from deeplk.methods import get_method
 
     rng = np.random.default_rng(0)
     sizes = {"own size": None, "1920x1080": (1920, 1080), "4000x3000": (4000, 3000)}
-    print(f"{'method':<10}" + "".join(f"{k:>14}" for k in sizes) + f"{'192/128 frame':>16}  (ms per pair)")
+    print("ms per pair; the last two columns: the method on one 192 / 128 DLK sample, as registered "
+          "(what the evaluation times) and as align builds it (no divergence flags)")
+    print(f"{'method':<10}" + "".join(f"{k:>12}" for k in sizes) + f"{'DLK sample':>12}{'(align)':>10}")
     for method in methods:
         predict = align_module._predictor(method, None)  # as deeplk.align builds it
         row = []
-        frame_times = []
-        for label, size in sizes.items():
+        for size in sizes.values():
             pairs = []
             for _, img in photos:
                 a = img if size is None else cv2.resize(img, size, interpolation=cv2.INTER_CUBIC)
@@ -96,16 +111,14 @@ def speed(photos, methods, repeats: int) -> None:
                     deeplk.align(a, b, method=method, predictor=predict)
                     t.append(time.perf_counter() - t0)
             row.append(1000 * float(np.median(t)))
-            if size is None:
-                frames = [align_module._frames(align_module.load_image(a), align_module.load_image(b))[:2]
+            if size is None:  # the centred start's DLK sample of each pair
+                frames = [tuple(x[:1] for x in align_module._frames(align_module.load_image(a),
+                                                                  align_module.load_image(b))[:2])
                           for a, b in pairs]
-                predict(frames[-1][0][:1], frames[-1][1][:1])  # warm-up of the batch-1 shape
-                for _ in range(repeats):
-                    for inputs, templates in frames:
-                        t0 = time.perf_counter()
-                        predict(inputs[:1], templates[:1])
-                        frame_times.append(time.perf_counter() - t0)
-        print(f"{method:<10}" + "".join(f"{v:>14.0f}" for v in row) + f"{1000 * np.median(frame_times):>16.0f}", flush=True)
+                registered = _frame_time(get_method(method), frames, repeats)
+                as_align = _frame_time(predict, frames, repeats)
+        print(f"{method:<10}" + "".join(f"{v:>12.0f}" for v in row) + f"{registered:>12.0f}{as_align:>10.0f}",
+              flush=True)
 
 
 def sweep(photos, methods) -> None:

@@ -58,7 +58,8 @@ Confidence
 ----------
 Two estimates are made in one batched call: the one above (the centred start) and a second
 whose template is taken 12 px off-centre in the 192 frame of image_b (a second start for every
-method). Each is scored in the 192 frame of image_a, image_b placed into it by the estimate:
+method). Each is scored in the 192 frame of image_a, image_b placed into it by the estimate (once
+when both starts reach the same estimate, within `SAME_ESTIMATE_PX`):
 
 - ``peak_ratio`` (`deeplk.methods.descriptor_peak_ratio`): the SSD of the MIND descriptors
   (`deeplk.descriptors.mind`: local self-similarity, the same whichever way intensities differ
@@ -117,6 +118,9 @@ SECOND_START_OFFSET = (12, -12)
 PEAK_CEILING, PEAK_SPAN = 0.95, 0.3
 #: A refinement whose peak ratio is more than this above the estimate's is not kept.
 PEAK_TOLERANCE = 0.02
+#: Two starts whose estimates place image_b's corners within this mean distance (px of the 192
+#: frame) found the same estimate: its match is scored once.
+SAME_ESTIMATE_PX = 0.25
 #: Smallest image side accepted.
 MIN_SIDE = 16
 
@@ -585,9 +589,16 @@ def align(
     H192 = [_normalised(h) for h in H192]
     ok = [bool(np.all(np.isfinite(h))) for h in H192]
     method_failed = not any(ok)
-    sim_overlap = [_similarity(a192, b192, h) if good else (-1.0, 0.0) for h, good in zip(H192, ok)]
+    frame = (INPUT_SIZE, INPUT_SIZE)
+    apart = float(np.linalg.norm(_corners(H192[0], frame) - _corners(H192[1], frame), axis=1).mean()) \
+        if all(ok) else np.inf
+    if apart < SAME_ESTIMATE_PX:  # one estimate reached from both starts: scored once
+        sim_overlap = [_similarity(a192, b192, H192[0])] * 2
+        peaks = _peak_ratios(a192, b192, H192[:1]) * 2
+    else:
+        sim_overlap = [_similarity(a192, b192, h) if good else (-1.0, 0.0) for h, good in zip(H192, ok)]
+        peaks = _peak_ratios(a192, b192, H192)
     sims = [sim for sim, _ in sim_overlap]
-    peaks = _peak_ratios(a192, b192, H192)
     matches = [_match_score(peak) if good else -1.0 for peak, good in zip(peaks, ok)]
     # the start that matches better (the centred one on a tie), on equal match the more similar
     best = max(range(2), key=lambda i: (matches[i], sims[i], -i))
@@ -602,7 +613,6 @@ def align(
             if so_better[0] >= sims[best] - 0.01 and not peak_better > peaks[best] + PEAK_TOLERANCE:
                 H192[best], sim_overlap[best], peaks[best], refined = better, so_better, peak_better, True
                 sims[best], matches[best] = so_better[0], _match_score(peak_better)
-    frame = (INPUT_SIZE, INPUT_SIZE)
     disagreement = float(np.linalg.norm(_corners(H192[best], frame) - _corners(H192[other], frame), axis=1).mean())
     if not np.isfinite(disagreement):
         disagreement = np.inf
