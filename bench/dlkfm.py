@@ -5,7 +5,8 @@ and reports, on synthetic 192/128 pairs (smoothed noise, template = the input wa
 corner perturbation of up to 32 px, OpenCV):
 
 - the training step time of each level (forward of the frozen levels + the level's loss with
-  its convexity perturbations + backward + Adam update), batch `--batch`, median of `--repeats`,
+  its convexity perturbations + backward + Adam update), batch `--batch`, or with `--profile`
+  of each DLKFM level the profile trains, with its architecture, loss and batch; median of `--repeats`,
   as samples per second and as GFLOP/s (FLOPs counted on the timed step) with its fraction of
   the matmul GFLOP/s measured right before and after (see below);
 - inference milliseconds per pair of the ``dlkfm`` method (features of all levels + LK
@@ -29,7 +30,7 @@ Example::
 
     python bench/dlkfm.py                          # paper size: 64 channels, 3 residual blocks
     python bench/dlkfm.py --channels 8 --blocks 1  # the CPU demo's size
-    python bench/dlkfm.py --profile srif_map       # the size and batch a pipeline profile trains
+    python bench/dlkfm.py --profile srif_map       # the levels, sizes, losses and batches a profile trains
     python bench/dlkfm.py --only-features --onednn 1   # features only, oneDNN kernels on
 
 ``--onednn 0|1`` sets ``TF_ENABLE_ONEDNN_OPTS`` before TensorFlow loads (default: TensorFlow's
@@ -82,11 +83,12 @@ def make_pairs(n: int, seed: int = 0):
             np.stack(corners).astype(np.float32))
 
 
-def train_step(level: int, root: str, arch: dict, batch, repeats: int, num_perturbations: int) -> dict:
-    """One training step of `level` (levels below frozen): median seconds over `repeats`,
-    samples/s, FLOPs counted on the timed step (forward, backward and Adam update) and the
-    fraction of the matmul GFLOP/s measured just before and after (the higher one)."""
-    task = dlkfm.DLKFMTask(level, root, load_previous=False, num_perturbations=num_perturbations, **arch)
+def train_step(level: int, root: str, arch: dict, batch, repeats: int, task_options: dict) -> dict:
+    """One training step of `level` (levels below frozen) with the `dlkfm.DLKFMTask` options
+    `task_options` (loss, perturbations): median seconds over `repeats`, samples/s, FLOPs counted
+    on the timed step (forward, backward and Adam update) and the fraction of the matmul GFLOP/s
+    measured just before and after (the higher one)."""
+    task = dlkfm.DLKFMTask(level, root, load_previous=False, **arch, **task_options)
     model = task.build_model()
     variables = task.trainable_variables(model)
     optimizer = keras.optimizers.Adam(1e-4, clipnorm=1.0)
@@ -110,18 +112,28 @@ def train_step(level: int, root: str, arch: dict, batch, repeats: int, num_pertu
                 matmul_before=before, matmul_after=after, fraction=gflops / max(before, after))
 
 
-def profile_settings(name: str) -> dict:
-    """The DLKFM architecture and training batch of a pipeline profile (its level-1 step of
-    ``03_train_dlkfm.ipynb``): ``channels``, ``blocks``, ``batch``, ``num_perturbations``."""
+ARCH_PARAMETERS = ("channels", "num_blocks", "normalise", "input_representation", "feature_type")
+TASK_PARAMETERS = ("num_perturbations", "convexity_weight", "perturbation", "loss", "start_perturbation",
+                   "unroll_iterations")
+
+
+def profile_levels(name: str) -> list[dict]:
+    """The DLKFM training steps of a pipeline profile (its ``03_train_dlkfm.ipynb`` steps, in
+    order): per step ``level``, ``arch`` (the architecture parameters it sets, a later level
+    taking the earlier one's), ``task`` (loss settings) and ``batch``."""
     from deeplk.pipeline import load_profile
 
-    profile = load_profile(name)
-    for step in profile.steps:
+    out, arch = [], {}
+    for step in load_profile(name).steps:
         params = step.parameters
-        if step.notebook.startswith("03_train_dlkfm") and params.get("level", 1) == 1:
-            return dict(channels=params.get("channels", 8), blocks=params.get("num_blocks", 1),
-                        batch=params.get("batch_size", 2), num_perturbations=params.get("num_perturbations", 2))
-    raise SystemExit(f"profile {name!r} has no DLKFM level-1 training step")
+        if not step.notebook.startswith("03_train_dlkfm"):
+            continue
+        arch = {**arch, **{k: params[k] for k in ARCH_PARAMETERS if k in params}}
+        out.append(dict(level=params.get("level", 1), arch=dict(arch), batch=params.get("batch_size", 2),
+                        task={k: params[k] for k in TASK_PARAMETERS if k in params}))
+    if not out:
+        raise SystemExit(f"profile {name!r} has no DLKFM training step")
+    return out
 
 
 VARIANTS = ("keras", "keras-xla", "folded", "folded-xla", "convs")
@@ -132,14 +144,14 @@ def conv_flops(model, batch: int) -> int:
     `batch` of 192 / 128 pairs: ``2 * kh * kw * C_in`` per output value."""
     total = 0
     for size0, extractors in ((192, model.input_extractors), (128, model.template_extractors)):
-        size, c_in = size0, 3
+        size = size0
         for ext in extractors:
             out = size if ext.stride == 1 else (size + 1) // 2
-            c = ext.channels
+            c, c_in = ext.channels, int(ext.stem.kernel.shape[2])  # RGB, the level below, or MIND
             n_convs = 2 + 2 * ext.num_blocks  # mid, head and 2 per block; stem below
             total += 2 * 9 * c_in * c * out * out * batch
             total += n_convs * 2 * 9 * c * c * out * out * batch
-            size, c_in = out, c
+            size = out
     return total
 
 
@@ -201,8 +213,8 @@ def measure_features(model, inputs, templates, variant: str, repeats: int) -> di
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default=None,
-                        help="take channels, blocks, batch and perturbations from this pipeline profile's "
-                             "DLKFM training (e.g. srif_map, demo)")
+                        help="time the training steps of this pipeline profile's DLKFM levels, with their "
+                             "architecture, loss and batch (e.g. srif_map, demo)")
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--blocks", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4, help="training batch")
@@ -218,30 +230,33 @@ def main(argv=None):
     parser.add_argument("--onednn", choices=("0", "1"), default=None,
                         help="TF_ENABLE_ONEDNN_OPTS (set before TensorFlow loads)")
     args = parser.parse_args(argv)
+    arch = dict(channels=args.channels, num_blocks=args.blocks, normalise=True)
+    levels = [dict(level=k, arch=arch, batch=args.batch, task=dict(num_perturbations=args.num_perturbations))
+              for k in dlkfm.LEVELS]
     if args.profile:
-        settings = profile_settings(args.profile)
-        args.channels, args.blocks = settings["channels"], settings["blocks"]
-        args.batch, args.num_perturbations = settings["batch"], settings["num_perturbations"]
-        print(f"profile {args.profile}: {settings}")
+        levels = profile_levels(args.profile)
+        arch = levels[0]["arch"]
+        print(f"profile {args.profile}: " + "; ".join(
+            f"level {s['level']}: {s['arch']}, {s['task']}, batch {s['batch']}" for s in levels))
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, intra-op threads "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}, "
           f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}; DLKFM "
-          f"{args.channels} channels, {args.blocks} residual blocks; load average "
+          f"{arch.get('channels', 8)} channels, {arch.get('num_blocks', 1)} residual blocks; load average "
           f"{os.getloadavg()[0]:.2f}", flush=True)
 
-    arch = dict(channels=args.channels, num_blocks=args.blocks, normalise=True)
-    n = max(args.batch, args.infer_batch, args.feature_batch)
+    n = max(max(s["batch"] for s in levels), args.infer_batch, args.feature_batch)
     inputs, templates, corners = make_pairs(n)
     model = dlkfm.make_dlkfm_net(3, **arch)
 
     if not args.only_features:
         with tempfile.TemporaryDirectory() as root:
-            batch = (inputs[:args.batch], templates[:args.batch], corners[:args.batch])
-            for level in dlkfm.LEVELS:
-                r = train_step(level, root, arch, batch, args.repeats, args.num_perturbations)
-                print(f"train step level {level}: {r['seconds'] * 1e3:8.1f} ms = "
-                      f"{r['samples_per_second']:6.1f} samples/s (batch {args.batch}, "
-                      f"{args.num_perturbations} perturbations); {r['flops'] / 1e9:.2f} GFLOP counted "
+            for s in levels:
+                b = s["batch"]
+                batch = (inputs[:b], templates[:b], corners[:b])
+                r = train_step(s["level"], root, s["arch"], batch, args.repeats, s["task"])
+                print(f"train step level {s['level']}: {r['seconds'] * 1e3:8.1f} ms = "
+                      f"{r['samples_per_second']:6.1f} samples/s (batch {b}, "
+                      f"{s['task']}); {r['flops'] / 1e9:.2f} GFLOP counted "
                       f"= {r['gflops']:5.1f} GFLOP/s; matmul {r['matmul_before']:.1f} / "
                       f"{r['matmul_after']:.1f} GFLOP/s (before / after); fraction {r['fraction']:.3f}",
                       flush=True)
@@ -256,13 +271,17 @@ def main(argv=None):
                       f"3->2->1, fold_batchnorm={fold})", flush=True)
 
     b = args.feature_batch
-    expected = conv_flops(model, b)
-    print(f"feature extractor, batch {b}, all levels, both branches; convolutions "
-          f"{expected / 1e9:.1f} GFLOP (analytic)", flush=True)
+    mind = arch.get("input_representation") == "mind"
+    expected = None if mind else conv_flops(model, b)  # the analytic count follows the RGB chain
+    print(f"feature extractor, batch {b}, all levels, both branches" +
+          ("" if mind else f"; convolutions {expected / 1e9:.1f} GFLOP (analytic)"), flush=True)
     for variant in args.variants:
+        if variant == "convs" and mind:
+            print("  convs     : not for a MIND model (its levels are not a chain of RGB convolutions)")
+            continue
         r = measure_features(model, inputs[:b], templates[:b], variant, args.repeats)
-        print(f"  {variant:10s}: {r['flops'] / 1e9:6.1f} GFLOP counted "
-              f"({r['flops'] / expected:.3f} x convs) in {r['seconds'] * 1e3:7.1f} ms = "
+        ratio = "" if mind else f" ({r['flops'] / expected:.3f} x convs)"
+        print(f"  {variant:10s}: {r['flops'] / 1e9:6.1f} GFLOP counted{ratio} in {r['seconds'] * 1e3:7.1f} ms = "
               f"{r['gflops']:6.1f} GFLOP/s; matmul {r['matmul_before']:.1f} / "
               f"{r['matmul_after']:.1f} GFLOP/s (before / after); fraction "
               f"{r['fraction']:.2f}", flush=True)
