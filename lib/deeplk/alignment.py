@@ -290,6 +290,14 @@ def _corners(H: np.ndarray, shape_hw) -> np.ndarray:
         return uvw[:, :2] / uvw[:, 2:3]
 
 
+def _corner_distance(H1: np.ndarray, H2: np.ndarray) -> float:
+    """Mean distance (px) between the 192 frame's corners placed by two estimates; inf if
+    either is not finite."""
+    frame = (INPUT_SIZE, INPUT_SIZE)
+    d = float(np.linalg.norm(_corners(H1, frame) - _corners(H2, frame), axis=1).mean())
+    return d if np.isfinite(d) else np.inf
+
+
 def _template_offsets():
     c = PATCH_OFFSET
     dx, dy = SECOND_START_OFFSET
@@ -589,10 +597,7 @@ def align(
     H192 = [_normalised(h) for h in H192]
     ok = [bool(np.all(np.isfinite(h))) for h in H192]
     method_failed = not any(ok)
-    frame = (INPUT_SIZE, INPUT_SIZE)
-    apart = float(np.linalg.norm(_corners(H192[0], frame) - _corners(H192[1], frame), axis=1).mean()) \
-        if all(ok) else np.inf
-    if apart < SAME_ESTIMATE_PX:  # one estimate reached from both starts: scored once
+    if all(ok) and _corner_distance(*H192) < SAME_ESTIMATE_PX:  # one estimate reached from both starts: scored once
         sim_overlap = [_similarity(a192, b192, H192[0])] * 2
         peaks = _peak_ratios(a192, b192, H192[:1]) * 2
     else:
@@ -613,9 +618,7 @@ def align(
             if so_better[0] >= sims[best] - 0.01 and not peak_better > peaks[best] + PEAK_TOLERANCE:
                 H192[best], sim_overlap[best], peaks[best], refined = better, so_better, peak_better, True
                 sims[best], matches[best] = so_better[0], _match_score(peak_better)
-    disagreement = float(np.linalg.norm(_corners(H192[best], frame) - _corners(H192[other], frame), axis=1).mean())
-    if not np.isfinite(disagreement):
-        disagreement = np.inf
+    disagreement = _corner_distance(H192[best], H192[other])
     if method_failed:
         similarity, overlap, confidence = 0.0, 0.0, 0.0
     else:

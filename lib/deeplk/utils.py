@@ -7,8 +7,8 @@ import random
 import tempfile
 import threading
 from collections import OrderedDict
-from typing import Any, Callable
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 

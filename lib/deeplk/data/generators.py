@@ -74,21 +74,18 @@ choice (the published crops are not documented): 1-2.7x and 2-5.3x downsampling 
 from __future__ import annotations
 
 import math
-import threading
 import warnings
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import cv2
 import numpy as np
 
+from ..utils import LRUCache
 from . import demo as demo_mod
 from .dlk_format import natural_key
 from .modality import render_map, render_season
-from ..utils import LRUCache
 from .protocol import INPUT_SIZE, make_pair, template_valid_mask
 from .sources import (
     find_pairs,
