@@ -1032,10 +1032,7 @@ def train(task: TrainTask, dataset: tf.data.Dataset, config: TrainConfig) -> Tra
     distributed = n_replicas > 1 or _is_multi_worker(strategy)
     is_chief, task_id = _worker_role(strategy)
     mixed = _mixed_precision_active(config)
-    if mixed:
-        with _global_dtype_policy("mixed_float16"):
-            model, variables = _build(task, strategy)
-    else:
+    with _global_dtype_policy("mixed_float16") if mixed else contextlib.nullcontext():
         model, variables = _build(task, strategy)
     with strategy.scope():
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step")

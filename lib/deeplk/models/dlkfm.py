@@ -82,7 +82,6 @@ the separate multiply / add passes over the feature maps (``bench/dlkfm.py`` mea
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
