@@ -49,14 +49,14 @@ def regression_case(name: str = "dhn", batch_size: int = 32, seed: int = 0):
 
 
 def homography_net_case(name: str, batch_size: int | None = None, seed: int = 0, loss_pools=None,
-                        **model_options):
+                        outside_weight=None, **model_options):
     """``(task, batch)`` for a training-step benchmark of ``hnet_sup`` or ``hnet_unsup``.
 
     The paper's architecture (random frozen backbone, no download) with the paper batch size 64
     (DeTone 2016; Nguyen 2018 used 128) unless `batch_size` is given; `model_options` override
     `deeplk.models.homography_net.HomographyNet` options (e.g. ``input_scale=0.25,
-    inception_filters=16`` for the demo); `loss_pools` is the unsupervised loss' pyramid
-    (`deeplk.models.homography_net.make_task`). The batch is a random DLK-format batch
+    inception_filters=16`` for the demo); `loss_pools` and `outside_weight` are the unsupervised
+    loss' pyramid and corner penalty (`deeplk.models.homography_net.make_task`). The batch is a random DLK-format batch
     ``(inputs, templates, corners)``.
     """
     modes = {v: k for k, v in homography_net.MODES.items()}
@@ -64,7 +64,7 @@ def homography_net_case(name: str, batch_size: int | None = None, seed: int = 0,
         raise ValueError(f"`name` must be one of {sorted(modes)}, got {name!r}")
     batch_size = 64 if batch_size is None else int(batch_size)
     config = {"vgg_weights": None, **model_options}
-    task = homography_net.make_task(modes[name], config, loss_pools=loss_pools)
+    task = homography_net.make_task(modes[name], config, loss_pools=loss_pools, outside_weight=outside_weight)
     rng = np.random.default_rng(seed)
     s, t = config.get("input_size", 192), config.get("template_size", 128)
     inputs = rng.random((batch_size, s, s, 3), dtype=np.float32)

@@ -54,11 +54,12 @@ def _task(step, arch: dict):
         previous = [regression.RegressionTask(options).build_model() for _ in range(stage - 1)]
         return regression.RegressionTask(options, previous=previous), _batch(b)
     if nb.startswith("02_"):
-        keys = ("vgg_layer", "input_scale", "inception_filters", "dense_units", "dropout", "input_norm",
-                "bn_momentum", "train_backbone")
+        keys = ("vgg_layer", "input_scale", "inception_filters", "num_inception_blocks", "dense_units", "dropout",
+                "input_norm", "bn_momentum", "train_backbone")
         name = "hnet_sup" if p["mode"] == "supervised" else "hnet_unsup"
         pools = tuple(p["loss_pools"]) if p.get("loss_pools") else None
-        return homography_net_case(name, batch_size=b, loss_pools=pools, **{k: p[k] for k in keys if k in p})
+        return homography_net_case(name, batch_size=b, loss_pools=pools, outside_weight=p.get("outside_weight"),
+                                   **{k: p[k] for k in keys if k in p})
     if nb.startswith("03_"):
         level = int(p["level"])
         if level == 1:

@@ -31,7 +31,7 @@ from deeplk import perf  # noqa: E402
 from deeplk.pipeline import load_profile  # noqa: E402
 
 # The HomographyNet options notebook 02 passes to the model (its `model_config`, minus vgg_weights).
-HNET_MODEL_KEYS = ("vgg_layer", "input_scale", "inception_filters", "dense_units", "dropout", "input_norm",
+HNET_MODEL_KEYS = ("vgg_layer", "input_scale", "inception_filters", "num_inception_blocks", "dense_units", "dropout", "input_norm",
                    "bn_momentum", "train_backbone")
 
 
@@ -44,6 +44,8 @@ def _demo_case(profile, mode: str, note: str):
     options = {k: params[k] for k in HNET_MODEL_KEYS if k in params}
     if mode == "unsup" and params.get("loss_pools") is not None:
         options["loss_pools"] = tuple(params["loss_pools"])
+    if mode == "unsup" and params.get("outside_weight"):
+        options["outside_weight"] = float(params["outside_weight"])
     return (lambda b: homography_net_case(f"hnet_{mode}", batch_size=b, **options),
             int(params["batch_size"]), f"{note}: options and batch of the demo profile's {name}")
 

@@ -36,7 +36,8 @@ def test_homography_net_cases():
     assert float(loss) < 1e-5  # the templates are cut from the inputs at the corners
     assert task.loss_pools == (1,)
     pooled, _ = cases.homography_net_case("hnet_unsup", batch_size=2, loss_pools=(2, 4), **TINY)
-    assert pooled.loss_pools == (2, 4)
+    assert pooled.loss_pools == (2, 4) and pooled.outside_weight == 0.0
+    assert cases.homography_net_case("hnet_unsup", batch_size=2, outside_weight=0.1, **TINY)[0].outside_weight == 0.1
     with pytest.raises(ValueError, match="loss_pools"):
         cases.homography_net_case("hnet_sup", batch_size=2, loss_pools=(2,), **TINY)
     with pytest.raises(ValueError, match="name"):

@@ -435,6 +435,44 @@ class TestTasks:
         with pytest.raises(ValueError, match="unknown `model_config` keys .'filters'. for HomographyNetConfig"):
             hn.SupervisedTask({"filters": 3})
 
+    def test_outside_penalty_known_answer_and_direction(self):
+        # Input 48 px: pixel centres 0..47. Corner (-3, 10) is 3 px left, (50, 47) 3 px right.
+        corners = np.array([[[-3.0, 10.0], [20.0, 20.0], [50.0, 47.0], [0.0, 47.0]],
+                            [[5.0, 5.0], [40.0, 5.0], [40.0, 40.0], [5.0, 40.0]]], np.float32)
+        expected = (3.0 + 3.0) / corners.size / 2.0
+        np.testing.assert_allclose(float(hn.outside_penalty(corners, 48, scale=2.0)), expected, rtol=1e-6)
+        assert float(hn.outside_penalty(corners[1:], 48)) == 0.0  # inside (and on the border): free
+        c = tf.Variable(corners)
+        with tf.GradientTape() as tape:
+            penalty = hn.outside_penalty(c, 48)
+        grad = tape.gradient(penalty, c).numpy()
+        # Gradient descent moves the outside coordinates back in, and nothing else.
+        assert grad[0, 0, 0] < 0 and grad[0, 2, 0] > 0
+        assert np.count_nonzero(grad) == 2
+        with pytest.raises(ValueError, match="corners"):
+            hn.outside_penalty(np.zeros((2, 3, 2)), 48)
+
+    def test_unsupervised_outside_weight_adds_the_penalty(self, tiny_pairs):
+        inputs, templates, _ = tiny_pairs
+        task = hn.UnsupervisedTask(TINY, outside_weight=0.5)
+        model = task.build_model()
+        offsets = np.tile([[-20.0, 0.0]], (4, 1))  # every corner 20 px left: two leave the input
+        model.out.bias.assign(offsets.reshape(8).astype(np.float32) / model.offset_scale)
+        loss, metrics = task.compute_loss(model, tiny_pairs, training=False)
+        pred = np.broadcast_to(centred_corners(48, 32) + offsets, (3, 4, 2)).astype(np.float32)
+        photometric = float(hn.masked_photometric_l1(inputs, templates, corners_to_homography(pred, 32)))
+        outside = (20.0 - 8.0) * 2 / 8 / model.offset_scale  # x of the left corners: 8 - 20 = -12
+        np.testing.assert_allclose(float(metrics["outside"]), outside, rtol=1e-5)
+        np.testing.assert_allclose(float(loss), photometric + 0.5 * outside, rtol=1e-5)
+        assert task.run_config()["task"]["outside_weight"] == 0.5
+        plain, _ = hn.UnsupervisedTask(TINY).compute_loss(model, tiny_pairs, training=False)
+        np.testing.assert_allclose(float(plain), photometric, rtol=1e-5)  # default: no penalty
+        for bad in (-1.0, float("nan"), True, "1"):
+            with pytest.raises(ValueError, match="outside_weight"):
+                hn.UnsupervisedTask(TINY, outside_weight=bad)
+        with pytest.raises(ValueError, match="outside_weight.*unsupervised"):
+            hn.make_task("supervised", TINY, outside_weight=0.1)
+
     def test_training_moves_the_head_not_the_backbone(self, tiny_pairs):
         task = hn.SupervisedTask(TINY)
         ds = tf.data.Dataset.from_tensors(tuple(tf.constant(x) for x in tiny_pairs))
@@ -483,12 +521,13 @@ def demo_root(tmp_path_factory):
 
 
 def train_hnet(stage, root, ckpt, config, steps, batch_size, learning_rate, pairs=None, rho_start=None,
-               ramp_steps=0, loss_pools=None, **train_options):
+               ramp_steps=0, loss_pools=None, outside_weight=None, **train_options):
     """`make_train_dataset` + `train_stage`, as notebook 02 calls them."""
     ds = hn.make_train_dataset(root, stage, batch_size=batch_size, pairs=pairs, rho_start=rho_start,
                                ramp_steps=ramp_steps)
     return hn.train_stage(stage, ds, ckpt, steps=steps, learning_rate=learning_rate, model_config=config,
-                          task_options=dict(loss_pools=loss_pools), notes=dict(rho_start=rho_start),
+                          task_options=dict(loss_pools=loss_pools, outside_weight=outside_weight),
+                          notes=dict(rho_start=rho_start),
                           **train_options)
 
 
@@ -554,9 +593,10 @@ class TestCurriculum:
         config = dict(DLK_TINY, vgg_layer="block2_conv2")
         kw = dict(steps=1, batch_size=2, learning_rate=1e-2, progress=False)
         r = train_hnet("hnet_unsup/rho16", demo_root, tmp_path, config, loss_pools=(1, 8), rho_start=4,
-                       ramp_steps=2, **kw)
+                       ramp_steps=2, outside_weight=0.25, **kw)
         meta = json.loads((hn.stage_dir(tmp_path, "hnet_unsup/rho16") / RUN_CONFIG_NAME).read_text())
         assert meta["task"]["loss_pools"] == [1, 8] and meta["model"]["vgg_layer"] == "block2_conv2"
+        assert meta["task"]["outside_weight"] == 0.25
         assert meta["task"]["rho_start"] == 4  # the notes
         # The first batch had offsets of at most rho_start = 4 px: its logged mace is below 4 * sqrt(2).
         assert r.history[0][0] == 1 and r.metrics["mace"] <= 4 * np.sqrt(2)
@@ -569,6 +609,8 @@ class TestCurriculum:
         assert rho == 16 and model.vgg_layer == "block2_conv2"
         with pytest.raises(ValueError, match="loss_pools"):
             train_hnet("hnet_sup/rho16", demo_root, tmp_path / "s", config, loss_pools=(1, 8), **kw)
+        with pytest.raises(ValueError, match="outside_weight"):
+            train_hnet("hnet_sup/rho16", demo_root, tmp_path / "s", config, outside_weight=0.1, **kw)
         with pytest.raises(ValueError, match="pools"):
             train_hnet("hnet_unsup/rho16", demo_root, tmp_path / "u", config, loss_pools=(7,), **kw)
 

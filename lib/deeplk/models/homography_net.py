@@ -23,7 +23,9 @@ the saved weights.
 
 Options beyond the paper's architecture, for CPU budgets only (defaults = the paper):
 ``input_scale`` (resize input and template before the backbone, e.g. 0.25: 48 / 32 px, about
-16x fewer backbone FLOPs) and ``inception_filters`` (filters per inception branch, 64 by default).
+16x fewer backbone FLOPs), ``inception_filters`` (filters per inception branch, 64 by default)
+and ``num_inception_blocks`` (7 by default; with 4 only the pooling after block 2 remains, so the
+MLP sees a grid 4x finer per side).
 ``vgg_layer`` (``"block2_conv2"`` / ``"block1_conv2"`` / ``"block1_conv1"``: cut the frozen backbone
 earlier, stride 2 / 1 / 1). Not from the paper but the default: ``fc_batch_norm`` (batch norm before the hidden ReLU; the
 plain dense + ReLU died on the demo data and the net predicted a constant). For training without
@@ -44,8 +46,10 @@ Training (`deeplk.train.train`, one loop for every model):
   into the template frame by H (`deeplk.warp.warp_image`, pixel coordinates, so an identity
   warp is exact: no shrinking), L1 against the template averaged over the valid pixels only.
   Optionally averaged over average-pooled pyramid levels (``loss_pools``,
-  `pyramid_photometric_l1`) for a wider basin. The labels are only used for the logged ``mace``
-  metric.
+  `pyramid_photometric_l1`) for a wider basin, and plus a penalty on predicted corners outside
+  the input (``outside_weight``, `outside_penalty`): the masked L1 costs nothing for pixels
+  warped from outside the input, and without it a large learning rate drifts to such warps. The
+  labels are only used for the logged ``mace`` metric.
 - `make_train_dataset` and `train_stage`: one curriculum stage, named by its run folder
   (``"hnet_sup/rho16"``, ``"hnet_unsup/rho32"`` ..., `STAGE_NAMES`). Rho 16 synthesises pairs
   on the fly from the training inputs (`deeplk.data.augment.with_synthetic_pairs`, offsets
@@ -95,6 +99,7 @@ __all__ = [
     "HomographyNet",
     "HomographyNetConfig",
     "masked_photometric_l1",
+    "outside_penalty",
     "pyramid_photometric_l1",
     "SupervisedTask",
     "UnsupervisedTask",
@@ -649,6 +654,29 @@ def pyramid_photometric_l1(inputs, templates, input_H_template, pools=(1,), retu
     return loss
 
 
+def outside_penalty(corners, input_size: int, scale: float = 1.0):
+    """How far predicted template corners lie outside the input, a label-free prior of the DLK
+    protocol (the template is cut from inside the input).
+
+    The mean over the batch's corners and both coordinates of ``max(0, -c) + max(0, c - (S - 1))``
+    (``S`` = `input_size`, pixel centres ``0 .. S - 1``), divided by `scale`; zero for corners
+    inside the input, growing linearly outside, so its gradient pulls a prediction that has left
+    the input back toward it where the photometric loss no longer says which way to go.
+
+    Args:
+        corners: ``(B, 4, 2)`` predicted template corners in input pixels.
+        input_size: side of the square input.
+        scale: divides the distance (e.g. ``offset_scale``, to make it unit-free).
+
+    Returns:
+        Scalar float32.
+    """
+    corners = tf.cast(tf.convert_to_tensor(corners), tf.float32)
+    check_shape("corners", corners, (None, 4, 2), "B x 4 x 2")
+    excess = tf.nn.relu(-corners) + tf.nn.relu(corners - float(input_size - 1))
+    return tf.reduce_mean(excess) / float(scale)
+
+
 def _mace(pred_corners, true_corners):
     return tf.reduce_mean(tf.norm(pred_corners - true_corners, axis=-1))
 
@@ -671,7 +699,8 @@ class _Task:
     def run_config(self) -> dict:
         """What `deeplk.train.train` writes to ``model_config.json``."""
         task = {"mode": self.mode, "init_from": None if self.init_from is None else str(self.init_from),
-                "loss_pools": list(getattr(self, "loss_pools", (1,))), **self.notes}
+                "loss_pools": list(getattr(self, "loss_pools", (1,))),
+                "outside_weight": getattr(self, "outside_weight", 0.0), **self.notes}
         return {"family": FAMILY, "model": self.model_config, "task": task}
 
     def build_model(self) -> HomographyNet:
@@ -711,33 +740,48 @@ class SupervisedTask(_Task):
 class UnsupervisedTask(_Task):
     """Masked photometric L1 at the predicted homography, averaged over the pyramid levels
     `loss_pools` (`pyramid_photometric_l1`; ``(1,)``, the default, is the plain
-    `masked_photometric_l1`); the labels only feed the ``mace`` metric. Metric ``valid`` = mean
-    fraction of valid template pixels."""
+    `masked_photometric_l1`), plus `outside_weight` times `outside_penalty` of the predicted
+    corners (0, the default: none); the labels only feed the ``mace`` metric. Metrics ``valid`` =
+    mean fraction of valid template pixels, ``outside`` = the mean penalty."""
 
     mode = "unsupervised"
 
-    def __init__(self, model_config: dict | None = None, init_from=None, loss_pools=(1,)):
+    def __init__(self, model_config: dict | None = None, init_from=None, loss_pools=(1,),
+                 outside_weight: float = 0.0):
         super().__init__(model_config, init_from)
         config = HomographyNet(**{**self.model_config, "vgg_weights": None})
         self.loss_pools = _check_pools(loss_pools, config.input_size, config.template_size)
+        if isinstance(outside_weight, bool) or not isinstance(outside_weight, (int, float, np.floating, np.integer)) \
+                or not math.isfinite(outside_weight) or outside_weight < 0:
+            raise ValueError(f"`outside_weight` must be a finite number >= 0, got {outside_weight!r}")
+        self.outside_weight = float(outside_weight)
 
     def compute_loss(self, model, batch, training):
         inputs, templates, _ = batch
         pred, target, base = self._offsets(model, batch, training)
         H = corners_to_homography(base + pred, model.template_size)
         loss, _, valid = pyramid_photometric_l1(inputs, templates, H, self.loss_pools, return_per_sample=True)
-        return loss, {"mace": _mace(pred, target), "valid": tf.reduce_mean(valid)}
+        outside = outside_penalty(base + pred, model.input_size, model.offset_scale)
+        if self.outside_weight:
+            loss = loss + self.outside_weight * outside
+        return loss, {"mace": _mace(pred, target), "valid": tf.reduce_mean(valid), "outside": outside}
 
 
-def make_task(mode: str, model_config: dict | None = None, init_from=None, loss_pools=None) -> _Task:
+def make_task(mode: str, model_config: dict | None = None, init_from=None, loss_pools=None,
+              outside_weight=None) -> _Task:
     """`SupervisedTask` or `UnsupervisedTask` for ``mode`` in ``"supervised"``, ``"unsupervised"``;
-    `loss_pools` (unsupervised only; ``None`` = ``(1,)``) see `UnsupervisedTask`."""
+    `loss_pools` (``None`` = ``(1,)``) and `outside_weight` (``None`` = 0), unsupervised only, see
+    `UnsupervisedTask`."""
     if mode == "supervised":
         if loss_pools is not None and tuple(np.atleast_1d(loss_pools)) != (1,):
             raise ValueError(f"`loss_pools` is for mode='unsupervised' only, got {loss_pools!r} with mode='supervised'")
+        if outside_weight:
+            raise ValueError(f"`outside_weight` is for mode='unsupervised' only, got {outside_weight!r} with "
+                             "mode='supervised'")
         return SupervisedTask(model_config, init_from)
     if mode == "unsupervised":
-        return UnsupervisedTask(model_config, init_from, (1,) if loss_pools is None else loss_pools)
+        return UnsupervisedTask(model_config, init_from, (1,) if loss_pools is None else loss_pools,
+                                0.0 if outside_weight is None else outside_weight)
     raise ValueError(f"`mode` must be 'supervised' or 'unsupervised', got {mode!r}")
 
 
@@ -839,9 +883,9 @@ def train_stage(stage: str, dataset, checkpoint_dir="checkpoints", *, steps: int
         steps, learning_rate, seed: `deeplk.train.TrainConfig` fields.
         model_config: a `HomographyNetConfig` or some of its fields as a dict (e.g.
             ``{"vgg_weights": None, "input_scale": 0.25}``).
-        task_options: ``loss_pools``: unsupervised only: pyramid levels of the photometric loss
-            (e.g. ``(1, 8)``, see `pyramid_photometric_l1`); ``None``: ``(1,)``, the plain
-            masked L1.
+        task_options: unsupervised only: ``loss_pools``, pyramid levels of the photometric loss
+            (e.g. ``(1, 8)``, see `pyramid_photometric_l1`; ``None``: ``(1,)``, the plain
+            masked L1); ``outside_weight``, the weight of `outside_penalty` (``None``: 0).
         notes: settings to record in ``model_config.json`` (the data: ``pairs``, ``rho_start``
             ...).
         **train_options: further `deeplk.train.TrainConfig` fields (``lr_schedule``,
@@ -854,10 +898,10 @@ def train_stage(stage: str, dataset, checkpoint_dir="checkpoints", *, steps: int
 
     mode, rho = _parse_stage(stage)
     out = stage_dir(checkpoint_dir, stage)
-    options = check_keys(task_options, ("loss_pools",), "task_options", "homography_net.train_stage")
-    loss_pools = options.get("loss_pools")
+    options = check_keys(task_options, ("loss_pools", "outside_weight"), "task_options", "homography_net.train_stage")
+    loss_pools, outside_weight = options.get("loss_pools"), options.get("outside_weight")
     config = _model_options(model_config)  # checks the options before any work
-    make_task(mode, config, loss_pools=loss_pools)  # checks loss_pools
+    make_task(mode, config, loss_pools=loss_pools, outside_weight=outside_weight)  # checks the task options
     init_from = None
     if rho == RHOS[1]:
         previous = stage_dir(checkpoint_dir, _stage_name(mode, RHOS[0]))
@@ -871,7 +915,7 @@ def train_stage(stage: str, dataset, checkpoint_dir="checkpoints", *, steps: int
                     f"the rho={RHOS[0]} stage in {previous} was trained with other model options "
                     f"(option: (stage {RHOS[0]}, now)): {differ}; use the same options"
                 )
-    task = make_task(mode, config, init_from=init_from, loss_pools=loss_pools)
+    task = make_task(mode, config, init_from=init_from, loss_pools=loss_pools, outside_weight=outside_weight)
     task.notes = {"rho": rho, "learning_rate": learning_rate, **(notes or {})}
     train_config = TrainConfig(steps=steps, learning_rate=learning_rate, seed=seed, checkpoint_dir=out,
                                **train_options)
