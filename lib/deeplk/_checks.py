@@ -55,6 +55,15 @@ def check_positive_int(name: str, value) -> int:
     return int(value)
 
 
+def check_non_negative(name: str, value) -> float:
+    """Return `value` as float, or raise `ValueError` naming `name` unless it is a finite real
+    number >= 0 (bools and strings are refused)."""
+    if isinstance(value, bool) or not (isinstance(value, (int, float, np.floating, np.integer))
+                                       and np.isfinite(value) and value >= 0):
+        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def check_bool(name: str, value) -> bool:
     """Return `value` as bool, or raise `ValueError` naming `name` unless it is True or False."""
     if not isinstance(value, (bool, np.bool_)):

@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from deeplk._checks import check_positive_int, check_shape
+from deeplk._checks import check_non_negative, check_positive_int, check_shape
 from deeplk.lk import gaussian_blur
 
 __all__ = ["DESCRIPTORS", "mind", "orientation_field", "describe"]
@@ -62,13 +62,6 @@ def _images(name: str, images) -> tf.Tensor:
             raise ValueError(f"`{name}` must have a {what} of at least 1, got shape "
                              f"{tuple(x.shape)}")
     return x
-
-
-def _non_negative(name: str, value) -> float:
-    if isinstance(value, bool) or not (isinstance(value, (int, float, np.floating, np.integer))
-                                       and np.isfinite(value) and value >= 0):
-        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def _shift(x: tf.Tensor, dx: int, dy: int) -> tf.Tensor:
@@ -116,8 +109,8 @@ def mind(images, neighbourhood: str = "four", distance: int = 1, sigma: float = 
         raise ValueError(f"`neighbourhood` must be one of {sorted(_NEIGHBOURHOODS)}, got "
                          f"{neighbourhood!r}")
     distance = check_positive_int("distance", distance)
-    sigma = _non_negative("sigma", sigma)
-    epsilon = _non_negative("epsilon", epsilon)
+    sigma = check_non_negative("sigma", sigma)
+    epsilon = check_non_negative("epsilon", epsilon)
     ssd = []
     for dx, dy in _NEIGHBOURHOODS[neighbourhood]:
         diff = x - _shift(x, dx * distance, dy * distance)
@@ -170,8 +163,8 @@ def orientation_field(images, sigma: float = 2.0, epsilon: float = 0.1) -> tf.Te
     TensorShape([2, 32, 32, 2])
     """
     x = _images("images", images)
-    sigma = _non_negative("sigma", sigma)
-    epsilon = _non_negative("epsilon", epsilon)
+    sigma = check_non_negative("sigma", sigma)
+    epsilon = check_non_negative("epsilon", epsilon)
     if epsilon == 0:
         raise ValueError("`epsilon` must be > 0 (it keeps flat regions finite)")
     gx, gy = _gradients(x)

@@ -74,7 +74,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from deeplk._checks import check_bool, check_momentum, check_shape, renamed_hint
+from deeplk._checks import check_bool, check_momentum, check_non_negative, check_shape, renamed_hint
 from deeplk.data.augment import with_synthetic_pairs
 from deeplk.geometry_np import centred_corners
 from deeplk.geometry import corners_to_homography, scale_homography
@@ -751,10 +751,7 @@ class UnsupervisedTask(_Task):
         super().__init__(model_config, init_from)
         config = HomographyNet(**{**self.model_config, "vgg_weights": None})
         self.loss_pools = _check_pools(loss_pools, config.input_size, config.template_size)
-        if isinstance(outside_weight, bool) or not isinstance(outside_weight, (int, float, np.floating, np.integer)) \
-                or not math.isfinite(outside_weight) or outside_weight < 0:
-            raise ValueError(f"`outside_weight` must be a finite number >= 0, got {outside_weight!r}")
-        self.outside_weight = float(outside_weight)
+        self.outside_weight = check_non_negative("outside_weight", outside_weight)
 
     def compute_loss(self, model, batch, training):
         inputs, templates, _ = batch
